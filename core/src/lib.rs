@@ -1,0 +1,9 @@
+//! ReCode-rs runner library.
+//!
+//! `api` holds the three plugin contracts (model, reward, algorithm); everything else in the
+//! project is written against them. The crate has no tensor library on purpose: model plugins
+//! bring burn, so specs, rewards, algorithms and evaluation build and test in seconds.
+
+pub mod api;
+pub mod registry;
+pub mod spec;
