@@ -7,3 +7,4 @@
 pub mod api;
 pub mod registry;
 pub mod spec;
+pub mod task;
