@@ -5,6 +5,7 @@
 //! bring burn, so specs, rewards, algorithms and evaluation build and test in seconds.
 
 pub mod api;
+pub mod chat;
 pub mod registry;
 pub mod spec;
 pub mod task;

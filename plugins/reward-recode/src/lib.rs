@@ -1,1 +1,22 @@
-//! placeholder
+//! ReCode rewards: `format`, `em`, `es`, `em_star`, `es_star`, `overlong`, `length`.
+//!
+//! Semantics follow the paper's reward code (see `tests/reference/reward_ref.py`) without its two
+//! bugs: strings are restored by index during normalisation, and two empty codes have similarity 1.
+
+pub mod bench;
+pub mod edit;
+pub mod rewards;
+
+use recode_core::registry::Registry;
+
+/// Register every reward of this crate under its name.
+pub fn register(reg: &mut Registry) {
+    use rewards::*;
+    reg.add_reward("format", "+1 if <think>…</think> then <answer>…</answer> and nothing else, else -1 (option prefix)", format_factory);
+    reg.add_reward("em", "1 if the normalised code equals the normalised target, else 0 (option extract)", em_factory);
+    reg.add_reward("es", "edit similarity 1 - lev/max_len of normalised code and target, in [0, 1] (option extract)", es_factory);
+    reg.add_reward("em_star", "+2 exact match, -1.5 otherwise, -2 no code block or syntax error (option extract)", em_star_factory);
+    reg.add_reward("es_star", "3.5 * similarity - 1.5, -2 for no code block or syntax error (option extract)", es_star_factory);
+    reg.add_reward("overlong", "DAPO soft length penalty: 0 up to max_length - cache_length, linear to -1 at max_length", overlong_factory);
+    reg.add_reward("length", "completion tokens / max_length, clipped to [0, 1] (weight < 0 to penalise, 0 to log)", length_factory);
+}
