@@ -4,6 +4,7 @@
 //! project is written against them. The crate has no tensor library on purpose: model plugins
 //! bring burn, so specs, rewards, algorithms and evaluation build and test in seconds.
 
+pub mod algo;
 pub mod api;
 pub mod chat;
 pub mod registry;
