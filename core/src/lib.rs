@@ -10,3 +10,4 @@ pub mod chat;
 pub mod registry;
 pub mod spec;
 pub mod task;
+pub mod eval;
