@@ -7,6 +7,7 @@
 pub mod algo;
 pub mod api;
 pub mod chat;
+pub mod plugin_abi;
 pub mod registry;
 pub mod spec;
 pub mod task;
