@@ -17,8 +17,8 @@
  *  - Return 0 on success. On failure return non-zero and write a NUL-terminated message into
  *    `err` (at most `err_len` bytes including the NUL; truncate if longer). The host reports it
  *    together with the library path.
- *  - Functions may be called from any thread, one call at a time per plugin object; they must
- *    not keep pointers after returning.
+ *  - Functions may be called from any thread, also concurrently: keep no mutable global state
+ *    (or guard it), and keep no pointer after returning.
  *  - Rust plugins: a panic must never unwind across `extern "C"` (it aborts the host). Wrap each
  *    body in std::panic::catch_unwind and turn a panic into a non-zero return with a message.
  *  - Return values must not depend on anything but the arguments (rewards must be deterministic).
