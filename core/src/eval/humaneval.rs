@@ -1,0 +1,78 @@
+//! HumanEval-format problems (task_id, prompt, entry_point, canonical_solution, test).
+
+use super::sandbox::{Job, TestCase};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HumanEvalTask {
+    pub task_id: String,
+    /// Signature and docstring; a completion continues it.
+    pub prompt: String,
+    pub entry_point: String,
+    /// The body that completes `prompt`.
+    pub canonical_solution: String,
+    /// Defines `check(candidate)`.
+    pub test: String,
+    pub source: String,
+}
+
+pub fn load(path: &Path) -> Result<Vec<HumanEvalTask>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let v: Value = serde_json::from_str(line).with_context(|| format!("{at}: invalid JSON"))?;
+        let f = |k: &str| match v.get(k) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => bail!("{at}: field `{k}` must be a string"),
+            None => bail!("{at}: missing field `{k}` (string)"),
+        };
+        out.push(HumanEvalTask {
+            task_id: f("task_id")?,
+            prompt: f("prompt")?,
+            entry_point: f("entry_point")?,
+            canonical_solution: f("canonical_solution")?,
+            test: f("test")?,
+            source: at.clone(),
+        });
+    }
+    Ok(out)
+}
+
+impl HumanEvalTask {
+    /// The program text for a candidate: a full definition of the entry point (as an <answer>
+    /// block gives) is used as is; anything else is taken as a continuation of the prompt.
+    pub fn candidate_program(&self, candidate: &str) -> String {
+        let defines = candidate.lines().any(|l| {
+            l.strip_prefix("def ").is_some_and(|r| r.trim_start().starts_with(&format!("{}(", self.entry_point)))
+        });
+        if defines {
+            // Keep the prompt's imports and helpers, then the candidate's definition wins.
+            format!("{}\n    pass\n\n{candidate}\n", self.prompt.trim_end())
+        } else {
+            format!("{}{candidate}", self.prompt)
+        }
+    }
+
+    pub fn job(&self, candidate: &str) -> Job {
+        Job {
+            setup: String::new(),
+            candidate: self.candidate_program(candidate),
+            tests: vec![TestCase {
+                name: "check".into(),
+                code: self.test.clone(),
+                call: format!("check({})", self.entry_point),
+            }],
+        }
+    }
+
+    pub fn reference(&self) -> String {
+        self.canonical_solution.clone()
+    }
+}

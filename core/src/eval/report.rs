@@ -1,0 +1,146 @@
+//! Evaluation results: per sample, per problem, aggregated, as JSON or a Markdown table.
+
+use super::passk::{mean_pass_at_k, pass_at_k};
+use super::sandbox::{Isolation, Outcome};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleResult {
+    pub outcome: Outcome,
+    /// The same candidate without the update installed (CodeUpdateArena problems only).
+    pub without_update: Option<Outcome>,
+    pub tests_passed: usize,
+    pub tests_total: usize,
+    pub wall_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProblemResult {
+    pub id: String,
+    pub package: String,
+    pub update_type: String,
+    /// Set when the problem could not be evaluated here (missing package); then it is left
+    /// out of every pass@k.
+    pub environment: Option<String>,
+    /// Samples that count (not environment or harness failures).
+    pub n: usize,
+    pub c: usize,
+    pub c_without_update: Option<usize>,
+    pub pass_at_k: BTreeMap<String, f64>,
+    pub samples: Vec<SampleResult>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GroupStats {
+    pub problems: usize,
+    pub evaluated: usize,
+    pub environment_skipped: usize,
+    /// Mean over evaluated problems with at least k samples.
+    pub pass_at_k: BTreeMap<String, f64>,
+    pub pass_at_k_without_update: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub benchmark: String,
+    pub k: Vec<usize>,
+    pub isolation: Isolation,
+    pub overall: GroupStats,
+    pub by_package: BTreeMap<String, GroupStats>,
+    pub by_update_type: BTreeMap<String, GroupStats>,
+    /// Tally of sample outcomes (with the update).
+    pub outcomes: BTreeMap<String, usize>,
+    pub problems: Vec<ProblemResult>,
+    pub wall_s: f64,
+}
+
+pub(crate) fn key(k: usize) -> String {
+    format!("pass@{k}")
+}
+
+impl ProblemResult {
+    pub(crate) fn new(id: String, package: String, update_type: String, samples: Vec<SampleResult>, ks: &[usize]) -> Self {
+        let env = samples.iter().find_map(|s| match &s.outcome {
+            Outcome::Environment { detail } => Some(detail.clone()),
+            _ => None,
+        });
+        let counted: Vec<&SampleResult> = samples.iter().filter(|s| s.outcome.counts()).collect();
+        let n = counted.len();
+        let c = counted.iter().filter(|s| s.outcome.passed()).count();
+        let c_without_update = counted
+            .iter()
+            .map(|s| s.without_update.as_ref().map(|o| o.passed() as usize))
+            .sum::<Option<usize>>()
+            .filter(|_| n > 0);
+        let pass_at_k = ks.iter().filter_map(|&k| pass_at_k(n, c, k).map(|v| (key(k), v))).collect();
+        Self { id, package, update_type, environment: env, n, c, c_without_update, pass_at_k, samples }
+    }
+
+    fn evaluated(&self) -> bool {
+        self.environment.is_none() && self.n > 0
+    }
+}
+
+pub(crate) fn group<'a>(problems: impl Iterator<Item = &'a ProblemResult>, ks: &[usize]) -> GroupStats {
+    let ps: Vec<&ProblemResult> = problems.collect();
+    let ev: Vec<&&ProblemResult> = ps.iter().filter(|p| p.evaluated()).collect();
+    let counts: Vec<(usize, usize)> = ev.iter().map(|p| (p.n, p.c)).collect();
+    let counts_wo: Vec<(usize, usize)> = ev.iter().filter_map(|p| p.c_without_update.map(|c| (p.n, c))).collect();
+    let mean = |cs: &[(usize, usize)]| -> BTreeMap<String, f64> {
+        ks.iter().filter_map(|&k| mean_pass_at_k(cs, k).0.map(|v| (key(k), v))).collect()
+    };
+    GroupStats {
+        problems: ps.len(),
+        evaluated: ev.len(),
+        environment_skipped: ps.iter().filter(|p| p.environment.is_some()).count(),
+        pass_at_k: mean(&counts),
+        pass_at_k_without_update: mean(&counts_wo),
+    }
+}
+
+impl EvalReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serialises")
+    }
+
+    /// One table: overall, then per package, then per update type (pass@k in percent).
+    pub fn to_markdown(&self) -> String {
+        let ks: Vec<String> = self.k.iter().map(|&k| key(k)).collect();
+        let mut s = format!("## {} evaluation\n\n| group | problems | evaluated | env-skipped |", self.benchmark);
+        for k in &ks {
+            s.push_str(&format!(" {k} |"));
+        }
+        s.push_str(" pass@1 w/o update |\n|---|---:|---:|---:|");
+        s.push_str(&"---:|".repeat(ks.len() + 1));
+        s.push('\n');
+        let pct = |m: &BTreeMap<String, f64>, k: &str| m.get(k).map(|v| format!("{:.1}", v * 100.0)).unwrap_or("-".into());
+        let mut row = |name: &str, g: &GroupStats| {
+            s.push_str(&format!("| {name} | {} | {} | {} |", g.problems, g.evaluated, g.environment_skipped));
+            for k in &ks {
+                s.push_str(&format!(" {} |", pct(&g.pass_at_k, k)));
+            }
+            s.push_str(&format!(" {} |\n", pct(&g.pass_at_k_without_update, "pass@1")));
+        };
+        row("**overall**", &self.overall);
+        for (p, g) in &self.by_package {
+            row(&format!("package: {p}"), g);
+        }
+        for (t, g) in &self.by_update_type {
+            row(&format!("update: {t}"), g);
+        }
+        let tally: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let i = &self.isolation;
+        s.push_str(&format!(
+            "\nOutcomes: {}. Wall time {:.1}s. Sandbox: netns {}, mount ns {}, pid ns {}, socket guard {}, pids cgroup {}.\n",
+            tally.join(", "),
+            self.wall_s,
+            i.net_namespace,
+            i.mount_namespace,
+            i.pid_namespace,
+            i.socket_guard,
+            i.pids_cgroup
+        ));
+        s
+    }
+}
