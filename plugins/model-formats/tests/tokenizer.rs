@@ -1,0 +1,85 @@
+//! Tokenizer built from GGUF metadata, on a tiny hand-made byte-level BPE.
+
+mod common;
+
+use common::{write_gguf, V};
+use recode_core::api::TextCodec;
+use recode_model_formats::{Codec, GgufFile};
+
+/// GPT-2's byte -> printable char table.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    if printable(b) {
+        return b as char;
+    }
+    let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).unwrap()
+}
+
+/// ids 0..256 are the bytes; then merges; then a control and a user-defined token.
+fn tiny(pre: &str) -> Codec {
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+    let merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "o r", "Ġw or", "1 2"];
+    for m in merges {
+        tokens.push(m.replace(' ', ""));
+    }
+    tokens.push("<|im_end|>".into()); // 264
+    tokens.push("<tool>".into()); // 265
+    let mut types = vec![1; tokens.len()];
+    types[264] = 3;
+    types[265] = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tok.gguf");
+    write_gguf(
+        &p,
+        &[
+            ("general.architecture", V::Str("qwen2")),
+            ("tokenizer.ggml.model", V::Str("gpt2")),
+            ("tokenizer.ggml.pre", V::Str(pre)),
+            ("tokenizer.ggml.tokens", V::Strs(tokens)),
+            ("tokenizer.ggml.merges", V::Strs(merges.iter().map(|s| s.to_string()).collect())),
+            ("tokenizer.ggml.token_type", V::I32s(types)),
+            ("tokenizer.ggml.eos_token_id", V::U32(264)),
+            ("tokenizer.chat_template", V::Str("{{ messages }}")),
+        ],
+        &[],
+    );
+    Codec::from_gguf(&GgufFile::open(&p).unwrap()).unwrap()
+}
+
+#[test]
+fn byte_level_bpe_from_gguf() {
+    let c = tiny("qwen2");
+    // "hello" merges fully; " world" -> "Ġwor" + "l" + "d".
+    assert_eq!(c.encode("hello world").unwrap(), [259, 262, b'l' as u32, b'd' as u32]);
+    // Control and user-defined tokens are single ids; "\n" is byte 10.
+    let ids = c.encode("hi<|im_end|>\n<tool>").unwrap();
+    assert_eq!(ids, [104, 105, 264, 10, 265]);
+    assert_eq!(c.decode(&ids).unwrap(), "hi<|im_end|>\n<tool>");
+    assert_eq!(c.decode_skip_special(&ids).unwrap(), "hi\n<tool>");
+    // Qwen2 splits digits one by one, so the "1 2" merge never applies.
+    assert_eq!(c.encode("a12").unwrap(), [97, 49, 50]);
+    // NFC: "e" + combining acute becomes "é" = bytes C3 A9.
+    assert_eq!(c.encode("e\u{301}").unwrap(), [0xC3, 0xA9]);
+    let text = "def f(x):\n    return x  # é ✓\n\n";
+    assert_eq!(c.decode(&c.encode(text).unwrap()).unwrap(), text);
+    assert_eq!(c.eos_ids(), [264]);
+    assert_eq!(c.pad_id(), 264);
+    assert_eq!(c.chat_template().as_deref(), Some("{{ messages }}"));
+}
+
+#[test]
+fn llama3_pre_tokenizer_groups_digits() {
+    let c = tiny("llama-bpe");
+    assert_eq!(c.encode("a12").unwrap(), [97, 263]);
+    assert_eq!(c.encode("e\u{301}").unwrap(), [b'e' as u32, 0xCC, 0x81]);
+}
+
+#[test]
+fn unsupported_tokenizer_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("spm.gguf");
+    write_gguf(&p, &[("tokenizer.ggml.model", V::Str("llama"))], &[]);
+    let e = Codec::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
+    assert!(e.contains("spm.gguf") && e.contains("llama"), "{e}");
+}
