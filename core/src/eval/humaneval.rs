@@ -46,18 +46,11 @@ pub fn load(path: &Path) -> Result<Vec<HumanEvalTask>> {
 }
 
 impl HumanEvalTask {
-    /// The program text for a candidate: a full definition of the entry point (as an <answer>
-    /// block gives) is used as is; anything else is taken as a continuation of the prompt.
+    /// The program text for a candidate: the prompt followed by the candidate. A body continues
+    /// the prompt's function; a whole function (as an <answer> block gives) redefines it, which
+    /// is valid too since the prompt's function is complete with only its docstring.
     pub fn candidate_program(&self, candidate: &str) -> String {
-        let defines = candidate.lines().any(|l| {
-            l.strip_prefix("def ").is_some_and(|r| r.trim_start().starts_with(&format!("{}(", self.entry_point)))
-        });
-        if defines {
-            // Keep the prompt's imports and helpers, then the candidate's definition wins.
-            format!("{}\n    pass\n\n{candidate}\n", self.prompt.trim_end())
-        } else {
-            format!("{}{candidate}", self.prompt)
-        }
+        format!("{}{candidate}", self.prompt)
     }
 
     pub fn job(&self, candidate: &str) -> Job {

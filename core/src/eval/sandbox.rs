@@ -32,7 +32,8 @@ const CGROUP_ROOTS: [&str; 2] = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"];
 pub struct SandboxConfig {
     /// Python interpreter; resolved to the real executable (pyenv shims need a full environment).
     pub python: PathBuf,
-    /// Wall-time limit per program.
+    /// Wall-time limit per unit test: a job with T tests gets T times this (as when
+    /// CodeUpdateArena runs each test as its own program).
     pub timeout: Duration,
     /// Address-space limit, MiB.
     pub memory_mb: u64,
@@ -160,8 +161,9 @@ impl Sandbox {
         let nonce = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
         let payload = job.to_json(&nonce, self.isolation.socket_guard);
         let mb = 1u64 << 20;
+        let budget = self.cfg.timeout * job.tests.len().max(1) as u32;
         let mut limits = vec![
-            (libc::RLIMIT_CPU, self.cfg.timeout.as_secs() + 2),
+            (libc::RLIMIT_CPU, budget.as_secs() + 2),
             (libc::RLIMIT_AS, self.cfg.memory_mb * mb),
             (libc::RLIMIT_FSIZE, self.cfg.file_mb * mb),
             (libc::RLIMIT_NOFILE, 256),
@@ -215,7 +217,7 @@ impl Sandbox {
         std::thread::spawn(move || {
             let _ = stdin.write_all(payload.as_bytes());
         });
-        let deadline = Instant::now() + self.cfg.timeout;
+        let deadline = Instant::now() + budget;
         let mut timed_out = false;
         let status = loop {
             if let Some(s) = child.try_wait()? {
