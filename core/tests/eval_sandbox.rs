@@ -9,6 +9,12 @@ fn sandbox() -> Sandbox {
     Sandbox::new(cfg).expect("python3 sandbox")
 }
 
+/// Without namespaces (what a non-root machine gets): socket guard, host temp dir.
+fn fallback_sandbox() -> Sandbox {
+    let cfg = SandboxConfig { timeout: Duration::from_secs(4), memory_mb: 512, use_namespaces: false, ..Default::default() };
+    Sandbox::new(cfg).expect("python3 sandbox")
+}
+
 /// A job whose single test passes iff the candidate defined `f` returning 1 and got that far.
 fn job(candidate: &str) -> Job {
     Job {
@@ -101,6 +107,25 @@ fn each_hostile_candidate_is_contained() {
     after_checks(&sb, dir.path(), &listener);
     // The harness still works afterwards.
     assert_eq!(sb.run(&job(OK)).outcome, Outcome::Passed);
+}
+
+#[test]
+fn hostile_candidates_without_namespaces() {
+    let sb = fallback_sandbox();
+    assert!(sb.isolation().socket_guard && !sb.isolation().net_namespace);
+    let (dir, listener) = setup_outside();
+    // Writes outside the working dir are not prevented in this mode: leave those out.
+    for (name, code) in hostile(dir.path(), listener.local_addr().unwrap().port()) {
+        if name.starts_with("write") || name == "delete_file" {
+            continue;
+        }
+        let r = sb.run(&job(&code));
+        eprintln!("fallback {name}: {:?}", r.outcome);
+        check(name, &r.outcome, &sb);
+    }
+    assert!(listener.accept().is_err(), "the candidate reached a host socket");
+    let r = sb.run(&job(&format!("{OK}import os\nopen('here.txt', 'w').write('x')\n")));
+    assert_eq!(r.outcome, Outcome::Passed, "the fresh working dir is writable: {}", r.stderr);
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub struct SandboxConfig {
     pub max_tasks: u64,
     /// Bytes kept from each of stdout and stderr; more is an `OutputLimit` failure.
     pub output_cap: usize,
+    /// Use namespaces and a pids cgroup where they work (false forces the fallbacks, for tests).
+    pub use_namespaces: bool,
+    pub use_cgroup: bool,
 }
 
 impl Default for SandboxConfig {
@@ -54,6 +57,8 @@ impl Default for SandboxConfig {
             file_mb: 16,
             max_tasks: 32,
             output_cap: 1 << 20,
+            use_namespaces: true,
+            use_cgroup: true,
         }
     }
 }
@@ -105,15 +110,15 @@ impl Sandbox {
         };
         // Probe each mechanism with a trivial program; keep what works.
         let probe = Job { setup: String::new(), candidate: String::new(), tests: vec![TestCase::trivial()] };
-        if let Some(base) = make_cgroup_base() {
+        if let Some(base) = make_cgroup_base().filter(|_| sb.cfg.use_cgroup) {
             sb.cgroup_base = Some(base);
             if !matches!(sb.run(&probe).outcome, Outcome::Passed) {
                 sb.cgroup_base = None;
             }
         }
         sb.isolation.pids_cgroup = sb.cgroup_base.is_some();
-        sb.set_namespaces(true);
-        if !matches!(sb.run(&probe).outcome, Outcome::Passed) {
+        sb.set_namespaces(sb.cfg.use_namespaces);
+        if !sb.cfg.use_namespaces || !matches!(sb.run(&probe).outcome, Outcome::Passed) {
             sb.set_namespaces(false);
             let r = sb.run(&probe);
             if !matches!(r.outcome, Outcome::Passed) {
