@@ -165,6 +165,10 @@ pub trait Policy {
     ) -> Result<()>;
     /// Apply accumulated gradients (AdamW), clip by global norm, then clear them.
     fn optimizer_step(&mut self, lr: f64, max_grad_norm: Option<f64>) -> Result<OptimStats>;
+    /// Drop accumulated gradients without updating (used when a loss turned out non-finite).
+    fn discard_gradients(&mut self) -> Result<()> {
+        anyhow::bail!("this policy cannot discard gradients")
+    }
     /// Number of trainable parameters.
     fn trainable_parameters(&self) -> usize;
     /// Write trainable weights and optimiser state into `dir` (the caller makes it atomic).

@@ -1,0 +1,62 @@
+//! Turning a spec's plugin references (built-in names or library paths) into plugin objects.
+
+use crate::api::{Algorithm, Reward};
+use crate::plugin_abi;
+use crate::registry::Registry;
+use crate::spec::{Options, RewardSpec, Spec};
+use crate::trainer::WeightedReward;
+use crate::validate::is_library_path;
+use anyhow::{anyhow, Context, Result};
+use std::path::Path;
+
+pub fn reward(reg: &Registry, name: &str, options: &Options) -> Result<Box<dyn Reward>> {
+    if let Some(factory) = reg.reward(name) {
+        return factory(options).with_context(|| format!("reward `{name}`"));
+    }
+    if is_library_path(name) {
+        return plugin_abi::load_reward(Path::new(name), options);
+    }
+    Err(anyhow!("unknown reward `{name}`; built-ins: {}", reg.names(crate::registry::PluginKind::Reward).join(", ")))
+}
+
+pub fn algorithm(reg: &Registry, name: &str, options: &Options) -> Result<Box<dyn Algorithm>> {
+    if let Some(factory) = reg.algorithm(name) {
+        return factory(options).with_context(|| format!("algorithm `{name}`"));
+    }
+    if is_library_path(name) {
+        return plugin_abi::load_algorithm(Path::new(name), options);
+    }
+    Err(anyhow!(
+        "unknown algorithm `{name}`; built-ins: {}",
+        reg.names(crate::registry::PluginKind::Algorithm).join(", ")
+    ))
+}
+
+pub fn weighted_rewards(reg: &Registry, specs: &[RewardSpec]) -> Result<Vec<WeightedReward>> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let label = if r.label.is_empty() { default_label(&r.name) } else { r.label.clone() };
+            let reward = reward(reg, &r.name, &r.options).with_context(|| format!("[[reward]] #{} (`{}`)", i + 1, r.name))?;
+            Ok(WeightedReward { label, weight: r.weight, reward })
+        })
+        .collect()
+}
+
+/// A library path is logged under its file stem (`libmy_reward.so` → `my_reward`).
+fn default_label(name: &str) -> String {
+    if is_library_path(name) {
+        let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).unwrap_or(name);
+        stem.strip_prefix("lib").unwrap_or(stem).to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Instantiate every reward and the algorithm, so their options are checked too.
+pub fn check_plugins(reg: &Registry, spec: &Spec) -> Result<()> {
+    weighted_rewards(reg, &spec.reward)?;
+    algorithm(reg, &spec.algorithm.name, &spec.algorithm.options).context("[algorithm]")?;
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The RL loop: sample prompts → generate G completions each → score → advantages → (filter
+//! groups) → old/reference log-probs → optimisation passes in micro-batches → log → checkpoint.
+
+pub mod data_order;
+pub mod rollout;
+pub mod schedule;
+
+use crate::api::{Algorithm, Policy, Reward};
+use crate::rundir::{write_atomic, RunDir};
+use crate::spec::Spec;
+use crate::tb::Board;
+use anyhow::{Context, Result};
+use data_order::Cursor;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One training prompt: the fully rendered prompt text and the reference answer.
+#[derive(Debug, Clone)]
+pub struct TaskItem {
+    pub id: String,
+    pub prompt: String,
+    pub target: String,
+}
+
+pub struct WeightedReward {
+    pub label: String,
+    pub weight: f64,
+    pub reward: Box<dyn Reward>,
+}
+
+/// What a checkpoint stores besides the policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Completed rollout steps.
+    pub step: usize,
+    /// Optimiser steps taken (steps × num_iterations, minus none: skipped updates still count).
+    pub optimizer_step: usize,
+    pub cursor: Cursor,
+    pub seed: u64,
+    /// Updates skipped because the loss or gradient was not finite.
+    pub skipped_updates: usize,
+}
+
+/// Scalars of one step, by TensorBoard tag.
+pub type Metrics = BTreeMap<String, f64>;
+
+pub struct Trainer<'a> {
+    pub spec: &'a Spec,
+    pub policy: &'a mut dyn Policy,
+    pub rewards: Vec<WeightedReward>,
+    pub algorithm: Box<dyn Algorithm>,
+    pub items: Vec<TaskItem>,
+    pub state: TrainerState,
+    pub run: RunDir,
+    pub board: Option<Board>,
+    /// Called after every step with (step, metrics); the CLI drives its progress bar with it.
+    pub on_step: Option<Box<dyn FnMut(usize, &Metrics) + 'a>>,
+    prompt_cache: Vec<Option<Option<Vec<u32>>>>,
+}
+
+pub const TRAINER_STATE_FILE: &str = "trainer.json";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+impl<'a> Trainer<'a> {
+    pub fn new(
+        spec: &'a Spec,
+        policy: &'a mut dyn Policy,
+        rewards: Vec<WeightedReward>,
+        algorithm: Box<dyn Algorithm>,
+        items: Vec<TaskItem>,
+        run: RunDir,
+    ) -> Result<Self> {
+        anyhow::ensure!(!items.is_empty(), "no training prompts: the dataset is empty after filtering");
+        anyhow::ensure!(!rewards.is_empty(), "no rewards configured: add at least one [[reward]]");
+        let board = if spec.logging.tensorboard { Some(Board::new(&run.tb_dir())) } else { None };
+        let n = items.len();
+        Ok(Self {
+            spec,
+            policy,
+            rewards,
+            algorithm,
+            items,
+            state: TrainerState { seed: spec.run.seed, ..TrainerState::default() },
+            run,
+            board,
+            on_step: None,
+            prompt_cache: vec![None; n],
+        })
+    }
+
+    /// Restore policy and trainer state from a checkpoint folder; drop metrics logged after it.
+    pub fn resume_from(&mut self, ckpt: &Path) -> Result<()> {
+        let text = std::fs::read_to_string(ckpt.join(TRAINER_STATE_FILE))
+            .with_context(|| format!("checkpoint {} has no {TRAINER_STATE_FILE}", ckpt.display()))?;
+        self.state = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid trainer state", ckpt.join(TRAINER_STATE_FILE).display()))?;
+        self.policy.load(&ckpt.join("policy"))?;
+        let metrics_path = self.run.root.join(METRICS_FILE);
+        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
+            let kept: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                        .is_some_and(|s| s as usize <= self.state.step)
+                })
+                .collect();
+            let mut body = kept.join("\n");
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            write_atomic(&metrics_path, body.as_bytes())?;
+        }
+        self.run.log(&format!("resumed from {} at step {}", ckpt.display(), self.state.step));
+        Ok(())
+    }
+
+    /// Run until `training.steps`; returns the metrics of every step run.
+    pub fn train(&mut self) -> Result<Vec<Metrics>> {
+        self.train_until(self.spec.training.steps)
+    }
+
+    /// Run until `stop` steps are complete (at most `training.steps`); the schedule still spans
+    /// the whole run, so stopping early and resuming matches an uninterrupted run.
+    pub fn train_until(&mut self, stop: usize) -> Result<Vec<Metrics>> {
+        let mut all = Vec::new();
+        let total = self.spec.training.steps;
+        while self.state.step < stop.min(total) {
+            let step = self.state.step + 1;
+            let metrics = self.step(step)?;
+            self.state.step = step;
+            self.log_step(step, &metrics)?;
+            let every = self.spec.training.checkpoint_every;
+            if step == total || (every > 0 && step % every == 0) {
+                self.save_checkpoint()?;
+            }
+            if let Some(cb) = self.on_step.as_mut() {
+                cb(step, &metrics);
+            }
+            all.push(metrics);
+        }
+        if let Some(b) = self.board.as_mut() {
+            b.flush();
+        }
+        Ok(all)
+    }
+
+    pub fn save_checkpoint(&mut self) -> Result<()> {
+        let state = serde_json::to_vec_pretty(&self.state)?;
+        let policy = &*self.policy;
+        let path = self.run.checkpoint(self.state.step, self.spec.training.keep_checkpoints, |dir| {
+            std::fs::create_dir_all(dir.join("policy"))?;
+            policy.save(&dir.join("policy"))?;
+            write_atomic(&dir.join(TRAINER_STATE_FILE), &state)
+        })?;
+        self.run.log(&format!("checkpoint {}", path.display()));
+        Ok(())
+    }
+
+    fn log_step(&mut self, step: usize, metrics: &Metrics) -> Result<()> {
+        if let Some(b) = self.board.as_mut() {
+            for (k, v) in metrics {
+                b.scalar(k, *v, step);
+            }
+            b.flush();
+        }
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), step.into());
+        for (k, v) in metrics {
+            line.insert(k.clone(), serde_json::json!(v));
+        }
+        let path = self.run.root.join(METRICS_FILE);
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        use std::io::Write;
+        writeln!(f, "{}", serde_json::Value::Object(line))?;
+        let brief: Vec<String> = ["reward/total/mean", "loss", "kl", "grad_norm", "completion/length_mean"]
+            .iter()
+            .filter_map(|k| metrics.get(*k).map(|v| format!("{k}={v:.4}")))
+            .collect();
+        self.run.log(&format!("step {step}: {}", brief.join(" ")));
+        Ok(())
+    }
+}

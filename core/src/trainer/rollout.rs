@@ -1,0 +1,374 @@
+//! One training step of [`Trainer`]: rollout, scoring, advantages, filtering and the update.
+
+use super::data_order::{derive_seed, DataOrder};
+use super::schedule::lr_at;
+use super::{Metrics, Trainer};
+use crate::api::{Generation, LossBatch, RewardInput, SamplingParams, Sequence};
+use anyhow::{bail, ensure, Result};
+use std::time::Instant;
+
+/// A scored group of completions for one prompt.
+struct Group {
+    item: usize,
+    prompt: Vec<u32>,
+    gens: Vec<Generation>,
+    totals: Vec<f64>,
+    components: Vec<Vec<f64>>,
+}
+
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let m = xs.iter().sum::<f64>() / xs.len() as f64;
+    let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / xs.len() as f64;
+    (m, v.sqrt())
+}
+
+impl Trainer<'_> {
+    /// Token ids of an item's prompt, or None when it exceeds `prompt.max_prompt_tokens`.
+    fn prompt_ids(&mut self, item: usize) -> Result<Option<Vec<u32>>> {
+        if self.prompt_cache[item].is_none() {
+            let ids = self.policy.codec().encode(&self.items[item].prompt)?;
+            let max = self.spec.prompt.max_prompt_tokens;
+            let keep = if max > 0 && ids.len() > max {
+                self.run.log(&format!("prompt `{}` skipped: {} tokens > {max}", self.items[item].id, ids.len()));
+                None
+            } else {
+                Some(ids)
+            };
+            self.prompt_cache[item] = Some(keep);
+        }
+        Ok(self.prompt_cache[item].clone().flatten())
+    }
+
+    /// Next `n` usable prompts from the stream.
+    fn next_prompts(&mut self, order: &mut DataOrder, n: usize) -> Result<Vec<(usize, Vec<u32>)>> {
+        let mut out = Vec::with_capacity(n);
+        let mut skipped = 0;
+        while out.len() < n {
+            let (item, next) = order.next(self.state.cursor);
+            self.state.cursor = next;
+            match self.prompt_ids(item)? {
+                Some(ids) => out.push((item, ids)),
+                None => {
+                    skipped += 1;
+                    ensure!(skipped <= self.items.len(), "every prompt is longer than prompt.max_prompt_tokens");
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn generate_groups(&mut self, prompts: Vec<(usize, Vec<u32>)>, seed: u64) -> Result<Vec<Group>> {
+        let g = self.spec.generation.num_generations;
+        let flat: Vec<Vec<u32>> = prompts.iter().flat_map(|(_, p)| std::iter::repeat_n(p.clone(), g)).collect();
+        let gen = &self.spec.generation;
+        let mut gens = Vec::with_capacity(flat.len());
+        for (chunk_no, chunk) in flat.chunks(gen.batch_size.max(1)).enumerate() {
+            let params = SamplingParams {
+                max_new_tokens: gen.max_new_tokens,
+                temperature: gen.temperature,
+                top_p: gen.top_p,
+                top_k: gen.top_k,
+                stop_token_ids: vec![],
+                stop_strings: gen.stop_strings.clone(),
+                seed: derive_seed(seed, &[chunk_no as u64]),
+            };
+            let out = self.policy.generate(chunk, &params)?;
+            ensure!(out.len() == chunk.len(), "model returned {} completions for {} prompts", out.len(), chunk.len());
+            gens.extend(out);
+        }
+        let mut groups = Vec::new();
+        let mut it = gens.into_iter();
+        for (item, prompt) in prompts {
+            groups.push(Group { item, prompt, gens: it.by_ref().take(g).collect(), totals: vec![], components: vec![] });
+        }
+        Ok(groups)
+    }
+
+    fn score(&self, groups: &mut [Group]) -> Result<()> {
+        for group in groups.iter_mut() {
+            let item = &self.items[group.item];
+            let inputs: Vec<RewardInput> = group
+                .gens
+                .iter()
+                .map(|gen| RewardInput {
+                    prompt: &item.prompt,
+                    completion: &gen.text,
+                    target: &item.target,
+                    completion_tokens: gen.tokens.len(),
+                })
+                .collect();
+            let mut totals = vec![0.0; inputs.len()];
+            group.components.clear();
+            for r in &self.rewards {
+                let scores = r.reward.score(&inputs)?;
+                ensure!(
+                    scores.len() == inputs.len(),
+                    "reward `{}` returned {} scores for {} completions",
+                    r.label,
+                    scores.len(),
+                    inputs.len()
+                );
+                if let Some(bad) = scores.iter().position(|s| !s.is_finite()) {
+                    bail!("reward `{}` returned a non-finite score ({}) for completion {bad}", r.label, scores[bad]);
+                }
+                for (t, s) in totals.iter_mut().zip(&scores) {
+                    *t += r.weight * s;
+                }
+                group.components.push(scores);
+            }
+            group.totals = totals;
+        }
+        Ok(())
+    }
+
+    pub(super) fn step(&mut self, step: usize) -> Result<Metrics> {
+        let spec = self.spec;
+        let g = spec.generation.num_generations;
+        let want = spec.training.prompts_per_step;
+        let mut order = DataOrder::new(self.items.len(), spec.run.seed, spec.data.shuffle);
+        let mut m = Metrics::new();
+        let t_step = Instant::now();
+        let (mut t_gen, mut t_score) = (0.0, 0.0);
+
+        // Rollout with dynamic sampling: keep generating until `want` groups pass the filter.
+        let mut kept: Vec<Group> = Vec::new();
+        let mut seen: Vec<Group> = Vec::new();
+        let mut rounds = 0;
+        while kept.len() < want {
+            let max_rounds = spec.generation.max_num_gen_batches;
+            if max_rounds > 0 && rounds >= max_rounds {
+                bail!(
+                    "dynamic sampling: after {rounds} generation rounds only {} of {want} groups had non-constant \
+                     rewards; raise generation.max_num_gen_batches (0 = unlimited) or use easier data",
+                    kept.len()
+                );
+            }
+            let prompts = self.next_prompts(&mut order, want - kept.len())?;
+            let t = Instant::now();
+            let mut groups = self.generate_groups(prompts, derive_seed(spec.run.seed, &[step as u64, rounds as u64]))?;
+            t_gen += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            self.score(&mut groups)?;
+            t_score += t.elapsed().as_secs_f64();
+            rounds += 1;
+            for group in groups {
+                if self.algorithm.keep_group(&group.totals) {
+                    kept.push(group);
+                } else {
+                    seen.push(group);
+                }
+            }
+        }
+        kept.truncate(want);
+
+        // Reward and rollout statistics over every generated group (kept or not).
+        let all: Vec<&Group> = kept.iter().chain(seen.iter()).collect();
+        for (ri, r) in self.rewards.iter().enumerate() {
+            let xs: Vec<f64> = all.iter().flat_map(|gr| gr.components[ri].iter().copied()).collect();
+            let (mean, std) = mean_std(&xs);
+            m.insert(format!("reward/{}/mean", r.label), mean);
+            m.insert(format!("reward/{}/std", r.label), std);
+        }
+        let totals_all: Vec<f64> = all.iter().flat_map(|gr| gr.totals.iter().copied()).collect();
+        let (mean, std) = mean_std(&totals_all);
+        m.insert("reward/total/mean".into(), mean);
+        m.insert("reward/total/std".into(), std);
+        let zero_var = all.iter().filter(|gr| mean_std(&gr.totals).1 == 0.0).count();
+        m.insert("groups/zero_variance_frac".into(), zero_var as f64 / all.len() as f64);
+        m.insert("groups/generation_rounds".into(), rounds as f64);
+        let lens: Vec<f64> = all.iter().flat_map(|gr| gr.gens.iter().map(|x| x.tokens.len() as f64)).collect();
+        let gen_tokens: f64 = lens.iter().sum();
+        m.insert("completion/length_mean".into(), mean_std(&lens).0);
+        m.insert("completion/length_max".into(), lens.iter().copied().fold(0.0, f64::max));
+        let truncated = all.iter().flat_map(|gr| gr.gens.iter()).filter(|x| x.finish == crate::api::FinishReason::Length).count();
+        m.insert("completion/truncated_frac".into(), truncated as f64 / lens.len().max(1) as f64);
+        m.insert("throughput/tokens_per_s".into(), gen_tokens / t_gen.max(1e-9));
+        m.insert("time/generation_s".into(), t_gen);
+        m.insert("time/scoring_s".into(), t_score);
+
+        // Advantages over the kept groups.
+        let totals: Vec<f64> = kept.iter().flat_map(|gr| gr.totals.iter().copied()).collect();
+        let adv = self.algorithm.advantages(&totals, g)?;
+        ensure!(adv.len() == totals.len(), "algorithm returned {} advantages for {} rewards", adv.len(), totals.len());
+        if let Some(bad) = adv.iter().position(|a| !a.is_finite()) {
+            bail!("algorithm `{}` returned a non-finite advantage at index {bad}", self.algorithm.name());
+        }
+        let (amean, astd) = mean_std(&adv);
+        m.insert("advantage/mean".into(), amean);
+        m.insert("advantage/std".into(), astd);
+        if let Some(b) = self.board.as_mut() {
+            b.histogram("reward/total", &totals_all, step);
+            b.histogram("advantage", &adv, step);
+        }
+        self.log_samples(step, &kept);
+
+        let seqs: Vec<Sequence> = kept
+            .iter()
+            .flat_map(|gr| gr.gens.iter().map(|x| Sequence { prompt: gr.prompt.clone(), completion: x.tokens.clone() }))
+            .collect();
+        let t = Instant::now();
+        let ref_logp = if self.algorithm.needs_reference() { Some(self.policy.logprobs(&seqs, false)?) } else { None };
+        let old_logp = if spec.training.num_iterations > 1 { Some(self.policy.logprobs(&seqs, true)?) } else { None };
+        m.insert("time/reference_s".into(), t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        let adv32: Vec<f32> = adv.iter().map(|&a| a as f32).collect();
+        let mut update = UpdateStats::default();
+        for _ in 0..spec.training.num_iterations {
+            self.update(&seqs, &adv32, old_logp.as_deref(), ref_logp.as_deref(), &mut update)?;
+        }
+        m.insert("time/update_s".into(), t.elapsed().as_secs_f64());
+        let n = update.passes.max(1) as f64;
+        m.insert("loss".into(), update.loss / n);
+        m.insert("grad_norm".into(), update.grad_norm / n);
+        m.insert("lr".into(), update.lr);
+        m.insert("update/skipped".into(), update.skipped as f64);
+        for (k, (sum, w)) in update.metrics {
+            m.insert(k, sum / w.max(1e-12));
+        }
+        m.insert("time/step_s".into(), t_step.elapsed().as_secs_f64());
+        Ok(m)
+    }
+
+    /// One optimiser step over the whole rollout batch, in micro-batches.
+    fn update(
+        &mut self,
+        seqs: &[Sequence],
+        adv: &[f32],
+        old: Option<&[Vec<f32>]>,
+        reference: Option<&[Vec<f32>]>,
+        stats: &mut UpdateStats,
+    ) -> Result<()> {
+        let spec = self.spec;
+        let norm_rows = seqs.len();
+        let norm_tokens: f64 = seqs.iter().map(|s| s.completion.len() as f64).sum();
+        let micro = spec.training.micro_batch_size.max(1);
+        let mut loss_sum = 0.0;
+        let mut finite = true;
+        for start in (0..seqs.len()).step_by(micro) {
+            let end = (start + micro).min(seqs.len());
+            let algorithm = &*self.algorithm;
+            let metrics = &mut stats.metrics;
+            let mut closure = |logp: &[Vec<f32>]| -> Result<Vec<Vec<f32>>> {
+                ensure!(logp.len() == end - start, "model returned log-probs for {} of {} rows", logp.len(), end - start);
+                let cols = logp.iter().map(Vec::len).max().unwrap_or(0);
+                let rows = logp.len();
+                let pad = |src: &[Vec<f32>]| -> Vec<f32> {
+                    let mut out = vec![0.0; rows * cols];
+                    for (r, row) in src.iter().enumerate() {
+                        out[r * cols..r * cols + row.len()].copy_from_slice(row);
+                    }
+                    out
+                };
+                let cur = pad(logp);
+                let old_flat = old.map(|o| pad(&o[start..end])).unwrap_or_else(|| cur.clone());
+                let ref_flat = reference.map(|r| pad(&r[start..end]));
+                let mut mask = vec![0.0f32; rows * cols];
+                for (r, row) in logp.iter().enumerate() {
+                    ensure!(
+                        row.len() == seqs[start + r].completion.len(),
+                        "model returned {} log-probs for a completion of {} tokens",
+                        row.len(),
+                        seqs[start + r].completion.len()
+                    );
+                    mask[r * cols..r * cols + row.len()].fill(1.0);
+                }
+                let batch = LossBatch {
+                    rows,
+                    cols,
+                    logp: &cur,
+                    old_logp: &old_flat,
+                    ref_logp: ref_flat.as_deref(),
+                    advantages: &adv[start..end],
+                    mask: &mask,
+                    norm_rows,
+                    norm_tokens,
+                };
+                let out = algorithm.loss(&batch)?;
+                ensure!(out.grad.len() == rows * cols, "algorithm returned {} gradients for {} tokens", out.grad.len(), rows * cols);
+                let tokens: f64 = mask.iter().map(|&x| x as f64).sum();
+                if !out.loss.is_finite() || out.grad.iter().any(|x| !x.is_finite()) {
+                    finite = false;
+                } else {
+                    loss_sum += out.loss;
+                    for (k, v) in &out.metrics {
+                        let e = metrics.entry(k.clone()).or_insert((0.0, 0.0));
+                        e.0 += v * tokens;
+                        e.1 += tokens;
+                    }
+                }
+                Ok(logp
+                    .iter()
+                    .enumerate()
+                    .map(|(r, row)| {
+                        if finite {
+                            out.grad[r * cols..r * cols + row.len()].to_vec()
+                        } else {
+                            vec![0.0; row.len()]
+                        }
+                    })
+                    .collect())
+            };
+            self.policy.accumulate_gradients(&seqs[start..end], &mut closure)?;
+        }
+        let total_opt = spec.training.steps * spec.training.num_iterations;
+        let lr = lr_at(&spec.training, self.state.optimizer_step, total_opt);
+        self.state.optimizer_step += 1;
+        stats.lr = lr;
+        stats.passes += 1;
+        if !finite {
+            self.policy.discard_gradients()?;
+            self.state.skipped_updates += 1;
+            stats.skipped += 1;
+            self.run.log("non-finite loss or gradient: update skipped");
+            return Ok(());
+        }
+        let clip = (spec.training.max_grad_norm > 0.0).then_some(spec.training.max_grad_norm);
+        let o = self.policy.optimizer_step(lr, clip)?;
+        if !o.applied {
+            self.state.skipped_updates += 1;
+            stats.skipped += 1;
+            self.run.log("non-finite gradient norm: update skipped");
+        }
+        stats.loss += loss_sum;
+        stats.grad_norm += o.grad_norm;
+        Ok(())
+    }
+
+    fn log_samples(&mut self, step: usize, groups: &[Group]) {
+        let every = self.spec.logging.sample_every;
+        if every == 0 || step % every != 0 && step != 1 {
+            return;
+        }
+        let mut text = String::new();
+        for (gi, gr) in groups.iter().enumerate() {
+            for (ci, gen) in gr.gens.iter().enumerate().take(self.spec.logging.samples) {
+                let item = &self.items[gr.item];
+                text.push_str(&format!(
+                    "### {} (group {gi}, sample {ci}, reward {:.3})\n\n```\n{}\n```\n\n",
+                    item.id, gr.totals[ci], gen.text
+                ));
+            }
+            if gi + 1 >= self.spec.logging.samples {
+                break;
+            }
+        }
+        self.run.log(&format!("samples at step {step}:\n{text}"));
+        if let Some(b) = self.board.as_mut() {
+            b.text("samples", &text, step);
+        }
+    }
+}
+
+#[derive(Default)]
+struct UpdateStats {
+    loss: f64,
+    grad_norm: f64,
+    lr: f64,
+    passes: usize,
+    skipped: usize,
+    metrics: std::collections::BTreeMap<String, (f64, f64)>,
+}
