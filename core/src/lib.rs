@@ -6,9 +6,15 @@
 
 pub mod algo;
 pub mod api;
+pub mod build;
 pub mod chat;
+pub mod config;
 pub mod plugin_abi;
 pub mod registry;
+pub mod rundir;
 pub mod spec;
 pub mod task;
+pub mod tb;
+pub mod trainer;
+pub mod validate;
 pub mod eval;
