@@ -1,6 +1,6 @@
 //! `recode bench reward`: es_star of every training target against its old code.
 
-use crate::rewards::{es_star, Extract};
+use crate::rewards::{es_star, par_map, Extract};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -14,6 +14,13 @@ pub struct BenchReport {
     pub seconds: f64,
     /// Mean es_star, to check both implementations computed the same thing.
     pub mean_reward: f64,
+    /// Threads used (1 for the Python reference).
+    #[serde(default = "one")]
+    pub threads: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Read (old_code, new_code) pairs; a null old_code scores an empty block, a null new_code an empty target.
@@ -34,14 +41,21 @@ pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Score es_star for every row of a ReCode JSON-lines file; times the scoring.
+/// Score es_star for every row of a ReCode JSON-lines file on all cores; times the scoring.
 pub fn bench_es_star(path: &Path) -> Result<BenchReport> {
+    bench_es_star_threads(path, 0)
+}
+
+/// As [`bench_es_star`] with `threads` threads (0: all cores, 1: sequential).
+pub fn bench_es_star_threads(path: &Path, threads: usize) -> Result<BenchReport> {
     let pairs = read_pairs(path)?;
-    let completions: Vec<String> = pairs.iter().map(|(old, _)| format!("```python\n{old}\n```")).collect();
+    let items: Vec<(String, &str)> = pairs.iter().map(|(old, new)| (format!("```python\n{old}\n```"), new.as_str())).collect();
+    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
     let start = Instant::now();
-    let total: f64 = completions.iter().zip(&pairs).map(|(c, (_, target))| es_star(c, target, Extract::First)).sum();
+    let scores = par_map(&items, |(c, target)| es_star(c, target, Extract::First), threads);
     let seconds = start.elapsed().as_secs_f64();
-    Ok(BenchReport { items: pairs.len(), seconds, mean_reward: total / pairs.len().max(1) as f64 })
+    let mean_reward = scores.iter().sum::<f64>() / pairs.len().max(1) as f64;
+    Ok(BenchReport { items: pairs.len(), seconds, mean_reward, threads })
 }
 
 /// Run `tests/reference/es_star_py_bench.py` on `data`; it prints one JSON `BenchReport` line.

@@ -163,8 +163,24 @@ impl<F: Fn(&RewardInput<'_>) -> f64 + Send + Sync> Reward for FnReward<F> {
         self.name
     }
     fn score(&self, batch: &[RewardInput<'_>]) -> Result<Vec<f64>> {
-        Ok(batch.iter().map(&self.f).collect())
+        Ok(par_map(batch, &self.f, 0))
     }
+}
+
+/// `items.map(f)` in order, split over `threads` scoped threads (0: all cores) when the batch is
+/// big enough to repay starting them (parsing dominates the code rewards: ~40 µs a completion).
+pub fn par_map<T: Sync, F: Fn(&T) -> f64 + Sync>(items: &[T], f: F, threads: usize) -> Vec<f64> {
+    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let threads = threads.min(items.len() / 8).max(1);
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.chunks(chunk).map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<f64>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("reward thread panicked")).collect()
+    })
 }
 
 fn boxed<F: Fn(&RewardInput<'_>) -> f64 + Send + Sync + 'static>(name: &'static str, f: F) -> Box<dyn Reward> {
@@ -269,6 +285,15 @@ mod tests {
     fn syntax_is_checked_after_normalising() {
         // A body made only of a comment becomes empty after normalisation: a syntax error.
         assert_eq!(em_star(&answer("if x:\n    # todo\n"), "if x:\n    pass", Extract::First), -2.0);
+    }
+
+    #[test]
+    fn par_map_keeps_order() {
+        let items: Vec<usize> = (0..1000).collect();
+        let expected: Vec<f64> = items.iter().map(|&i| (i * i) as f64).collect();
+        for threads in [0, 1, 3, 7] {
+            assert_eq!(par_map(&items, |&i| (i * i) as f64, threads), expected);
+        }
     }
 
     #[test]

@@ -72,3 +72,21 @@ fn training_rows_match_reference() {
     println!("compared {compared} of {} cases from the training set", cases.len());
     assert!(compared > 500);
 }
+
+/// The benchmark computes the same mean es_star as the Python reference (sample data: no bugs hit).
+#[test]
+fn bench_mean_matches_python() {
+    let data = repo().join("data/sample-migrations.jsonl");
+    let rust = recode_reward::bench::bench_es_star(&data).unwrap();
+    let script = repo().join("tests/reference/es_star_py_bench.py");
+    let py = match recode_reward::bench::bench_es_star_python(&script, &data) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skipped: {e:#}");
+            return;
+        }
+    };
+    assert_eq!(rust.items, py.items);
+    assert!((rust.mean_reward - py.mean_reward).abs() < 1e-9, "rust {} python {}", rust.mean_reward, py.mean_reward);
+    assert!(rust.mean_reward > -1.5 && rust.mean_reward < 2.0);
+}
