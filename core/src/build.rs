@@ -54,9 +54,21 @@ fn default_label(name: &str) -> String {
     }
 }
 
+/// The spec's algorithm. Built-ins that normalise by the completion length get
+/// `max_completion_length = generation.max_new_tokens` unless the spec sets it.
+pub fn spec_algorithm(reg: &Registry, spec: &Spec) -> Result<Box<dyn Algorithm>> {
+    let mut options = spec.algorithm.options.clone();
+    if ["grpo", "dapo", "dr_grpo"].contains(&spec.algorithm.name.as_str()) && reg.algorithm(&spec.algorithm.name).is_some() {
+        options
+            .entry("max_completion_length".into())
+            .or_insert(toml::Value::Integer(spec.generation.max_new_tokens as i64));
+    }
+    algorithm(reg, &spec.algorithm.name, &options).context("[algorithm]")
+}
+
 /// Instantiate every reward and the algorithm, so their options are checked too.
 pub fn check_plugins(reg: &Registry, spec: &Spec) -> Result<()> {
     weighted_rewards(reg, &spec.reward)?;
-    algorithm(reg, &spec.algorithm.name, &spec.algorithm.options).context("[algorithm]")?;
+    spec_algorithm(reg, spec)?;
     Ok(())
 }

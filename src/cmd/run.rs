@@ -1,0 +1,316 @@
+//! `recode run` and `recode sweep`.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use recode_core::build;
+use recode_core::registry::ModelContext;
+use recode_core::rundir::{latest_checkpoint, RunDir};
+use recode_core::spec::Spec;
+use recode_core::task::{data, prompt};
+use recode_core::tb::HParamValue;
+use recode_core::trainer::{Metrics, TaskItem, Trainer};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Experiment spec (TOML).
+    spec: PathBuf,
+    /// Override a key: `--set training.lr=1e-5` (repeatable; applied after the environment).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Continue from the newest checkpoint of the newest run with this name, or of RUN_DIR.
+    #[arg(long, value_name = "RUN_DIR", num_args = 0..=1, default_missing_value = "")]
+    resume: Option<String>,
+    /// Stop after this many steps of this invocation (the run keeps its planned length; use with --resume).
+    #[arg(long)]
+    max_steps: Option<usize>,
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let loaded = super::load_checked(&a.spec, &a.sets)?;
+    let summary = train(&loaded.spec, &loaded.annotated_toml()?, a.resume.as_deref(), a.max_steps)?;
+    println!("{}", summary);
+    Ok(())
+}
+
+/// Build everything a spec names and train. Returns a human-readable summary.
+pub fn train(spec: &Spec, annotated: &str, resume: Option<&str>, max_steps: Option<usize>) -> Result<String> {
+    let reg = crate::host::registry();
+    let out_dir = PathBuf::from(&spec.run.output_dir);
+    let (run, checkpoint) = match resume {
+        None => (RunDir::create(&out_dir, &spec.run.name)?, None),
+        Some(dir) => {
+            let root = if dir.is_empty() { RunDir::latest_resumable(&out_dir, &spec.run.name)? } else { PathBuf::from(dir) };
+            let (_, ckpt) = latest_checkpoint(&root)?.ok_or_else(|| anyhow!("{} has no checkpoint to resume from", root.display()))?;
+            (RunDir::open(root)?, Some(ckpt))
+        }
+    };
+    if checkpoint.is_none() {
+        run.write_file("spec.toml", annotated.as_bytes())?;
+    }
+    eprintln!("run directory: {}", run.root.display());
+
+    let dataset = data::load(&spec.data, Path::new("."), spec.run.seed)?;
+    eprintln!(
+        "data: {} training rows, {} held out ({} read from {})",
+        dataset.train.len(),
+        dataset.heldout.len(),
+        dataset.report.totals.rows,
+        spec.data.path
+    );
+    let factory = reg
+        .model(&spec.model.plugin)
+        .ok_or_else(|| anyhow!("model.plugin `{}`: model plugins from shared libraries are not loadable yet; use a built-in", spec.model.plugin))?;
+    let t = Instant::now();
+    let mut policy = factory(&ModelContext { spec: &spec.model, backend: &spec.backend, training: &spec.training, seed: spec.run.seed })?;
+    eprintln!("model loaded in {:.1}s ({} trainable parameters)", t.elapsed().as_secs_f64(), policy.trainable_parameters());
+    let template = policy.codec().chat_template();
+    let items = dataset
+        .train
+        .iter()
+        .map(|row| {
+            Ok(TaskItem {
+                id: format!("{}:{}", row.dependency.to_lowercase(), row.line),
+                prompt: prompt::render_prompt(&spec.prompt, row, template.as_deref())?,
+                target: row.new_code.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rewards = build::weighted_rewards(&reg, &spec.reward)?;
+    let labels: Vec<String> = rewards.iter().map(|r| r.label.clone()).collect();
+    let algorithm = build::spec_algorithm(&reg, spec)?;
+    let mut trainer = Trainer::new(spec, policy.as_mut(), rewards, algorithm, items, run)?;
+    if let Some(ckpt) = &checkpoint {
+        trainer.resume_from(ckpt)?;
+        eprintln!("resumed from {} (step {})", ckpt.display(), trainer.state.step);
+    }
+    if let Some(b) = trainer.board.as_mut() {
+        b.hparams(&hparams(spec), &["reward/total/mean", "loss"]);
+    }
+    let start_step = trainer.state.step;
+    let total = spec.training.steps;
+    let stop_at = max_steps.map(|m| (start_step + m).min(total)).unwrap_or(total);
+    let bar = indicatif::ProgressBar::new(total as u64).with_position(start_step as u64).with_prefix("train");
+    bar.set_style(super::progress_style());
+    if !spec.logging.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let bar2 = bar.clone();
+    trainer.on_step = Some(Box::new(move |step, m: &Metrics| {
+        bar2.set_position(step as u64);
+        bar2.set_message(format!(
+            "reward {:.3} loss {:.4}",
+            m.get("reward/total/mean").unwrap_or(&f64::NAN),
+            m.get("loss").unwrap_or(&f64::NAN)
+        ));
+    }));
+    let t0 = Instant::now();
+    let history = if stop_at < total {
+        let steps = trainer.train_until(stop_at)?;
+        trainer.save_checkpoint()?;
+        steps
+    } else {
+        trainer.train()?
+    };
+    bar.finish();
+    let wall = t0.elapsed().as_secs_f64();
+    let summary = summarize(&trainer, &labels, start_step, &history, wall)?;
+    Ok(summary)
+}
+
+fn hparams(spec: &Spec) -> BTreeMap<String, HParamValue> {
+    let mut h = BTreeMap::new();
+    h.insert("algorithm".into(), HParamValue::Text(spec.algorithm.name.clone()));
+    h.insert("lr".into(), HParamValue::Number(spec.training.lr));
+    h.insert("num_generations".into(), HParamValue::Number(spec.generation.num_generations as f64));
+    h.insert("temperature".into(), HParamValue::Number(spec.generation.temperature));
+    h.insert("adapter".into(), HParamValue::Text(format!("{:?}", spec.model.adapter.kind).to_lowercase()));
+    h.insert("rank".into(), HParamValue::Number(spec.model.adapter.rank as f64));
+    h.insert("seed".into(), HParamValue::Number(spec.run.seed as f64));
+    let rewards: Vec<String> = spec.reward.iter().map(|r| format!("{}*{}", r.weight, r.name)).collect();
+    h.insert("rewards".into(), HParamValue::Text(rewards.join("+")));
+    h
+}
+
+/// Writes summary.json and returns the table printed at the end of a run.
+fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[Metrics], wall: f64) -> Result<String> {
+    let mut phase = BTreeMap::new();
+    for m in history {
+        for k in ["time/generation_s", "time/scoring_s", "time/reference_s", "time/update_s"] {
+            *phase.entry(k.trim_start_matches("time/").trim_end_matches("_s").to_string()).or_insert(0.0) += m.get(k).copied().unwrap_or(0.0);
+        }
+    }
+    let per_step: Vec<serde_json::Value> = history
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut o = serde_json::Map::new();
+            o.insert("step".into(), (start + i + 1).into());
+            for (k, v) in m {
+                o.insert(k.clone(), serde_json::json!(v));
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "run_dir": trainer.run.root.display().to_string(),
+        "steps_completed": trainer.state.step,
+        "steps_this_invocation": history.len(),
+        "skipped_updates": trainer.state.skipped_updates,
+        "wall_time_s": wall,
+        "phase_time_s": phase,
+        "final": history.last(),
+        "steps": per_step,
+    });
+    trainer.run.write_file("summary.json", serde_json::to_string_pretty(&summary)?.as_bytes())?;
+
+    let mut out = String::new();
+    out.push_str(&format!("\n{:>5} {:>9}", "step", "reward"));
+    for l in labels {
+        out.push_str(&format!(" {:>10}", truncate(l, 10)));
+    }
+    out.push_str(&format!(" {:>9} {:>8} {:>8}\n", "loss", "len", "time_s"));
+    for (i, m) in history.iter().enumerate() {
+        let g = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        out.push_str(&format!("{:>5} {:>9.3}", start + i + 1, g("reward/total/mean")));
+        for l in labels {
+            out.push_str(&format!(" {:>10.3}", g(&format!("reward/{l}/mean"))));
+        }
+        out.push_str(&format!(" {:>9.4} {:>8.1} {:>8.1}\n", g("loss"), g("completion/length_mean"), g("time/step_s")));
+    }
+    out.push_str(&format!(
+        "\nwall time {wall:.1}s; phases: {}\n",
+        phase.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect::<Vec<_>>().join(", ")
+    ));
+    let samples = std::fs::read_to_string(trainer.run.root.join("log.txt")).unwrap_or_default();
+    if let Some(pos) = samples.rfind("samples at step") {
+        let sample: String = samples[pos..].lines().take(24).collect::<Vec<_>>().join("\n");
+        out.push_str(&format!("\nlast logged sample ({}):\n{sample}\n", "full text in log.txt and TensorBoard"));
+    }
+    out.push_str(&format!(
+        "\nrun directory: {}\nTensorBoard: tensorboard --logdir {}\n",
+        trainer.run.root.display(),
+        trainer.run.root.display()
+    ));
+    Ok(out)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+// ---------------------------------------------------------------- sweeps
+
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Sweep spec (TOML with `base`, `[[variant]]` and/or `[grid]`).
+    sweep: PathBuf,
+    /// Print the variants and their overrides, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub struct Variant {
+    pub name: String,
+    pub sets: Vec<String>,
+}
+
+/// A sweep: a base experiment and variants, each a set of `key = value` overrides.
+pub struct Sweep {
+    pub base: PathBuf,
+    pub variants: Vec<Variant>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepFile {
+    /// The experiment every variant starts from, relative to the sweep file.
+    base: String,
+    /// Prefix of the variants' run names (default: the sweep file's stem).
+    name: Option<String>,
+    #[serde(default)]
+    variant: Vec<VariantFile>,
+    /// Cartesian product of values per dotted key, applied to every variant.
+    #[serde(default)]
+    grid: BTreeMap<String, Vec<toml::Value>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantFile {
+    name: String,
+    #[serde(default)]
+    set: BTreeMap<String, toml::Value>,
+}
+
+pub fn is_sweep(file: &Path) -> Result<bool> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let t: toml::Table = toml::from_str(&text).map_err(|e| anyhow!("{}: invalid TOML: {e}", file.display()))?;
+    Ok(t.contains_key("base"))
+}
+
+impl Sweep {
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file)?;
+        let f: SweepFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", file.display(), e.message()))?;
+        let base = file.parent().unwrap_or(Path::new(".")).join(&f.base);
+        if !base.exists() {
+            bail!("{}: key `base`: {} does not exist", file.display(), base.display());
+        }
+        let prefix = f.name.unwrap_or_else(|| file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep").to_string());
+        let mut variants: Vec<Variant> = if f.variant.is_empty() {
+            vec![Variant { name: String::new(), sets: vec![] }]
+        } else {
+            f.variant
+                .into_iter()
+                .map(|v| Variant { name: v.name, sets: v.set.iter().map(|(k, x)| format!("{k}={x}")).collect() })
+                .collect()
+        };
+        for (key, values) in &f.grid {
+            if values.is_empty() {
+                bail!("{}: grid key `{key}` has no values", file.display());
+            }
+            variants = variants
+                .into_iter()
+                .flat_map(|v| {
+                    values.iter().map(move |x| {
+                        let short = key.rsplit('.').next().unwrap_or(key);
+                        let label = format!("{short}={}", x.to_string().trim_matches('"'));
+                        let name = if v.name.is_empty() { label } else { format!("{}-{label}", v.name) };
+                        let mut sets = v.sets.clone();
+                        sets.push(format!("{key}={x}"));
+                        Variant { name, sets }
+                    })
+                })
+                .collect();
+        }
+        for v in &mut variants {
+            if !v.sets.iter().any(|s| s.starts_with("run.name=")) {
+                let name = if v.name.is_empty() { prefix.clone() } else { format!("{prefix}-{}", v.name) };
+                let safe: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.=".contains(c) { c } else { '_' }).collect();
+                v.sets.push(format!("run.name=\"{safe}\""));
+            }
+        }
+        Ok(Self { base, variants })
+    }
+}
+
+pub fn sweep(a: SweepArgs) -> Result<()> {
+    let sweep = Sweep::load(&a.sweep)?;
+    // Validate every variant before running any, so a typo in the last one costs nothing.
+    let mut loaded = Vec::new();
+    for v in &sweep.variants {
+        let l = super::load_checked(&sweep.base, &v.sets).with_context(|| format!("variant `{}`", v.name))?;
+        loaded.push(l);
+    }
+    for (v, l) in sweep.variants.iter().zip(&loaded) {
+        println!("variant {:<24} {}", v.name, v.sets.join(" "));
+        if !a.dry_run {
+            let summary = train(&l.spec, &l.annotated_toml()?, None, None).with_context(|| format!("variant `{}`", v.name))?;
+            println!("{summary}");
+        }
+    }
+    Ok(())
+}
