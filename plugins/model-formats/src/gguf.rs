@@ -56,10 +56,11 @@ impl GgufValue {
             _ => self.as_u64().and_then(|v| i64::try_from(v).ok()),
         }
     }
-    /// Floats and integers as f64.
+    /// Floats and integers as f64. An f32 goes through its shortest decimal form, so a stored
+    /// 1e-6 reads as 1e-6 (as in the HF config) rather than 9.99999997e-7.
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
-            GgufValue::F32(v) => Some(v as f64),
+            GgufValue::F32(v) => v.to_string().parse().ok(),
             GgufValue::F64(v) => Some(v),
             _ => self.as_i64().map(|v| v as f64),
         }

@@ -77,10 +77,10 @@ impl Codec {
             Value::Array(a) => a.iter().filter_map(Value::as_u64).map(|v| v as u32).collect(),
             _ => vec![],
         };
+        // The tokenizer's own eos first.
         if let Some(id) = tok_id(&tc["eos_token"]) {
-            if !eos.contains(&id) {
-                eos.insert(0, id);
-            }
+            eos.retain(|&e| e != id);
+            eos.insert(0, id);
         }
         let pad = tok_id(&tc["pad_token"]);
         let bos = tok_id(&tc["bos_token"]);
