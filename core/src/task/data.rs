@@ -260,7 +260,7 @@ impl InspectReport {
         let mut s = String::new();
         let t = &self.totals;
         let _ = writeln!(s, "{} ({}): {} rows, {} kept", self.path, self.format, t.rows, t.kept);
-        let _ = writeln!(s, "defects:");
+        let _ = writeln!(s, "defects (a row dropped for one reason is not counted as dropped for another):");
         let nulls: Vec<String> = self.null_field_counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(s, "  null/missing fields     {:>5}  (skipped; {})", t.null_fields, nulls.join(", "));
         let _ = writeln!(s, "  version without \"==\"    {:>5}  (normalised)", t.version_without_eq);

@@ -55,10 +55,8 @@ fn split_strings(code: &str) -> Vec<Piece<'_>> {
 fn literal_end(code: &str, i: usize) -> Option<usize> {
     let rest = &code[i..];
     for q in ["'''", "\"\"\"", "'", "\""] {
-        if rest.starts_with(q) {
-            if let Some(k) = rest[q.len()..].find(q) {
-                return Some(i + q.len() + k + q.len());
-            }
+        if let Some(k) = rest.strip_prefix(q).and_then(|body| body.find(q)) {
+            return Some(i + q.len() + k + q.len());
         }
     }
     None
