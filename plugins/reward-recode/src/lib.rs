@@ -2,6 +2,14 @@
 //!
 //! Semantics follow the paper's reward code (see `tests/reference/reward_ref.py`) without its two
 //! bugs: strings are restored by index during normalisation, and two empty codes have similarity 1.
+//!
+//! Options (a `[reward.options]` table; unknown keys are errors):
+//! - `format`: `prefix` (default `"<think>"`, the end of the prefill, prepended before matching).
+//! - `em`, `es`, `em_star`, `es_star`: `extract` = `"first"` (default: first ```python block
+//!   anywhere, as the paper) or `"answer"` (first block inside `<answer>`).
+//! - `overlong`: `max_length` (1024), `cache_length` (256), in completion tokens.
+//! - `length`: `max_length` (1024); the score is tokens / max_length clipped to [0, 1], useful
+//!   with weight 0 (logged only) or a small negative weight (brevity pressure).
 
 pub mod bench;
 pub mod edit;
