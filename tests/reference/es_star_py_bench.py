@@ -3,7 +3,8 @@
 
 Each row scores "```python\n{old_code}\n```" against new_code (null fields as empty text), the
 same work as recode_reward::bench::bench_es_star. Prints one JSON line: items, seconds, mean_reward.
-Rows where the paper's code would divide by zero score 2.0, as in the Rust version.
+Without the paper's two bugs, like the Rust version: string literals are restored by index and two
+empty codes have similarity 1, so both compute the same values.
 """
 import json
 import os
@@ -20,7 +21,7 @@ def main():
         rows = [json.loads(line) for line in f if line.strip()]
     cases = [("```python\n%s\n```" % (r.get("old_code") or ""), r.get("new_code") or "") for r in rows]
     start = time.perf_counter()
-    total = sum(star_scores(c, t)[1] for c, t in cases)
+    total = sum(star_scores(c, t, by_index=True)[1] for c, t in cases)
     seconds = time.perf_counter() - start
     print(json.dumps({"items": len(cases), "seconds": seconds, "mean_reward": total / max(len(cases), 1)}))
 

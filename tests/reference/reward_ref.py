@@ -22,19 +22,25 @@ FORMAT_RE = r"^<think>([^<]*(?:<(?!/?think>)[^<]*)*)<\/think>\s*<answer>([\s\S]*
 BLOCK_RE = r"```python\n(.*?)\n```"
 
 
-def normalize(code):
-    """Returns (normalised code, number of string placeholders used)."""
-    saved = {}
+def normalize(code, by_index=False):
+    """Returns (normalised code, number of string placeholders used).
+
+    by_index=False restores placeholders by name in insertion order, as the paper does (wrong
+    with more than 10 literals); by_index=True restores each by its own index (the fix).
+    """
+    saved = []
 
     def hide(m):
-        key = "STRING_PLACEHOLDER_%d" % len(saved)
-        saved[key] = m.group(0)
-        return key
+        saved.append(m.group(0))
+        return ("\x00%d\x00" if by_index else "STRING_PLACEHOLDER_%d") % (len(saved) - 1)
 
     text = re.sub(STRING_RE, hide, code, flags=re.DOTALL)
     text = re.sub(COMMENT_RE, "", text, flags=re.MULTILINE | re.DOTALL)
-    for key, original in saved.items():  # by name, in insertion order, as the paper does
-        text = text.replace(key, original)
+    if by_index:
+        text = re.sub("\x00(\\d+)\x00", lambda m: saved[int(m.group(1))], text)
+    else:
+        for i, original in enumerate(saved):
+            text = text.replace("STRING_PLACEHOLDER_%d" % i, original)
     text = re.sub(r"\n\s*\n", "\n", text)
     return re.sub(r"^\s*$\n", "", text.strip(), flags=re.MULTILINE), len(saved)
 
@@ -64,20 +70,20 @@ def format_score(completion):
     return 1.0 if re.search(FORMAT_RE, "<think>" + completion, re.DOTALL) else -1.0
 
 
-def star_scores(completion, target):
-    """(em_star, es_star, ref_bug)."""
+def star_scores(completion, target, by_index=False):
+    """(em_star, es_star, ref_bug); ref_bug is false whenever by_index is set."""
     blocks = re.findall(BLOCK_RE, completion, re.DOTALL)
     if not blocks:
         return -2.0, -2.0, False
-    code, n_code = normalize(blocks[0].strip())
+    code, n_code = normalize(blocks[0].strip(), by_index)
     if not parses(code):
-        return -2.0, -2.0, n_code > 10
-    tgt, n_tgt = normalize(target)
-    bug = n_code > 10 or n_tgt > 10
+        return -2.0, -2.0, n_code > 10 and not by_index
+    tgt, n_tgt = normalize(target, by_index)
+    bug = (n_code > 10 or n_tgt > 10) and not by_index
     em = 2.0 if code == tgt else -1.5
     longest = max(len(code), len(tgt))
     if longest == 0:
-        return em, 2.0, True  # the paper divides by zero here
+        return em, 2.0, not by_index  # the paper divides by zero here
     sim = 1 - levenshtein(code, tgt) / longest
     return em, sim * 3.5 - 1.5, bug
 

@@ -73,10 +73,12 @@ fn training_rows_match_reference() {
     assert!(compared > 500);
 }
 
-/// The benchmark computes the same mean es_star as the Python reference (sample data: no bugs hit).
+/// The benchmark computes the same mean es_star as the bug-fixed Python reference, on the whole
+/// training set when present (else the sample data).
 #[test]
 fn bench_mean_matches_python() {
-    let data = repo().join("data/sample-migrations.jsonl");
+    let shared = repo().join("../shared/data/recode-train.jsonl");
+    let data = if shared.exists() { shared } else { repo().join("data/sample-migrations.jsonl") };
     let rust = recode_reward::bench::bench_es_star(&data).unwrap();
     let script = repo().join("tests/reference/es_star_py_bench.py");
     let py = match recode_reward::bench::bench_es_star_python(&script, &data) {
