@@ -4,6 +4,7 @@ use crate::gguf::{GgufFile, GgufValue};
 use anyhow::{anyhow, bail, Context, Result};
 use recode_core::api::TextCodec;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Qwen2's pre-tokenizer split (as in its tokenizer.json; llama.cpp `pre` = "qwen2").
@@ -17,6 +18,7 @@ pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\
 const END_TOKENS: &[&str] = &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"];
 
 /// GGUF `tokenizer.ggml.token_type` values.
+const TT_UNKNOWN: i64 = 2;
 const TT_CONTROL: i64 = 3;
 const TT_USER_DEFINED: i64 = 4;
 
@@ -100,18 +102,10 @@ impl Codec {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let file = g.path().display().to_string();
         let model = g.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            bail!("{file}: tokenizer.ggml.model {model:?} is not supported (only byte-level BPE \"gpt2\"; SentencePiece \"llama\" is not implemented)");
+        if model != "gpt2" && model != "llama" {
+            bail!("{file}: tokenizer.ggml.model {model:?} is not supported (byte-level BPE \"gpt2\" or SentencePiece \"llama\")");
         }
-        let pre = g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
-        let (pattern, nfc) = match pre {
-            "qwen2" => (QWEN2_PATTERN, true),
-            "llama-bpe" | "llama3" => (LLAMA3_PATTERN, false),
-            "default" | "gpt2" => (GPT2_PATTERN, false),
-            p => bail!("{file}: tokenizer.ggml.pre {p:?} is not supported (qwen2, llama-bpe, gpt2)"),
-        };
         let tokens = g.get_str_array("tokenizer.ggml.tokens")?;
-        let merges = g.get_str_array("tokenizer.ggml.merges")?;
         let types: Vec<i64> = match g.get("tokenizer.ggml.token_type") {
             Some(v) => v
                 .as_array()
@@ -124,8 +118,31 @@ impl Codec {
         if types.len() != tokens.len() {
             bail!("{file}: {} token types for {} tokens", types.len(), tokens.len());
         }
-        let json = gpt2_tokenizer_json(&tokens, &merges, &types, pattern, nfc)
-            .with_context(|| format!("building the tokenizer from {file}"))?;
+        let json = if model == "llama" {
+            let scores: Vec<f64> = match g.get("tokenizer.ggml.scores") {
+                Some(_) => g.get_array("tokenizer.ggml.scores")?.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect(),
+                None => bail!("{file}: metadata key tokenizer.ggml.scores is missing (needed for a SentencePiece tokenizer)"),
+            };
+            if scores.len() != tokens.len() {
+                bail!("{file}: {} token scores for {} tokens", scores.len(), tokens.len());
+            }
+            let prefix = g.get("tokenizer.ggml.add_space_prefix").and_then(GgufValue::as_bool).unwrap_or(true);
+            Ok(spm_tokenizer_json(&tokens, &scores, &types, prefix))
+        } else {
+            let pre = g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
+            let (pattern, nfc, ignore_merges) = match pre {
+                "qwen2" => (QWEN2_PATTERN, true, false),
+                "llama-bpe" | "llama3" => (LLAMA3_PATTERN, false, true),
+                "default" | "gpt2" => (GPT2_PATTERN, false, false),
+                p => bail!("{file}: tokenizer.ggml.pre {p:?} is not supported (qwen2, llama-bpe, gpt2)"),
+            };
+            let merges = g.get_str_array("tokenizer.ggml.merges")?;
+            gpt2_tokenizer_json(&tokens, &merges, &types, pattern, nfc).map(|mut j| {
+                j["model"]["ignore_merges"] = json!(ignore_merges);
+                j
+            })
+        }
+        .with_context(|| format!("building the tokenizer from {file}"))?;
         let tok = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&json)?)
             .map_err(tk_err)
             .with_context(|| format!("building the tokenizer from {file}"))?;
@@ -185,6 +202,7 @@ impl TextCodec for Codec {
 /// The `tokenizer.json` HF writes for byte-level BPE models (Qwen2/Llama 3). Every token is in the
 /// BPE vocab with its GGUF id (so added tokens keep their ids); control tokens are added as
 /// special, user-defined ones as plain added tokens, both matched whole in the input.
+/// (`Codec::from_gguf` also sets `ignore_merges` for Llama 3, as its HF tokenizer.json does.)
 pub fn gpt2_tokenizer_json(tokens: &[&str], merges: &[&str], types: &[i64], pattern: &str, nfc: bool) -> Result<Value> {
     let mut vocab = serde_json::Map::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
@@ -196,16 +214,7 @@ pub fn gpt2_tokenizer_json(tokens: &[&str], merges: &[&str], types: &[i64], patt
         .iter()
         .map(|m| m.split_once(' ').map(|(a, b)| json!([a, b])).ok_or_else(|| anyhow!("merge {m:?} has no space")))
         .collect::<Result<Vec<_>>>()?;
-    let added: Vec<Value> = tokens
-        .iter()
-        .zip(types)
-        .enumerate()
-        .filter(|(_, (_, &ty))| ty == TT_CONTROL || ty == TT_USER_DEFINED)
-        .map(|(i, (t, &ty))| {
-            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                   "normalized": false, "special": ty == TT_CONTROL})
-        })
-        .collect();
+    let added = added_tokens_json(tokens, types);
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
     Ok(json!({
         "version": "1.0",
@@ -223,4 +232,73 @@ pub fn gpt2_tokenizer_json(tokens: &[&str], merges: &[&str], types: &[i64], patt
                   "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                   "vocab": vocab, "merges": merges},
     }))
+}
+
+fn added_tokens_json(tokens: &[&str], types: &[i64]) -> Vec<Value> {
+    tokens
+        .iter()
+        .zip(types)
+        .enumerate()
+        .filter(|(_, (_, &ty))| ty == TT_CONTROL || ty == TT_USER_DEFINED || ty == TT_UNKNOWN)
+        .map(|(i, (t, &ty))| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                   "normalized": false, "special": ty != TT_USER_DEFINED})
+        })
+        .collect()
+}
+
+/// SentencePiece BPE (GGUF `llama` tokenizer) as HF's `LlamaTokenizerFast` expresses it: a BPE
+/// with byte fallback whose merge ranks follow the merged piece's score (highest first), which
+/// reproduces SentencePiece's greedy highest-score merging; spaces become "▁".
+pub fn spm_tokenizer_json(tokens: &[&str], scores: &[f64], types: &[i64], add_space_prefix: bool) -> Value {
+    let mut ids: HashMap<&str, usize> = HashMap::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        ids.entry(t).or_insert(i); // first id wins on duplicates
+    }
+    let normal = |i: usize| types.get(i).is_none_or(|&t| t == 1);
+    // Every split of a normal piece into two normal pieces is a merge ranked by the piece's score.
+    let mut merges: Vec<(f64, usize, usize, usize)> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if !normal(i) || ids[t] != i {
+            continue;
+        }
+        for (k, _) in t.char_indices().skip(1) {
+            if let (Some(&l), Some(&r)) = (ids.get(&t[..k]), ids.get(&t[k..])) {
+                if normal(l) && normal(r) {
+                    merges.push((scores[i], i, l, r));
+                }
+            }
+        }
+    }
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then((a.2, a.3).cmp(&(b.2, b.3))));
+    let merges: Vec<Value> = merges.iter().map(|&(_, _, l, r)| json!([tokens[l], tokens[r]])).collect();
+    let vocab: serde_json::Map<String, Value> = ids.iter().map(|(t, &i)| (t.to_string(), json!(i))).collect();
+    let unk = tokens.iter().zip(types).find(|(_, &ty)| ty == TT_UNKNOWN).map(|(t, _)| t.to_string());
+    // Like llama.cpp and HF's (legacy) Llama tokenizer: "▁" before every text run (also after a
+    // special token), even when the text already starts with a space.
+    let mut normalizers = vec![json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"})];
+    if add_space_prefix {
+        normalizers.insert(0, json!({"type": "Prepend", "prepend": "\u{2581}"}));
+    }
+    let mut decoders = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if add_space_prefix {
+        decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added_tokens_json(tokens, types),
+        "normalizer": {"type": "Sequence", "normalizers": normalizers},
+        "pre_tokenizer": null,
+        "post_processor": null,
+        "decoder": {"type": "Sequence", "decoders": decoders},
+        "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab, "merges": merges},
+    })
 }

@@ -76,10 +76,61 @@ fn llama3_pre_tokenizer_groups_digits() {
 }
 
 #[test]
-fn unsupported_tokenizer_model_is_a_clear_error() {
+fn unsupported_or_incomplete_tokenizer_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("spm.gguf");
-    write_gguf(&p, &[("tokenizer.ggml.model", V::Str("llama"))], &[]);
+    write_gguf(&p, &[("tokenizer.ggml.model", V::Str("llama")), ("tokenizer.ggml.tokens", V::Strs(vec!["a".into()]))], &[]);
     let e = Codec::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
-    assert!(e.contains("spm.gguf") && e.contains("llama"), "{e}");
+    assert!(e.contains("spm.gguf") && e.contains("tokenizer.ggml.scores"), "{e}");
+    write_gguf(&p, &[("tokenizer.ggml.model", V::Str("bert"))], &[]);
+    let e = Codec::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
+    assert!(e.contains("spm.gguf") && e.contains("bert"), "{e}");
+}
+
+/// SentencePiece-style vocab: <unk>, <s>, </s>, 256 byte tokens, then scored pieces.
+#[test]
+fn sentencepiece_from_gguf() {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    // id 259.. ; higher score = merged earlier by SentencePiece.
+    let pieces = [("▁", -10.0), ("h", -10.0), ("e", -10.0), ("l", -10.0), ("o", -10.0), ("he", -1.0), ("ll", -2.0),
+                  ("hell", -3.0), ("▁hell", -4.0), ("hello", -5.0), ("▁w", -6.0), ("w", -10.0)];
+    let mut scores = vec![0.0f32; tokens.len()];
+    for (p, s) in pieces {
+        tokens.push(p.into());
+        types.push(1);
+        scores.push(s);
+    }
+    let id = |p: &str| tokens.iter().position(|t| t == p).unwrap() as u32;
+    let (sp, he, hell, o, w) = (id("▁"), id("he"), id("▁hell"), id("o"), id("▁w"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("spm.gguf");
+    write_gguf(
+        &p,
+        &[
+            ("tokenizer.ggml.model", V::Str("llama")),
+            ("tokenizer.ggml.tokens", V::Strs(tokens.clone())),
+            ("tokenizer.ggml.scores", V::F32s(scores)),
+            ("tokenizer.ggml.token_type", V::I32s(types)),
+            ("tokenizer.ggml.bos_token_id", V::U32(1)),
+            ("tokenizer.ggml.eos_token_id", V::U32(2)),
+        ],
+        &[],
+    );
+    let c = Codec::from_gguf(&GgufFile::open(&p).unwrap()).unwrap();
+    // "▁hello": he, ll, hell, ▁hell merge in score order; "hello" cannot apply after "▁hell".
+    assert_eq!(c.encode("hello").unwrap(), [hell, o]);
+    // Unknown characters fall back to bytes: "é" = C3 A9 (byte token id = 3 + byte).
+    assert_eq!(c.encode("hello wé").unwrap(), [hell, o, w, 3 + 0xC3, 3 + 0xA9]);
+    // A space prefix starts every text run, also after a special token (as llama.cpp does).
+    assert_eq!(c.encode("he</s>hello").unwrap(), [sp, he, 2, hell, o]);
+    for text in ["hello wé", "  hello", "h\nello\u{1F600}"] {
+        assert_eq!(c.decode(&c.encode(text).unwrap()).unwrap(), text);
+    }
+    assert_eq!(c.eos_ids(), [2]);
+    assert_eq!(c.bos_id(), Some(1));
 }

@@ -10,6 +10,7 @@ pub enum V<'a> {
     Str(&'a str),
     Strs(Vec<String>),
     I32s(Vec<i32>),
+    F32s(Vec<f32>),
 }
 
 fn s(out: &mut Vec<u8>, x: &str) {
@@ -35,6 +36,12 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, V)], tensors: &[(&str, Vec<u64>, Ve
                 out.extend(8u32.to_le_bytes());
                 out.extend((xs.len() as u64).to_le_bytes());
                 xs.iter().for_each(|x| s(&mut out, x));
+            }
+            V::F32s(xs) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(6u32.to_le_bytes());
+                out.extend((xs.len() as u64).to_le_bytes());
+                xs.iter().for_each(|x| out.extend(x.to_le_bytes()));
             }
             V::I32s(xs) => {
                 out.extend(9u32.to_le_bytes());
