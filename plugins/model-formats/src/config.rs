@@ -95,7 +95,7 @@ impl ModelConfig {
         else {
             bail!("config.json: unsupported architecture {arch_name:?} (expected qwen2 or llama)");
         };
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 && c.head_dim.is_none() {
+        if c.num_attention_heads == 0 || (c.head_dim.is_none() && c.hidden_size % c.num_attention_heads != 0) {
             bail!("config.json: hidden_size {} not divisible by num_attention_heads {}", c.hidden_size, c.num_attention_heads);
         }
         let (default_theta, default_eps) = match architecture {

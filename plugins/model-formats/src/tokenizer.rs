@@ -143,9 +143,7 @@ impl Codec {
             })
         }
         .with_context(|| format!("building the tokenizer from {file}"))?;
-        let tok = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&json)?)
-            .map_err(tk_err)
-            .with_context(|| format!("building the tokenizer from {file}"))?;
+        let tok = tokenizer_from_json(json).with_context(|| format!("building the tokenizer from {file}"))?;
         let id = |k: &str| g.get(k).and_then(GgufValue::as_u64).map(|v| v as u32);
         let eos: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
             .iter()
@@ -232,6 +230,64 @@ pub fn gpt2_tokenizer_json(tokens: &[&str], merges: &[&str], types: &[i64], patt
                   "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
                   "vocab": vocab, "merges": merges},
     }))
+}
+
+/// Build a BPE `Tokenizer` from a tokenizer.json value, like `Tokenizer::from_bytes` but without
+/// serialising and re-parsing the (large) vocab and merges.
+pub fn tokenizer_from_json(mut j: Value) -> Result<tokenizers::Tokenizer> {
+    use tokenizers::models::bpe::{Merges, Vocab, BPE};
+    let m = j["model"].take();
+    if m["type"] != "BPE" {
+        bail!("model type {} is not BPE", m["type"]);
+    }
+    let vocab: Vocab = m["vocab"]
+        .as_object()
+        .ok_or_else(|| anyhow!("model.vocab is not an object"))?
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.as_u64().ok_or_else(|| anyhow!("vocab id of {k:?} is not a number"))? as u32)))
+        .collect::<Result<_>>()?;
+    let merges: Merges = m["merges"]
+        .as_array()
+        .ok_or_else(|| anyhow!("model.merges is not an array"))?
+        .iter()
+        .map(|p| match (p[0].as_str(), p[1].as_str()) {
+            (Some(a), Some(b)) => Ok((a.to_string(), b.to_string())),
+            _ => bail!("merge {p} is not a pair of strings"),
+        })
+        .collect::<Result<_>>()?;
+    let flag = |k: &str| m[k].as_bool().unwrap_or(false);
+    let mut b = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .fuse_unk(flag("fuse_unk"))
+        .byte_fallback(flag("byte_fallback"))
+        .ignore_merges(flag("ignore_merges"));
+    if let Some(u) = m["unk_token"].as_str() {
+        b = b.unk_token(u.to_string());
+    }
+    let mut tok = tokenizers::Tokenizer::new(b.build().map_err(tk_err)?);
+    fn part<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<Option<T>> {
+        if v.is_null() {
+            return Ok(None);
+        }
+        serde_json::from_value(v).map(Some).with_context(|| format!("invalid {what}"))
+    }
+    tok.with_normalizer(part::<tokenizers::normalizers::NormalizerWrapper>(j["normalizer"].take(), "normalizer")?);
+    tok.with_pre_tokenizer(part::<tokenizers::pre_tokenizers::PreTokenizerWrapper>(j["pre_tokenizer"].take(), "pre_tokenizer")?);
+    tok.with_post_processor(part::<tokenizers::processors::PostProcessorWrapper>(j["post_processor"].take(), "post_processor")?);
+    tok.with_decoder(part::<tokenizers::decoders::DecoderWrapper>(j["decoder"].take(), "decoder")?);
+    let added = j["added_tokens"].as_array().cloned().unwrap_or_default();
+    let mk = |a: &Value| tokenizers::AddedToken::from(a["content"].as_str().unwrap_or_default(), a["special"] == true).normalized(false);
+    let special: Vec<_> = added.iter().filter(|a| a["special"] == true).map(mk).collect();
+    let plain: Vec<_> = added.iter().filter(|a| a["special"] != true).map(mk).collect();
+    tok.add_special_tokens(&special);
+    tok.add_tokens(&plain);
+    for a in &added {
+        let c = a["content"].as_str().unwrap_or_default();
+        if tok.token_to_id(c).map(u64::from) != a["id"].as_u64() {
+            bail!("added token {c:?} did not keep id {}", a["id"]);
+        }
+    }
+    Ok(tok)
 }
 
 fn added_tokens_json(tokens: &[&str], types: &[i64]) -> Vec<Value> {

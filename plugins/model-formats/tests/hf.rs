@@ -1,7 +1,7 @@
 //! HF folders: config.json, single and sharded safetensors, tokenizer.json.
 
 use recode_core::api::TextCodec;
-use recode_model_formats::tokenizer::{gpt2_tokenizer_json, QWEN2_PATTERN};
+use recode_model_formats::tokenizer::{gpt2_tokenizer_json, tokenizer_from_json, QWEN2_PATTERN};
 use recode_model_formats::{Architecture, Codec, HfModel, ModelConfig};
 use safetensors::{serialize_to_file, tensor::TensorView, Dtype};
 use std::collections::HashMap;
@@ -119,6 +119,11 @@ fn tokenizer_json_with_configs() {
     assert_eq!(c.pad_id(), 258);
     assert_eq!(c.bos_id(), None);
     assert_eq!(c.chat_template().as_deref(), Some("{{ x }}"));
+    // The direct builder used for GGUF equals loading the same JSON from a file.
+    let direct = tokenizer_from_json(json).unwrap();
+    for text in ["hi<|im_end|>hi", "h i<|endoftext|>!"] {
+        assert_eq!(direct.encode(text, false).unwrap().get_ids(), c.tokenizer().encode(text, false).unwrap().get_ids());
+    }
     let e = Codec::from_tokenizer_json(&dir.path().join("nope.json")).err().unwrap();
     assert!(format!("{e:#}").contains("nope.json"));
 }
