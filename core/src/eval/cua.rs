@@ -150,8 +150,17 @@ impl CuaExample {
     }
 
     /// Imports, the update's implementation and (if `with_update`) the statement installing it.
+    ///
+    /// Every module the dataset's own code imports is loaded first, before the update: in
+    /// CodeUpdateArena's harness they were already loaded, and a library importing the updated
+    /// function later (numpy does `from itertools import product`) must not see the update.
     pub fn setup(&self, with_update: bool) -> Result<String> {
-        let mut s = format!("{}\n\n{}\n", self.imports(), self.update.implementation);
+        let pre: String = pysrc::imported_modules(&self.dataset_code())
+            .into_iter()
+            .filter(|m| m != "__future__")
+            .map(|m| format!("import {m}\n"))
+            .collect();
+        let mut s = format!("{pre}{}\n\n{}\n", self.imports(), self.update.implementation);
         if with_update {
             s.push_str(&format!("\n{}\n", self.install_statement()?));
         }

@@ -2,6 +2,11 @@
 //!
 //! Entry points: [`load_problems`], [`Problem::prompt_messages`], [`evaluate`] (candidates
 //! already extracted from completions) and [`evaluate_reference`] (the dataset's own solutions).
+//!
+//! Each candidate of a CodeUpdateArena problem runs as one sandboxed process holding all its unit
+//! tests (each test in its own copy of the globals); it passes only if every test passes with
+//! the update installed. The same program without the install statement gives the "passes
+//! without the update" rate. `cua::CuaExample::programs` gives the per-test standalone programs.
 
 pub mod cua;
 pub mod humaneval;
@@ -127,6 +132,7 @@ impl EvalOptions {
             k: spec.k.clone(),
             workers: spec.workers.max(1),
             sandbox: SandboxConfig {
+                // Per unit test: a program with T tests gets T x timeout_s (see SandboxConfig).
                 timeout: Duration::from_secs_f64(spec.timeout_s.max(0.1)),
                 memory_mb: spec.memory_mb,
                 ..SandboxConfig::default()
