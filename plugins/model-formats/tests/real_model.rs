@@ -46,6 +46,16 @@ fn real_model_config_tokenizer_and_weights() {
         ids,
         [750, 912, 2877, 11, 293, 982, 262, 470, 264, 488, 293, 1406, 333, 1304, 606, 563, 621, 13265, 3817, 21082, 6900, 25906, 7, 16, 11, 220, 17, 18, 1171]
     );
+    // Independent reference: tiktoken over Qwen's published ranks (tests/reference/qwen_reference_ids.py).
+    let refs: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/qwen_reference_ids.json")).unwrap(),
+    )
+    .unwrap();
+    for r in refs.as_array().unwrap() {
+        let text = r["text"].as_str().unwrap();
+        let want: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        assert_eq!(c.encode(text).unwrap(), want, "text {text:?}");
+    }
     let mut eos = c.eos_ids();
     eos.sort();
     assert_eq!(eos, [151643, 151645]);
