@@ -1,0 +1,91 @@
+//! Throughput measurements through the `Policy` API (what `recode bench` reports).
+
+use anyhow::Result;
+use recode_core::api::{Policy, SamplingParams, Sequence};
+use std::time::Instant;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GenBench {
+    pub batch: usize,
+    pub prompt_tokens: usize,
+    /// Tokens sampled in the timed decode run (all rows).
+    pub new_tokens: usize,
+    pub prefill_s: f64,
+    /// batch * prompt_tokens / prefill time.
+    pub prefill_tok_s: f64,
+    pub decode_s: f64,
+    /// Tokens after the first of each row / (total - prefill) time.
+    pub decode_tok_s: f64,
+}
+
+/// Prefill and decode speed at each batch size. Prefill = a 1-token generation; decode = the extra
+/// time of an `new_tokens` generation (sampled at temperature 1, seed 0; early EOS counts fewer).
+pub fn bench_generate(policy: &mut dyn Policy, prompt: &[u32], batches: &[usize], new_tokens: usize) -> Result<Vec<GenBench>> {
+    let mut out = vec![];
+    for &b in batches {
+        let prompts = vec![prompt.to_vec(); b];
+        let p1 = SamplingParams { max_new_tokens: 1, ..Default::default() };
+        policy.generate(&prompts, &p1)?; // warm-up (allocations, kernels)
+        let t = Instant::now();
+        policy.generate(&prompts, &p1)?;
+        let prefill_s = t.elapsed().as_secs_f64();
+        let pn = SamplingParams { max_new_tokens: new_tokens, ..Default::default() };
+        let t = Instant::now();
+        let gens = policy.generate(&prompts, &pn)?;
+        let total = t.elapsed().as_secs_f64();
+        let n: usize = gens.iter().map(|g| g.tokens.len()).sum();
+        let decode_s = (total - prefill_s).max(1e-9);
+        out.push(GenBench {
+            batch: b,
+            prompt_tokens: prompt.len(),
+            new_tokens: n,
+            prefill_s,
+            prefill_tok_s: (b * prompt.len()) as f64 / prefill_s,
+            decode_s,
+            decode_tok_s: n.saturating_sub(b) as f64 / decode_s,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainBench {
+    pub micro_batch: usize,
+    /// Prompt + completion tokens per sequence.
+    pub seq_tokens: usize,
+    pub steps: usize,
+    /// Mean forward+backward time of one micro-batch.
+    pub fwd_bwd_s: f64,
+    /// Sequence tokens processed per second by forward+backward.
+    pub tokens_per_s: f64,
+    pub optimizer_s: f64,
+    pub trainable_parameters: usize,
+}
+
+/// Forward+backward (+ AdamW step) speed on `micro_batch` copies of prompt+completion.
+pub fn bench_train(policy: &mut dyn Policy, prompt: &[u32], completion: &[u32], micro_batch: usize, steps: usize) -> Result<TrainBench> {
+    let seqs = vec![Sequence { prompt: prompt.to_vec(), completion: completion.to_vec() }; micro_batch];
+    let mut g = |lp: &[Vec<f32>]| -> Result<Vec<Vec<f32>>> { Ok(lp.iter().map(|r| vec![-1.0 / r.len().max(1) as f32; r.len()]).collect()) };
+    policy.accumulate_gradients(&seqs, &mut g)?; // warm-up
+    policy.optimizer_step(0.0, Some(1.0))?;
+    let (mut fb, mut opt) = (0.0, 0.0);
+    for _ in 0..steps.max(1) {
+        let t = Instant::now();
+        policy.accumulate_gradients(&seqs, &mut g)?;
+        fb += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        policy.optimizer_step(1e-6, Some(1.0))?;
+        opt += t.elapsed().as_secs_f64();
+    }
+    let n = steps.max(1) as f64;
+    let seq_tokens = prompt.len() + completion.len();
+    Ok(TrainBench {
+        micro_batch,
+        seq_tokens,
+        steps: steps.max(1),
+        fwd_bwd_s: fb / n,
+        tokens_per_s: (micro_batch * seq_tokens) as f64 * n / fb,
+        optimizer_s: opt / n,
+        trainable_parameters: policy.trainable_parameters(),
+    })
+}

@@ -1,0 +1,378 @@
+//! The decoder shared by Qwen2 and Llama (they differ only in q/k/v biases and defaults, see
+//! `config.rs`): token embedding, N x [RMSNorm, GQA attention with RoPE, RMSNorm, SwiGLU MLP],
+//! final RMSNorm, output projection (tied or not). Linear weights are stored pre-transposed
+//! `[in, out]` and contiguous so that `x @ W` needs no copy. Activations are 2-D `[rows, features]`
+//! except inside attention.
+
+use crate::config::ModelConfig;
+use burn::module::{Module, Param, ParamId};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+
+/// Per-call switches.
+#[derive(Debug, Clone, Copy)]
+pub struct Fwd {
+    /// Apply LoRA/DoRA adapters (false = the base/reference model).
+    pub adapters: bool,
+    /// Training mode: adapter dropout is active.
+    pub train: bool,
+}
+
+/// A projection `y = x W (+ b)` with an optional LoRA (and DoRA magnitude) adapter.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    /// `[in, out]` (HF stores `[out, in]`).
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    /// LoRA A, stored `[in, r]` (PEFT `lora_A.weight` is `[r, in]`).
+    pub lora_a: Option<Param<Tensor<B, 2>>>,
+    /// LoRA B, stored `[r, out]` (PEFT `lora_B.weight` is `[out, r]`).
+    pub lora_b: Option<Param<Tensor<B, 2>>>,
+    /// DoRA magnitude m `[out]`.
+    pub magnitude: Option<Param<Tensor<B, 1>>>,
+    pub scaling: f64,
+    pub dropout: f64,
+}
+
+impl<B: Backend> Linear<B> {
+    pub fn forward(&self, x: Tensor<B, 2>, fwd: Fwd) -> Tensor<B, 2> {
+        let w = self.weight.val();
+        let base = crate::cpu::small_matmul(&x, &w).unwrap_or_else(|| x.clone().matmul(w.clone()));
+        let out = match (&self.lora_a, &self.lora_b, fwd.adapters) {
+            (Some(a), Some(b), true) => {
+                let dropped = fwd.train && self.dropout > 0.0;
+                let xd = if dropped {
+                    let keep = x.random_like(Distribution::Bernoulli(1.0 - self.dropout));
+                    x.clone() * keep / (1.0 - self.dropout)
+                } else {
+                    x
+                };
+                let lora = xd.clone().matmul(a.val()).matmul(b.val());
+                match &self.magnitude {
+                    None => base + lora * self.scaling,
+                    Some(m) => {
+                        // DoRA (PEFT): W' = W + s·BA; scale = m / ||W'|| per output feature (norm over
+                        // the input dim), the norm detached. out = base(x) + (scale-1)·xd W + scale·s·lora.
+                        let delta = a.val().matmul(b.val()).detach() * self.scaling;
+                        let norm = (w.clone().detach() + delta).powi_scalar(2).sum_dim(0).sqrt().detach();
+                        let scale = m.val().unsqueeze::<2>() / norm; // [1, out]
+                        let base_d = if dropped { xd.matmul(w) } else { base.clone() };
+                        base + base_d * (scale.clone() - 1.0) + lora * scale * self.scaling
+                    }
+                }
+            }
+            _ => base,
+        };
+        match &self.bias {
+            Some(b) => out + b.val().unsqueeze::<2>(),
+            None => out,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub input_layernorm: Param<Tensor<B, 1>>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: Param<Tensor<B, 1>>,
+    pub mlp: Mlp<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Transformer<B: Backend> {
+    /// `[vocab, hidden]`
+    pub embed_tokens: Param<Tensor<B, 2>>,
+    pub layers: Vec<Block<B>>,
+    pub norm: Param<Tensor<B, 1>>,
+    /// `None` when the output projection is tied to the embedding.
+    pub lm_head: Option<Linear<B>>,
+    #[module(skip)]
+    pub cfg: ModelConfig,
+}
+
+/// Pre-allocated keys/values of one layer, `[batch, kv_heads, capacity, head_dim]`, written in place.
+pub struct KvCache<B: Backend> {
+    k: Option<Tensor<B, 4>>,
+    v: Option<Tensor<B, 4>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, device: &B::Device) -> Self {
+        let shape = [batch, cfg.num_kv_heads, capacity, cfg.head_dim];
+        Self { k: Some(Tensor::zeros(shape, device)), v: Some(Tensor::zeros(shape, device)) }
+    }
+    /// Write `[b, kvh, t, hd]` at `past..past+t` and return views of `0..past+t`.
+    fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, past: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, h, t, d] = k.dims();
+        // `take` keeps the buffer uniquely owned so the backend can write in place.
+        let kc = self.k.take().expect("cache").slice_assign([0..b, 0..h, past..past + t, 0..d], k);
+        let vc = self.v.take().expect("cache").slice_assign([0..b, 0..h, past..past + t, 0..d], v);
+        let ks = kc.clone().slice([0..b, 0..h, 0..past + t, 0..d]);
+        let vs = vc.clone().slice([0..b, 0..h, 0..past + t, 0..d]);
+        self.k = Some(kc);
+        self.v = Some(vc);
+        (ks, vs)
+    }
+}
+
+/// Host-side attention inputs for one forward of `t` new tokens after `past` cached ones.
+pub struct Step<B: Backend> {
+    pub batch: usize,
+    pub t: usize,
+    pub past: usize,
+    /// RoPE tables `[b, 1, t, head_dim/2]`.
+    cos: Tensor<B, 4>,
+    sin: Tensor<B, 4>,
+    /// Additive mask `[b, 1, 1, t, past+t]`.
+    mask: Tensor<B, 5>,
+}
+
+impl<B: Backend> Step<B> {
+    /// `positions`: `[b*t]` position ids of the new tokens. `valid`: per row, whether each of the
+    /// `past+t` key positions is a real token (false = padding). A query always sees itself so
+    /// that rows of padding stay finite.
+    pub fn new(cfg: &ModelConfig, positions: &[usize], valid: &[Vec<bool>], past: usize, device: &B::Device) -> Self {
+        let b = valid.len();
+        let t = positions.len() / b;
+        let s = past + t;
+        let half = cfg.head_dim / 2;
+        let mut cos = Vec::with_capacity(b * t * half);
+        let mut sin = Vec::with_capacity(b * t * half);
+        for &p in positions {
+            let p = p as f64 / cfg.rope_scale;
+            for i in 0..half {
+                let inv = cfg.rope_theta.powf(-(2 * i) as f64 / cfg.head_dim as f64);
+                let a = p * inv;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        let mut mask = Vec::with_capacity(b * t * s);
+        for row in valid {
+            assert_eq!(row.len(), s, "valid flags must cover past+t keys");
+            for i in 0..t {
+                for (j, &ok) in row.iter().enumerate() {
+                    let allowed = j <= past + i && (ok || j == past + i);
+                    mask.push(if allowed { 0.0f32 } else { -1e9 });
+                }
+            }
+        }
+        Step {
+            batch: b,
+            t,
+            past,
+            cos: Tensor::from_data(TensorData::new(cos, [b, 1, t, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [b, 1, t, half]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [b, 1, 1, t, s]), device),
+        }
+    }
+
+    fn rope(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        // Rotate-half RoPE (HF Qwen2/Llama layout; GGUF loaders undo llama.cpp's interleaving).
+        let [b, h, t, d] = x.dims();
+        let half = d / 2;
+        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
+        let x2 = x.slice([0..b, 0..h, 0..t, half..d]);
+        let (c, s) = (self.cos.clone(), self.sin.clone());
+        Tensor::cat(vec![x1.clone() * c.clone() - x2.clone() * s.clone(), x2 * c + x1 * s], 3)
+    }
+}
+
+fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Param<Tensor<B, 1>>, eps: f64) -> Tensor<B, 2> {
+    let var = x.clone().powi_scalar(2).mean_dim(1);
+    x * (var + eps).sqrt().recip() * w.val().unsqueeze::<2>()
+}
+
+impl<B: Backend> Attention<B> {
+    fn forward(&self, x: Tensor<B, 2>, cfg: &ModelConfig, st: &Step<B>, cache: Option<&mut KvCache<B>>, fwd: Fwd) -> Tensor<B, 2> {
+        let (b, t) = (st.batch, st.t);
+        let (nh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let g = nh / kvh;
+        let q = self.q_proj.forward(x.clone(), fwd).reshape([b, t, nh, hd]).swap_dims(1, 2);
+        let k = self.k_proj.forward(x.clone(), fwd).reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let v = self.v_proj.forward(x, fwd).reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let (q, k) = (st.rope(q), st.rope(k));
+        let (k, v) = match cache {
+            Some(c) => c.append(k, v, st.past),
+            None => (k, v),
+        };
+        let s = k.dims()[2];
+        // GQA without copying K/V: query heads of one kv group are stacked along the row axis.
+        let q = q.reshape([b, kvh, g * t, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = scores.reshape([b, kvh, g, t, s]) + st.mask.clone();
+        let probs = softmax(scores, 4).reshape([b, kvh, g * t, s]);
+        let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b * t, nh * hd]);
+        self.o_proj.forward(out, fwd)
+    }
+}
+
+impl<B: Backend> Mlp<B> {
+    fn forward(&self, x: Tensor<B, 2>, fwd: Fwd) -> Tensor<B, 2> {
+        let gate = silu(self.gate_proj.forward(x.clone(), fwd));
+        self.down_proj.forward(gate * self.up_proj.forward(x, fwd), fwd)
+    }
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Final-normed hidden states `[b*t, hidden]` of `ids` (`[b*t]`, row-major).
+    pub fn hidden(&self, ids: &[u32], st: &Step<B>, mut caches: Option<&mut [KvCache<B>]>, fwd: Fwd) -> Tensor<B, 2> {
+        let device = self.embed_tokens.val().device();
+        let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), &device);
+        let mut x = self.embed_tokens.val().select(0, idx);
+        let eps = self.cfg.rms_eps;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_mut().map(|c| &mut c[i]);
+            let h = layer.self_attn.forward(rms_norm(x.clone(), &layer.input_layernorm, eps), &self.cfg, st, cache, fwd);
+            x = x + h;
+            let h = layer.mlp.forward(rms_norm(x.clone(), &layer.post_attention_layernorm, eps), fwd);
+            x = x + h;
+        }
+        rms_norm(x, &self.norm, eps)
+    }
+
+    /// Logits `[rows, vocab]` of final hidden states.
+    pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(l) => l.forward(h, Fwd { adapters: false, train: false }),
+            None => h.matmul(self.embed_tokens.val().transpose()),
+        }
+    }
+
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.val().device()
+    }
+}
+
+/// A parameter by its (HF/PEFT-style) name, for traversal.
+pub enum ParamMut<'a, B: Backend> {
+    D1(&'a mut Param<Tensor<B, 1>>),
+    D2(&'a mut Param<Tensor<B, 2>>),
+}
+
+impl<B: Backend> ParamMut<'_, B> {
+    pub fn id(&self) -> ParamId {
+        match self {
+            ParamMut::D1(p) => p.id,
+            ParamMut::D2(p) => p.id,
+        }
+    }
+    pub fn require_grad(&self) -> bool {
+        match self {
+            ParamMut::D1(p) => p.val().is_require_grad(),
+            ParamMut::D2(p) => p.val().is_require_grad(),
+        }
+    }
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            ParamMut::D1(p) => p.val().dims().to_vec(),
+            ParamMut::D2(p) => p.val().dims().to_vec(),
+        }
+    }
+    pub fn to_vec(&self) -> Vec<f32> {
+        let data = match self {
+            ParamMut::D1(p) => p.val().into_data(),
+            ParamMut::D2(p) => p.val().into_data(),
+        };
+        data.iter::<f32>().collect()
+    }
+    /// Replace the value (same id and gradient requirement).
+    pub fn set(&mut self, vals: Vec<f32>) {
+        let shape = self.shape();
+        match self {
+            ParamMut::D1(p) => {
+                let (rg, dev) = (p.val().is_require_grad(), p.val().device());
+                let t = Tensor::from_data(TensorData::new(vals, [shape[0]]), &dev).set_require_grad(rg);
+                **p = Param::initialized(p.id, t);
+            }
+            ParamMut::D2(p) => {
+                let (rg, dev) = (p.val().is_require_grad(), p.val().device());
+                let t = Tensor::from_data(TensorData::new(vals, [shape[0], shape[1]]), &dev).set_require_grad(rg);
+                **p = Param::initialized(p.id, t);
+            }
+        }
+    }
+}
+
+impl<B: Backend> Linear<B> {
+    fn visit(&mut self, prefix: &str, f: &mut dyn FnMut(&str, ParamMut<'_, B>)) {
+        f(&format!("{prefix}.weight"), ParamMut::D2(&mut self.weight));
+        if let Some(p) = &mut self.bias {
+            f(&format!("{prefix}.bias"), ParamMut::D1(p));
+        }
+        if let Some(p) = &mut self.lora_a {
+            f(&format!("{prefix}.lora_A.weight"), ParamMut::D2(p));
+        }
+        if let Some(p) = &mut self.lora_b {
+            f(&format!("{prefix}.lora_B.weight"), ParamMut::D2(p));
+        }
+        if let Some(p) = &mut self.magnitude {
+            f(&format!("{prefix}.lora_magnitude_vector"), ParamMut::D1(p));
+        }
+    }
+}
+
+impl<B: Backend> Transformer<B> {
+    /// Every parameter under its HF name (adapter tensors under PEFT-style suffixes, in our layout).
+    pub fn visit_params(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_, B>)) {
+        f("model.embed_tokens.weight", ParamMut::D2(&mut self.embed_tokens));
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            f(&format!("{p}.input_layernorm.weight"), ParamMut::D1(&mut l.input_layernorm));
+            for (n, lin) in l.self_attn.linears_mut() {
+                lin.visit(&format!("{p}.self_attn.{n}"), f);
+            }
+            f(&format!("{p}.post_attention_layernorm.weight"), ParamMut::D1(&mut l.post_attention_layernorm));
+            for (n, lin) in l.mlp.linears_mut() {
+                lin.visit(&format!("{p}.mlp.{n}"), f);
+            }
+        }
+        f("model.norm.weight", ParamMut::D1(&mut self.norm));
+        if let Some(h) = &mut self.lm_head {
+            h.visit("lm_head", f);
+        }
+    }
+
+    /// Every adaptable projection with its PEFT module name (`q_proj`, ...) and full path.
+    pub fn linears_mut(&mut self) -> Vec<(&'static str, String, &mut Linear<B>)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            for (n, lin) in l.self_attn.linears_mut() {
+                out.push((n, format!("model.layers.{i}.self_attn.{n}"), lin));
+            }
+            for (n, lin) in l.mlp.linears_mut() {
+                out.push((n, format!("model.layers.{i}.mlp.{n}"), lin));
+            }
+        }
+        out
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 4] {
+        [("q_proj", &mut self.q_proj), ("k_proj", &mut self.k_proj), ("v_proj", &mut self.v_proj), ("o_proj", &mut self.o_proj)]
+    }
+}
+
+impl<B: Backend> Mlp<B> {
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 3] {
+        [("gate_proj", &mut self.gate_proj), ("up_proj", &mut self.up_proj), ("down_proj", &mut self.down_proj)]
+    }
+}

@@ -1,0 +1,300 @@
+//! `Policy` over a `Transformer` kept on the autodiff backend. Inference (sampling, reference and
+//! old-policy log-probs) runs on `model.valid()`, the same weights on the inner backend (no copy,
+//! no graph); the reference policy is the same model with adapters switched off.
+
+use crate::generate::{completion_logprobs, generate, trim};
+use crate::load::resolve_targets;
+use crate::model::{Fwd, ParamMut, Transformer};
+use crate::weights::{write_safetensors, SafetensorsSource, WeightSource};
+use anyhow::{bail, Context, Result};
+use burn::backend::Autodiff;
+use burn::module::{AutodiffModule, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use recode_core::api::{Generation, OptimStats, Policy, SamplingParams, Sequence, TextCodec};
+use recode_core::spec::{AdapterKind, AdapterSpec, TrainingSpec};
+use std::path::Path;
+
+type AD<B> = Autodiff<B>;
+type Optim<B> = OptimizerAdaptor<AdamW, Transformer<AD<B>>, AD<B>>;
+
+pub struct TransformerPolicy<B: Backend> {
+    model: Option<Transformer<AD<B>>>,
+    codec: Box<dyn TextCodec>,
+    optim: Option<Optim<B>>,
+    accum: GradientsAccumulator<Transformer<AD<B>>>,
+    pending: usize,
+    adapter: AdapterSpec,
+    /// Rows per forward in `logprobs` (bounds activation memory).
+    pub logprob_chunk: usize,
+}
+
+fn adamw(t: &TrainingSpec) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_beta_1(t.adam_beta1 as f32)
+        .with_beta_2(t.adam_beta2 as f32)
+        .with_epsilon(t.adam_epsilon as f32)
+        .with_weight_decay(t.weight_decay as f32)
+}
+
+impl<B: Backend> TransformerPolicy<B> {
+    pub fn new(model: Transformer<AD<B>>, codec: Box<dyn TextCodec>, adapter: AdapterSpec, training: &TrainingSpec) -> Result<Self> {
+        if training.optimizer != "adamw" {
+            bail!("optimizer `{}` is not built in (only adamw)", training.optimizer);
+        }
+        Ok(Self {
+            model: Some(model),
+            codec,
+            optim: Some(adamw(training).init()),
+            accum: GradientsAccumulator::new(),
+            pending: 0,
+            adapter,
+            logprob_chunk: 8,
+        })
+    }
+
+    pub fn model(&self) -> &Transformer<AD<B>> {
+        self.model.as_ref().expect("model present")
+    }
+    pub fn model_mut(&mut self) -> &mut Transformer<AD<B>> {
+        self.model.as_mut().expect("model present")
+    }
+    /// The model on the inner backend (shares weights).
+    pub fn inference_model(&self) -> Transformer<B> {
+        self.model().valid()
+    }
+
+    fn has_adapters(&self) -> bool {
+        matches!(self.adapter.kind, AdapterKind::Lora | AdapterKind::Dora)
+    }
+
+    /// (name, shape, values) of every trainable parameter, in our storage layout.
+    pub fn trainable_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut m = self.model().clone();
+        let mut out = vec![];
+        m.visit_params(&mut |n, p| {
+            if p.require_grad() {
+                out.push((n.to_string(), p.shape(), p.to_vec()));
+            }
+        });
+        out
+    }
+
+    /// Ids of trainable parameters with their rank.
+    fn trainable_ids(&self) -> Vec<(ParamId, usize)> {
+        let mut m = self.model().clone();
+        let mut out = vec![];
+        m.visit_params(&mut |_, p| {
+            if p.require_grad() {
+                out.push((p.id(), p.shape().len()));
+            }
+        });
+        out
+    }
+}
+
+fn sq_norm<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
+    t.powi_scalar(2).sum().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+impl<B: Backend> Policy for TransformerPolicy<B> {
+    fn codec(&self) -> &dyn TextCodec {
+        self.codec.as_ref()
+    }
+
+    fn generate(&mut self, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<Vec<Generation>> {
+        let m = self.inference_model();
+        generate(&m, self.codec.as_ref(), prompts, params, true)
+    }
+
+    fn logprobs(&mut self, seqs: &[Sequence], adapters: bool) -> Result<Vec<Vec<f32>>> {
+        let m = self.inference_model();
+        let pad = self.codec.pad_id();
+        let mut out = Vec::with_capacity(seqs.len());
+        for chunk in seqs.chunks(self.logprob_chunk.max(1)) {
+            if chunk.iter().all(|s| s.completion.is_empty()) {
+                out.extend(chunk.iter().map(|_| vec![]));
+                continue;
+            }
+            let lp = completion_logprobs(&m, chunk, pad, Fwd { adapters, train: false })?;
+            out.extend(trim(lp, chunk));
+        }
+        Ok(out)
+    }
+
+    fn accumulate_gradients(
+        &mut self,
+        seqs: &[Sequence],
+        loss_grad: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>,
+    ) -> Result<()> {
+        if seqs.is_empty() || seqs.iter().all(|s| s.completion.is_empty()) {
+            return Ok(());
+        }
+        if self.trainable_parameters() == 0 {
+            bail!("this policy has no trainable parameters (adapter kind `none`)");
+        }
+        let pad = self.codec.pad_id();
+        let model = self.model();
+        let lp = completion_logprobs(model, seqs, pad, Fwd { adapters: true, train: true })?;
+        let [b, cmax] = lp.dims();
+        let values = trim(lp.clone().detach(), seqs);
+        let grads = loss_grad(&values)?;
+        if grads.len() != seqs.len() {
+            bail!("loss gradient has {} rows, expected {}", grads.len(), seqs.len());
+        }
+        let mut g = vec![0f32; b * cmax];
+        for (r, (row, s)) in grads.iter().zip(seqs).enumerate() {
+            if row.len() != s.completion.len() {
+                bail!("loss gradient row {r} has {} values, expected {}", row.len(), s.completion.len());
+            }
+            g[r * cmax..r * cmax + row.len()].copy_from_slice(row);
+        }
+        let g = Tensor::<AD<B>, 2>::from_data(TensorData::new(g, [b, cmax]), &lp.device());
+        let surrogate = (lp * g).sum();
+        let grads = GradientsParams::from_grads(surrogate.backward(), model);
+        self.accum.accumulate(model, grads);
+        self.pending += 1;
+        Ok(())
+    }
+
+    fn optimizer_step(&mut self, lr: f64, max_grad_norm: Option<f64>) -> Result<OptimStats> {
+        let mut grads = self.accum.grads();
+        let had = std::mem::take(&mut self.pending) > 0;
+        let ids = self.trainable_ids();
+        let mut total = 0.0f64;
+        for &(id, rank) in &ids {
+            total += match rank {
+                1 => grads.get::<B, 1>(id).map(sq_norm).unwrap_or(0.0),
+                _ => grads.get::<B, 2>(id).map(sq_norm).unwrap_or(0.0),
+            };
+        }
+        let norm = total.sqrt();
+        if !had || !norm.is_finite() {
+            return Ok(OptimStats { grad_norm: norm, lr, applied: false });
+        }
+        // Global-norm clipping as torch.nn.utils.clip_grad_norm_ (TRL's max_grad_norm).
+        if let Some(max) = max_grad_norm.filter(|m| *m > 0.0) {
+            let coef = max / (norm + 1e-6);
+            if coef < 1.0 {
+                for &(id, rank) in &ids {
+                    match rank {
+                        1 => {
+                            if let Some(t) = grads.remove::<B, 1>(id) {
+                                grads.register(id, t * coef);
+                            }
+                        }
+                        _ => {
+                            if let Some(t) = grads.remove::<B, 2>(id) {
+                                grads.register(id, t * coef);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let model = self.model.take().expect("model present");
+        let optim = self.optim.as_mut().expect("optimizer present");
+        self.model = Some(optim.step(lr, model, grads));
+        Ok(OptimStats { grad_norm: norm, lr, applied: true })
+    }
+
+    fn discard_gradients(&mut self) -> Result<()> {
+        let _ = self.accum.grads();
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn trainable_parameters(&self) -> usize {
+        self.trainable_tensors().iter().map(|(_, s, _)| s.iter().product::<usize>()).sum()
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_safetensors(&dir.join("trainable.safetensors"), &self.trainable_tensors())?;
+        let rec = self.optim.as_ref().expect("optimizer present").to_record();
+        NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+            .record(rec, dir.join("optimizer"))
+            .map_err(|e| anyhow::anyhow!("saving optimizer state to {}: {e}", dir.display()))?;
+        Ok(())
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        let src = SafetensorsSource::from_files(&[dir.join("trainable.safetensors")])?;
+        let mut err: Option<anyhow::Error> = None;
+        self.model_mut().visit_params(&mut |n, mut p| {
+            if !p.require_grad() || err.is_some() {
+                return;
+            }
+            match src.tensor(n) {
+                Ok((shape, vals)) if shape == p.shape() => p.set(vals),
+                Ok((shape, _)) => err = Some(anyhow::anyhow!("checkpoint tensor `{n}`: shape {shape:?}, expected {:?}", p.shape())),
+                Err(e) => err = Some(e.context(format!("checkpoint {} lacks trainable tensor `{n}`", dir.display()))),
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let device = self.model().device();
+        let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
+            .load(dir.join("optimizer"), &device)
+            .map_err(|e| anyhow::anyhow!("loading optimizer state from {}: {e}", dir.display()))?;
+        let optim = self.optim.take().expect("optimizer present");
+        self.optim = Some(optim.load_record(rec));
+        Ok(())
+    }
+
+    fn export_peft(&self, dir: &Path) -> Result<()> {
+        if !self.has_adapters() {
+            bail!("this policy has no adapters to export (adapter kind {:?})", self.adapter.kind);
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut out = vec![];
+        for (name, shape, vals) in self.trainable_tensors() {
+            let key = format!("base_model.model.{name}");
+            if shape.len() == 2 {
+                // Stored [in, r] / [r, out]; PEFT wants nn.Linear layout [out, in].
+                let (r, c) = (shape[0], shape[1]);
+                let mut t = vec![0f32; vals.len()];
+                for i in 0..r {
+                    for j in 0..c {
+                        t[j * r + i] = vals[i * c + j];
+                    }
+                }
+                out.push((key, vec![c, r], t));
+            } else {
+                out.push((key, shape, vals));
+            }
+        }
+        write_safetensors(&dir.join("adapter_model.safetensors"), &out)?;
+        let cfg = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": self.adapter.rank,
+            "lora_alpha": self.adapter.alpha,
+            "lora_dropout": self.adapter.dropout,
+            "target_modules": resolve_targets(&self.adapter)?,
+            "use_dora": self.adapter.kind == AdapterKind::Dora,
+            "use_rslora": false,
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "modules_to_save": null,
+            "base_model_name_or_path": null,
+        });
+        std::fs::write(dir.join("adapter_config.json"), serde_json::to_string_pretty(&cfg)?)?;
+        Ok(())
+    }
+}
+
+/// Test/diagnostic hook: overwrite parameters by name (our layout) with `f(name, shape) -> values`.
+pub fn set_params<B: Backend>(policy: &mut TransformerPolicy<B>, f: &mut dyn FnMut(&str, &[usize]) -> Option<Vec<f32>>) {
+    policy.model_mut().visit_params(&mut |n, mut p: ParamMut<'_, AD<B>>| {
+        if let Some(v) = f(n, &p.shape()) {
+            p.set(v);
+        }
+    });
+}
