@@ -107,10 +107,25 @@ impl TensorInfo {
     }
 }
 
+enum Bytes {
+    Map(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
 /// An opened GGUF file. Tensor data stays memory-mapped until dequantised.
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: Bytes,
     version: u32,
     alignment: u64,
     data_offset: u64,
@@ -191,10 +206,16 @@ impl GgufFile {
         let file = std::fs::File::open(&path).with_context(|| format!("opening GGUF file {}", path.display()))?;
         // SAFETY: read-only map; the file must not be modified while open (documented caller contract).
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("memory-mapping {}", path.display()))?;
-        Self::parse(path.clone(), map).with_context(|| format!("reading GGUF file {}", path.display()))
+        Self::parse(path.clone(), Bytes::Map(map)).with_context(|| format!("reading GGUF file {}", path.display()))
     }
 
-    fn parse(path: PathBuf, map: Mmap) -> Result<Self> {
+    /// Parse GGUF bytes held in memory; `name` stands for the file in messages.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        let path = name.into();
+        Self::parse(path.clone(), Bytes::Owned(bytes)).with_context(|| format!("reading GGUF file {}", path.display()))
+    }
+
+    fn parse(path: PathBuf, map: Bytes) -> Result<Self> {
         let mut c = Cursor { buf: &map, pos: 0 };
         if &c.arr::<4>("magic")? != MAGIC {
             bail!("not a GGUF file (bad magic)");
@@ -234,21 +255,21 @@ impl GgufFile {
         let mut tensors = Vec::with_capacity(raw.len());
         let mut index = HashMap::new();
         for (name, dims, ty, off) in raw {
-            let n: u64 = dims.iter().product();
             let Some((be, bb)) = ty.block_layout() else { bail!("tensor {name}: unsupported type {ty}") };
             if dims.first().is_some_and(|&d| d % be as u64 != 0) {
                 bail!("tensor {name}: row length {} is not a multiple of the {ty} block size {be}", dims[0]);
             }
-            let n_bytes = n / be as u64 * bb as u64;
             if off % alignment != 0 {
                 bail!("tensor {name}: offset {off} is not aligned to {alignment}");
             }
+            // Checked: a corrupt header must give an error, not an overflow.
+            let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+            let n_bytes = n.and_then(|n| (n / be as u64).checked_mul(bb as u64));
+            let end = n_bytes.and_then(|b| data_offset.checked_add(off)?.checked_add(b));
+            let (Some(n_bytes), Some(end)) = (n_bytes, end) else { bail!("tensor {name}: dims {dims:?} overflow") };
             let offset = data_offset + off;
-            if offset + n_bytes > len {
-                bail!(
-                    "truncated: tensor {name} needs bytes {offset}..{} but the file has {len} bytes",
-                    offset + n_bytes
-                );
+            if end > len || n_bytes > usize::MAX as u64 / 4 {
+                bail!("truncated: tensor {name} needs bytes {offset}..{end} but the file has {len} bytes");
             }
             if index.insert(name.clone(), tensors.len()).is_some() {
                 bail!("duplicate tensor name {name}");

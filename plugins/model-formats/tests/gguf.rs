@@ -183,3 +183,20 @@ fn llama_qk_permutation_is_undone_and_qwen2_is_left_alone() {
         assert_eq!(cfg.architecture.as_str(), arch);
     }
 }
+
+#[test]
+fn corrupt_headers_give_errors_not_panics() {
+    let b = std::fs::read(fixture()).unwrap();
+    let head = GgufFile::open(fixture()).unwrap().data_offset() as usize;
+    for i in 0..head {
+        for v in [0xFFu8, 0x7F, 0x01] {
+            let mut c = b.clone();
+            c[i] = v;
+            if let Ok(g) = GgufFile::from_bytes("bad.gguf", c) {
+                for n in g.tensor_names() {
+                    let _ = g.dequantize(n);
+                }
+            }
+        }
+    }
+}
