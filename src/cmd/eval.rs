@@ -1,11 +1,198 @@
-//! `recode eval`.
+//! `recode eval`: CodeUpdateArena / HumanEval with pass@k, on a model, on given candidates, or on
+//! the dataset's own reference solutions (the harness's self-check).
 
-use anyhow::Result;
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use recode_core::api::{Policy, SamplingParams};
+use recode_core::eval::{self, prompts::PromptVariant, EvalOptions, Problem};
+use recode_core::spec::EvalSpec;
+use recode_core::task::code;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The ReCode prefill; generation continues the assistant turn from here.
+const RECODE_PREFILL: &str = "Let me solve this step by step.\n<think>";
 
 #[derive(Args)]
-pub struct EvalArgs {}
+pub struct EvalArgs {
+    /// "cua" (CodeUpdateArena) or "humaneval".
+    #[arg(long, default_value = "cua")]
+    bench: String,
+    /// Benchmark file (JSON lines).
+    #[arg(long)]
+    data: PathBuf,
+    /// Score the dataset's own reference solutions (checks the harness).
+    #[arg(long, conflicts_with_all = ["candidates", "model", "run"])]
+    reference: bool,
+    /// Score completions made elsewhere: JSON lines {"id": ..., "completion": ...} (several per id = n samples).
+    #[arg(long, conflicts_with_all = ["model", "run"])]
+    candidates: Option<PathBuf>,
+    /// Generate with this model (a .gguf, an HF folder or a known id).
+    #[arg(long, conflicts_with = "run")]
+    model: Option<String>,
+    /// Generate with the policy of a run directory (its spec and newest checkpoint).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Samples per problem (n).
+    #[arg(long, default_value_t = 1)]
+    n: usize,
+    /// k values of pass@k, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    k: Vec<usize>,
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    #[arg(long, default_value_t = 1024)]
+    max_new_tokens: usize,
+    /// Prompt variant: recode, no_update, update_prepended.
+    #[arg(long, default_value = "recode")]
+    prompt: String,
+    /// Evaluate only the first N problems (0 = all).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+    /// Programs run in parallel.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Wall-time limit per unit test, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Memory limit per program, MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory_mb: u64,
+    /// Write the report as JSON here (the Markdown table is printed either way).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
 
-pub fn eval(_a: EvalArgs) -> Result<()> {
-    anyhow::bail!("recode eval is being wired up")
+impl EvalArgs {
+    fn spec(&self) -> EvalSpec {
+        EvalSpec {
+            benchmark: self.bench.clone(),
+            data: self.data.display().to_string(),
+            n_samples: self.n,
+            k: self.k.clone(),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_new_tokens: self.max_new_tokens,
+            prompt: self.prompt.clone(),
+            limit: self.limit,
+            workers: self.workers,
+            timeout_s: self.timeout,
+            memory_mb: self.memory_mb,
+            ..EvalSpec::default()
+        }
+    }
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let spec = a.spec();
+    if let Some(bad) = spec.k.iter().find(|&&k| k == 0 || k > spec.n_samples.max(1)) {
+        bail!("--k {bad}: every k must be between 1 and --n ({})", spec.n_samples);
+    }
+    let mut problems = eval::load_problems(&spec.benchmark, &a.data)?;
+    if spec.limit > 0 {
+        problems.truncate(spec.limit);
+    }
+    let mut opts = EvalOptions::from_spec(&spec);
+    opts.benchmark = spec.benchmark.clone();
+    eprintln!("{} problems from {}", problems.len(), a.data.display());
+    let report = if a.reference {
+        eval::run::evaluate_reference(&problems, &opts, true)?
+    } else if let Some(path) = &a.candidates {
+        let cands = read_candidates(path, &problems)?;
+        eval::run::evaluate(&problems, &cands, &opts, true)?
+    } else {
+        let mut policy = if let Some(run) = &a.run {
+            policy_from_run(run)?
+        } else if let Some(model) = &a.model {
+            super::model::load_policy(&super::model::ModelArgs::new(model))?
+        } else {
+            bail!("say what to evaluate: --reference, --candidates FILE, --model MODEL or --run RUN_DIR");
+        };
+        let cands = generate_candidates(policy.as_mut(), &problems, &spec, a.seed)?;
+        eval::run::evaluate(&problems, &cands, &opts, true)?
+    };
+    println!("{}", report.to_markdown());
+    if let Some(out) = &a.out {
+        recode_core::rundir::write_atomic(out, report.to_json().as_bytes())?;
+        eprintln!("report written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// The code a completion proposes: the first python block in <answer>, else the first python
+/// block anywhere, else the whole text (HumanEval-style completions are bare code).
+pub fn extract_candidate(completion: &str) -> String {
+    code::answer_python_block(completion)
+        .or_else(|| code::first_python_block(completion))
+        .unwrap_or(completion)
+        .to_string()
+}
+
+fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<String>>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        id: String,
+        completion: String,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let line: Line = serde_json::from_str(l)
+            .map_err(|e| anyhow!("{}:{}: expected {{\"id\": str, \"completion\": str}}: {e}", path.display(), i + 1))?;
+        by_id.entry(line.id).or_default().push(extract_candidate(&line.completion));
+    }
+    let known: std::collections::BTreeSet<&str> = problems.iter().map(|p| p.id()).collect();
+    if let Some(unknown) = by_id.keys().find(|id| !known.contains(id.as_str())) {
+        bail!("{}: candidate id `{unknown}` is not a problem of this benchmark", path.display());
+    }
+    Ok(problems.iter().map(|p| by_id.remove(p.id()).unwrap_or_default()).collect())
+}
+
+fn generate_candidates(policy: &mut dyn Policy, problems: &[Problem], spec: &EvalSpec, seed: u64) -> Result<Vec<Vec<String>>> {
+    let variant: PromptVariant = spec.prompt.parse()?;
+    let template = policy.codec().chat_template().ok_or_else(|| anyhow!("the model ships no chat template"))?;
+    let bar = indicatif::ProgressBar::new(problems.len() as u64).with_prefix("generate");
+    bar.set_style(super::progress_style());
+    let mut out = Vec::with_capacity(problems.len());
+    for (i, p) in problems.iter().enumerate() {
+        let mut msgs = p.prompt_messages(variant);
+        let prefill = matches!(p, Problem::Cua(_)) && variant == PromptVariant::Recode;
+        if prefill {
+            msgs.push(recode_core::api::ChatMessage { role: "assistant".into(), content: RECODE_PREFILL.into() });
+        }
+        let text = recode_core::chat::render(&template, &msgs, !prefill, prefill)?;
+        let ids = policy.codec().encode(&text)?;
+        let prompts = vec![ids; spec.n_samples];
+        let params = SamplingParams {
+            max_new_tokens: spec.max_new_tokens,
+            temperature: spec.temperature,
+            top_p: spec.top_p,
+            seed: recode_core::trainer::data_order::derive_seed(seed, &[i as u64]),
+            ..SamplingParams::default()
+        };
+        let gens = policy.generate(&prompts, &params)?;
+        out.push(gens.iter().map(|g| extract_candidate(&g.text)).collect());
+        bar.inc(1);
+    }
+    bar.finish();
+    Ok(out)
+}
+
+/// The policy of a run: its resolved spec, with the newest checkpoint loaded.
+fn policy_from_run(run: &Path) -> Result<Box<dyn Policy>> {
+    let spec_path = run.join("spec.toml");
+    let loaded = recode_core::config::load(&spec_path, &Default::default())?;
+    let reg = crate::host::registry();
+    let spec = &loaded.spec;
+    let factory = reg.model(&spec.model.plugin).ok_or_else(|| anyhow!("{}: unknown model plugin `{}`", spec_path.display(), spec.model.plugin))?;
+    let ctx = recode_core::registry::ModelContext { spec: &spec.model, backend: &spec.backend, training: &spec.training, seed: spec.run.seed };
+    let mut policy = factory(&ctx)?;
+    let (step, ckpt) = recode_core::rundir::latest_checkpoint(run)?.ok_or_else(|| anyhow!("{} has no checkpoint", run.display()))?;
+    policy.load(&ckpt.join("policy"))?;
+    eprintln!("loaded {} (step {step})", ckpt.display());
+    Ok(policy)
 }

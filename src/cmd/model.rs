@@ -16,6 +16,12 @@ pub struct ModelArgs {
     backend: String,
 }
 
+impl ModelArgs {
+    pub fn new(model: &str) -> Self {
+        Self { model: model.to_string(), backend: "cpu".into() }
+    }
+}
+
 /// Load a model for inference (no adapters).
 pub fn load_policy(a: &ModelArgs) -> Result<Box<dyn Policy>> {
     let reg = crate::host::registry();

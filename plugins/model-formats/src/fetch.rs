@@ -30,9 +30,18 @@ pub struct KnownModel {
 }
 
 impl KnownModel {
-    /// File name in the cache.
+    /// File name in the cache (a folder for models that are not fetchable).
     pub fn file_name(&self) -> String {
-        format!("{}.gguf", self.id)
+        if self.fetchable() {
+            format!("{}.gguf", self.id)
+        } else {
+            self.id.to_string()
+        }
+    }
+
+    /// Models without parts are known by name only: the user puts an HF folder in the cache.
+    pub fn fetchable(&self) -> bool {
+        !self.parts.is_empty()
     }
 }
 
@@ -46,13 +55,23 @@ macro_rules! part {
     };
 }
 
-static KNOWN: &[KnownModel] = &[KnownModel {
-    id: "qwen2.5-coder-0.5b-instruct",
-    description: "Qwen2.5-Coder-0.5B-Instruct GGUF (Q5_0/Q8_0/Q4_K/Q6_K, untied output)",
-    parts: &[part!("1"), part!("2"), part!("3"), part!("4"), part!("5"), part!("6")],
-    size: 491_400_064,
-    sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-}];
+static KNOWN: &[KnownModel] = &[
+    KnownModel {
+        id: "qwen2.5-coder-0.5b-instruct",
+        description: "Qwen2.5-Coder-0.5B-Instruct GGUF (Q5_0/Q8_0/Q4_K/Q6_K, untied output)",
+        parts: &[part!("1"), part!("2"), part!("3"), part!("4"), part!("5"), part!("6")],
+        size: 491_400_064,
+        sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    },
+    // The paper's model: not published here, so it is known by name and read from the cache.
+    KnownModel {
+        id: "qwen2.5-coder-7b-instruct",
+        description: "Qwen2.5-Coder-7B-Instruct as a Hugging Face folder placed in the cache by the user",
+        parts: &[],
+        size: 0,
+        sha256: "",
+    },
+];
 
 pub fn known_models() -> &'static [KnownModel] {
     KNOWN
@@ -90,6 +109,16 @@ pub fn cached_path(id: &str) -> Result<PathBuf> {
 pub fn resolve_model(id: &str, fetch_if_missing: bool) -> Result<PathBuf> {
     let m = known_model(id)?;
     let path = cache_dir()?.join(m.file_name());
+    if !m.fetchable() {
+        if path.join("config.json").exists() {
+            return Ok(path);
+        }
+        bail!(
+            "model {id} cannot be fetched here: put its Hugging Face folder (config.json, *.safetensors, \
+             tokenizer.json) at {}, or set model.path instead of model.id",
+            path.display()
+        );
+    }
     match std::fs::metadata(&path) {
         Ok(md) if md.len() == m.size => return Ok(path),
         Ok(md) if !fetch_if_missing => bail!(

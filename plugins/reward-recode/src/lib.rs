@@ -26,5 +26,6 @@ pub fn register(reg: &mut Registry) {
     reg.add_reward("em_star", "+2 exact match, -1.5 otherwise, -2 no code block or syntax error (option extract)", em_star_factory);
     reg.add_reward("es_star", "3.5 * similarity - 1.5, -2 for no code block or syntax error (option extract)", es_star_factory);
     reg.add_reward("overlong", "DAPO soft length penalty: 0 up to max_length - cache_length, linear to -1 at max_length", overlong_factory);
+    reg.add_reward("similarity", "1 - lev/max_len of the whole completion and the target, no code extraction (option trim)", similarity_factory);
     reg.add_reward("length", "completion tokens / max_length, clipped to [0, 1] (weight < 0 to penalise, 0 to log)", length_factory);
 }

@@ -226,9 +226,47 @@ pub fn length_factory(o: &Options) -> Result<Box<dyn Reward>> {
     Ok(boxed("length", move |x| length_fraction(x.completion_tokens, opts.max_length)))
 }
 
+/// Options of `similarity`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SimilarityOptions {
+    /// Strip surrounding whitespace from both texts first.
+    trim: bool,
+}
+
+/// 1 − Levenshtein/max_len between the whole completion and the target: no code extraction,
+/// normalisation or syntax check (synthetic tasks, sanity checks).
+pub fn similarity_factory(o: &Options) -> Result<Box<dyn Reward>> {
+    let opts: SimilarityOptions = decode_options("similarity", o)?;
+    Ok(boxed("similarity", move |x| {
+        if opts.trim {
+            crate::edit::similarity(x.completion.trim(), x.target.trim())
+        } else {
+            crate::edit::similarity(x.completion, x.target)
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn similarity_compares_whole_texts_by_hand() {
+        let r = similarity_factory(&Options::new()).unwrap();
+        let input = |c: &'static str| RewardInput { completion: c, target: "hello", ..Default::default() };
+        // "hellx": 1 substitution / 5; "he": 3 deletions / 5; " hello": 1 insertion / 6.
+        let got = r.score(&[input("hello"), input("hellx"), input("he"), input(" hello")]).unwrap();
+        let want = [1.0, 0.8, 0.4, 1.0 - 1.0 / 6.0];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{got:?}");
+        }
+        let mut o = Options::new();
+        o.insert("trim".into(), toml::Value::Boolean(true));
+        assert_eq!(similarity_factory(&o).unwrap().score(&[input(" hello")]).unwrap(), vec![1.0]);
+        o.insert("bogus".into(), toml::Value::Boolean(true));
+        assert!(similarity_factory(&o).is_err());
+    }
 
     const TARGET: &str = "import numpy as np\nx = np.prod(a)";
 
