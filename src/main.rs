@@ -5,7 +5,6 @@ mod cmd;
 mod host;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "recode", version, about = "ReCode-rs: RL for code LLMs to keep up with API updates")]

@@ -188,7 +188,7 @@ fn mismatched_model_plugin_is_refused_with_a_message() {
     let o = recode(&["run", spec.to_str().unwrap(), "--set", &format!("run.output_dir={:?}", dir.path().display().to_string())]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("fingerprint") && err.contains("burn 0.1.0"), "{err}");
+    assert!(err.contains("model plugin was built for") && err.contains("burn 0.1.0") && err.contains("rebuild"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 

@@ -10,8 +10,8 @@ use recode_core::task::code;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The ReCode prefill; generation continues the assistant turn from here.
-const RECODE_PREFILL: &str = "Let me solve this step by step.\n<think>";
+
+
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -100,10 +100,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     opts.benchmark = spec.benchmark.clone();
     eprintln!("{} problems from {}", problems.len(), a.data.display());
     let report = if a.reference {
-        eval::run::evaluate_reference(&problems, &opts, true)?
+        eval::evaluate_reference(&problems, &opts, true)?
     } else if let Some(path) = &a.candidates {
         let cands = read_candidates(path, &problems)?;
-        eval::run::evaluate(&problems, &cands, &opts, true)?
+        eval::evaluate(&problems, &cands, &opts, true)?
     } else {
         let mut policy = if let Some(run) = &a.run {
             policy_from_run(run)?
@@ -113,7 +113,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             bail!("say what to evaluate: --reference, --candidates FILE, --model MODEL or --run RUN_DIR");
         };
         let cands = generate_candidates(policy.as_mut(), &problems, &spec, a.seed)?;
-        eval::run::evaluate(&problems, &cands, &opts, true)?
+        eval::evaluate(&problems, &cands, &opts, true)?
     };
     println!("{}", report.to_markdown());
     if let Some(out) = &a.out {
@@ -162,7 +162,7 @@ fn generate_candidates(policy: &mut dyn Policy, problems: &[Problem], spec: &Eva
         let mut msgs = p.prompt_messages(variant);
         let prefill = matches!(p, Problem::Cua(_)) && variant == PromptVariant::Recode;
         if prefill {
-            msgs.push(recode_core::api::ChatMessage { role: "assistant".into(), content: RECODE_PREFILL.into() });
+            msgs.push(recode_core::api::ChatMessage { role: "assistant".into(), content: eval::PREFILL.into() });
         }
         let text = recode_core::chat::render(&template, &msgs, !prefill, prefill)?;
         let ids = policy.codec().encode(&text)?;
