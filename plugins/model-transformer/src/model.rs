@@ -157,7 +157,7 @@ impl<B: Backend> Step<B> {
         for &p in positions {
             let p = p as f64 / cfg.rope_scale;
             for i in 0..half {
-                let inv = cfg.rope_theta.powf(-(2 * i) as f64 / cfg.head_dim as f64);
+                let inv = cfg.rope_theta.powf(-((2 * i) as f64) / cfg.head_dim as f64);
                 let a = p * inv;
                 cos.push(a.cos() as f32);
                 sin.push(a.sin() as f32);

@@ -137,7 +137,7 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
             bail!("this policy has no trainable parameters (adapter kind `none`)");
         }
         let pad = self.codec.pad_id();
-        let model = self.model();
+        let model = self.model.as_ref().expect("model present");
         let lp = completion_logprobs(model, seqs, pad, Fwd { adapters: true, train: true })?;
         let [b, cmax] = lp.dims();
         let values = trim(lp.clone().detach(), seqs);

@@ -307,9 +307,9 @@ fn finite_difference_gradients() {
                 p.set((0..len).map(|_| 0.3 * (rng.gen::<f32>() - 0.5)).collect());
             }
         });
-        let gt = |dev| Tensor::<Autodiff<D>, 2>::from_data(TensorData::new(g.clone(), [s.len(), 7]), dev);
+        let gt = || Tensor::<Autodiff<D>, 2>::from_data(TensorData::new(g.clone(), [s.len(), 7]), &Default::default());
         let loss = |m: &Transformer<Autodiff<D>>| -> Tensor<Autodiff<D>, 1> {
-            (completion_logprobs(m, &s, 0, Fwd { adapters: true, train: false }).unwrap() * gt(&m.device())).sum()
+            (completion_logprobs(m, &s, 0, Fwd { adapters: true, train: false }).unwrap() * gt()).sum()
         };
         let grads = loss(&m).backward();
         // Check a few entries of some trainable matrices (DoRA's A/B see a detached norm, as in
@@ -450,4 +450,13 @@ fn bench_real() {
     let completion: Vec<u32> = prompt.iter().rev().copied().take(64).collect();
     let r = recode_model::bench::bench_train(&mut p, &prompt, &completion, 2, 2).unwrap();
     eprintln!("train (LoRA r=4 q,v): {r:?}");
+}
+
+#[test]
+fn forward_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), "qwen2", false, 5);
+    let s = seqs();
+    let mut p = policy(dir.path(), no_adapter());
+    assert_eq!(p.logprobs(&s, false).unwrap(), p.logprobs(&s, false).unwrap());
 }
