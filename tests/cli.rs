@@ -201,3 +201,56 @@ fn data_inspect_counts_the_shipped_sample() {
     let rows = v["totals"]["rows"].as_u64().unwrap();
     assert!(rows >= 40, "{v}");
 }
+
+fn eval_json(args: &[&str], out: &Path) -> serde_json::Value {
+    let mut all = args.to_vec();
+    let out_s = out.display().to_string();
+    all.extend(["--out", &out_s]);
+    let o = recode(&all);
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(stdout.contains("| **overall** |"), "Markdown table printed:\n{stdout}");
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
+
+#[test]
+fn eval_reference_passes_and_wrong_candidates_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.json");
+    let r = eval_json(&["eval", "--bench", "cua", "--data", "data/cua-sample.jsonl", "--reference"], &out);
+    assert_eq!(r["overall"]["pass_at_k"]["pass@1"], 1.0, "{}", r["overall"]);
+    let h = eval_json(&["eval", "--bench", "humaneval", "--data", "data/humaneval-sample.jsonl", "--reference"], &out);
+    assert_eq!(h["overall"]["pass_at_k"]["pass@1"], 1.0, "{}", h["overall"]);
+
+    // Two samples per problem: one wrong answer and the reference itself, wrapped as a model
+    // would write it; pass@1 = 1/2 for every problem.
+    let ids: Vec<String> = r["problems"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
+    let problems = recode_core_free_references("data/cua-sample.jsonl");
+    let mut lines = String::new();
+    for id in &ids {
+        lines.push_str(&serde_json::json!({"id": id, "completion": "<answer>\n```python\ndef nothing():\n    return None\n```\n</answer>"}).to_string());
+        lines.push('\n');
+        let reference = &problems[id];
+        lines.push_str(&serde_json::json!({"id": id, "completion": format!("</think>\n<answer>\n```python\n{reference}\n```\n</answer>")}).to_string());
+        lines.push('\n');
+    }
+    let cands = dir.path().join("c.jsonl");
+    std::fs::write(&cands, lines).unwrap();
+    let c = eval_json(
+        &["eval", "--bench", "cua", "--data", "data/cua-sample.jsonl", "--candidates", cands.to_str().unwrap(), "--n", "2", "--k", "1,2"],
+        &out,
+    );
+    assert_eq!(c["overall"]["pass_at_k"]["pass@1"], 0.5, "{}", c["overall"]);
+    assert_eq!(c["overall"]["pass_at_k"]["pass@2"], 1.0, "{}", c["overall"]);
+}
+
+/// Reference solutions of the final-format CodeUpdateArena sample, read independently of the harness.
+fn recode_core_free_references(path: &str) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(root().join(path)).unwrap();
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            (v["prog_syn_id"].as_str().unwrap().to_string(), v["ref_solution"].as_str().unwrap().to_string())
+        })
+        .collect()
+}

@@ -99,7 +99,12 @@ fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
 #[test]
 fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
     let dir = tempfile::tempdir().unwrap();
-    let run_dir = run("experiments/tiny-grpo.toml", dir.path(), &["training.steps=3", "logging.sample_every=1"], &[]);
+    let run_dir = run(
+        "experiments/tiny-grpo.toml",
+        dir.path(),
+        &["training.steps=3", "logging.sample_every=1", "eval.every=3", "eval.data=\"data/cua-sample.jsonl\"", "eval.max_new_tokens=8"],
+        &[],
+    );
     let o = Command::new("python3")
         .arg(root().join("tests/reference/read_tensorboard.py"))
         .arg(run_dir.join("tb"))
@@ -132,6 +137,10 @@ fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
             assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{tag}: {got} vs {want}");
         }
     }
+    // Evaluation during training: pass@k as scalars, and the full report beside the events.
+    let eval_points = tb["scalars"]["eval/pass@1"].as_array().expect("eval/pass@1 logged");
+    assert_eq!(eval_points[0][0].as_u64(), Some(3));
+    assert!(run_dir.join("eval-step-000003.json").exists());
     let samples = tb["text"]["samples"].as_array().expect("sample completions as text");
     assert!(samples[0][1].as_str().unwrap().contains("reward"), "{samples:?}");
     let hist: Vec<&str> = tb["histograms"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();

@@ -15,6 +15,34 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+
+    /// Prefill and decode tokens/s at several batch sizes, beside the machine's memory bandwidth.
+    Generate {
+        /// A .gguf, an HF folder or a known model id.
+        #[arg(long, default_value = "qwen2.5-coder-0.5b-instruct")]
+        model: String,
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        batch: Vec<usize>,
+        #[arg(long, default_value_t = 32)]
+        new_tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+    },
+    /// Forward+backward tokens/s with a LoRA adapter, beside the backend's plain matmul FLOP rate.
+    Train {
+        #[arg(long, default_value = "qwen2.5-coder-0.5b-instruct")]
+        model: String,
+        #[arg(long, default_value_t = 2)]
+        micro_batch: usize,
+        #[arg(long, default_value_t = 128)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 64)]
+        completion_tokens: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        rank: usize,
+    },
 }
 
 fn default_data() -> PathBuf {
@@ -47,6 +75,123 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             }
             println!("speed-up: {:.0}x", py.seconds / rust.seconds.max(1e-12));
         }
+        BenchCommand::Generate { model, batch, new_tokens, prompt_tokens } => {
+            let mut policy = super::model::load_policy(&super::model::ModelArgs::new(&model))?;
+            let prompt = synthetic_prompt(policy.as_ref(), prompt_tokens)?;
+            let weight_bytes = decode_weight_bytes(&model)?;
+            let bw = machine::read_bandwidth();
+            println!("memory read bandwidth (2 threads, 512 MiB): {:.1} GB/s", bw / 1e9);
+            println!("weights read per decode step (f32): {:.2} GB", weight_bytes / 1e9);
+            println!("{:>5} {:>8} {:>12} {:>12} {:>14} {:>9}", "batch", "prompt", "prefill t/s", "decode t/s", "roofline t/s", "of roof");
+            for r in recode_model::bench::bench_generate(policy.as_mut(), &prompt, &batch, new_tokens)? {
+                // Decode is bound by reading every weight once per step, for the whole batch.
+                let roof = r.batch as f64 * bw / weight_bytes;
+                println!(
+                    "{:>5} {:>8} {:>12.1} {:>12.2} {:>14.2} {:>8.0}%",
+                    r.batch, r.prompt_tokens, r.prefill_tok_s, r.decode_tok_s, roof, 100.0 * r.decode_tok_s / roof
+                );
+            }
+        }
+        BenchCommand::Train { model, micro_batch, prompt_tokens, completion_tokens, steps, rank } => {
+            let mut args = super::model::ModelArgs::new(&model);
+            args.adapter = Some(("lora".into(), rank));
+            let mut policy = super::model::load_policy(&args)?;
+            let prompt = synthetic_prompt(policy.as_ref(), prompt_tokens)?;
+            let completion = synthetic_prompt(policy.as_ref(), completion_tokens)?;
+            let flops = machine::matmul_flops(512, 3);
+            println!("plain matmul (burn ndarray, 512x512 f32): {:.1} GFLOP/s", flops / 1e9);
+            let r = recode_model::bench::bench_train(policy.as_mut(), &prompt, &completion, micro_batch, steps)?;
+            let params = model_parameters(&model)?;
+            // Forward + backward of a dense decoder is about 6 FLOPs per parameter per token
+            // (2 forward, 4 backward); with frozen base weights it is closer to 4.
+            let achieved = 4.0 * params * r.tokens_per_s;
+            println!(
+                "forward+backward: {:.1} tokens/s ({} x {} tokens, {:.2}s per micro-batch; AdamW {:.3}s; {} trainable parameters)",
+                r.tokens_per_s, r.micro_batch, r.seq_tokens, r.fwd_bwd_s, r.optimizer_s, r.trainable_parameters
+            );
+            println!(
+                "about {:.1} GFLOP/s at 4 FLOPs/parameter/token = {:.0}% of the plain matmul rate",
+                achieved / 1e9,
+                100.0 * achieved / flops
+            );
+        }
     }
     Ok(())
+}
+
+/// A prompt of `n` tokens cut from repeated code text.
+fn synthetic_prompt(policy: &dyn recode_core::api::Policy, n: usize) -> Result<Vec<u32>> {
+    let text = "def add(a, b):\n    return a + b\n\nclass Stack:\n    def __init__(self):\n        self.items = []\n".repeat(n / 8 + 2);
+    let mut ids = policy.codec().encode(&text)?;
+    if ids.len() < n {
+        bail!("could not build a {n}-token prompt");
+    }
+    ids.truncate(n);
+    Ok(ids)
+}
+
+fn config_of(model: &str) -> Result<recode_model_formats::config::ModelConfig> {
+    let path = if std::path::Path::new(model).exists() {
+        PathBuf::from(model)
+    } else {
+        recode_model_formats::fetch::resolve_model(model, true)?
+    };
+    if path.extension().is_some_and(|e| e == "gguf") {
+        recode_model_formats::gguf::GgufFile::open(&path)?.model_config()
+    } else {
+        recode_model_formats::config::ModelConfig::from_hf_json_file(&path.join("config.json"))
+    }
+}
+
+/// Parameters of the linear layers and the output head (what matmuls touch per token).
+fn model_parameters(model: &str) -> Result<f64> {
+    let c = config_of(model)?;
+    let (h, i, l) = (c.hidden_size as f64, c.intermediate_size as f64, c.num_hidden_layers as f64);
+    let kv = (c.num_key_value_heads * c.head_dim) as f64;
+    let q = (c.num_attention_heads * c.head_dim) as f64;
+    let per_layer = h * q + 2.0 * h * kv + q * h + 3.0 * h * i;
+    Ok(l * per_layer + h * c.vocab_size as f64)
+}
+
+/// Bytes of f32 weights a decode step reads (every linear layer and the output head).
+fn decode_weight_bytes(model: &str) -> Result<f64> {
+    Ok(4.0 * model_parameters(model)?)
+}
+
+mod machine {
+    use std::time::Instant;
+
+    /// Best-of-3 read bandwidth over 512 MiB with two threads (bytes per second).
+    pub fn read_bandwidth() -> f64 {
+        let n = 128 << 20; // f32s
+        let data: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let sum: f32 = std::thread::scope(|s| {
+                let hs: Vec<_> = data.chunks(n / 2).map(|c| s.spawn(move || c.chunks(16).map(|x| x.iter().sum::<f32>()).sum::<f32>())).collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            std::hint::black_box(sum);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        (n * 4) as f64 / best
+    }
+
+    /// FLOP/s of an n x n f32 matmul on burn's CPU backend (best of `reps`).
+    pub fn matmul_flops(n: usize, reps: usize) -> f64 {
+        use burn::backend::NdArray;
+        use burn::tensor::{Distribution, Tensor};
+        let dev = Default::default();
+        let a = Tensor::<NdArray<f32>, 2>::random([n, n], Distribution::Default, &dev);
+        let b = Tensor::<NdArray<f32>, 2>::random([n, n], Distribution::Default, &dev);
+        let _ = a.clone().matmul(b.clone()).into_data();
+        let mut best = f64::MAX;
+        for _ in 0..reps {
+            let t = Instant::now();
+            let _ = a.clone().matmul(b.clone()).into_data();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        2.0 * (n * n * n) as f64 / best
+    }
 }

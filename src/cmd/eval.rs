@@ -112,7 +112,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         } else {
             bail!("say what to evaluate: --reference, --candidates FILE, --model MODEL or --run RUN_DIR");
         };
-        let cands = generate_candidates(policy.as_mut(), &problems, &spec, a.seed)?;
+        let cands = generate_candidates(policy.as_mut(), &problems, &spec, a.seed, None)?;
         eval::evaluate(&problems, &cands, &opts, true)?
     };
     println!("{}", report.to_markdown());
@@ -152,9 +152,48 @@ fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<String>>
     Ok(problems.iter().map(|p| by_id.remove(p.id()).unwrap_or_default()).collect())
 }
 
-fn generate_candidates(policy: &mut dyn Policy, problems: &[Problem], spec: &EvalSpec, seed: u64) -> Result<Vec<Vec<String>>> {
+/// The evaluator `recode run` calls every `eval.every` steps: generate, execute, report pass@k
+/// (with and without the update) as scalars; the full report goes to `eval-step-N.json`.
+pub fn training_evaluator<'a>(
+    spec: &'a EvalSpec,
+    chat_template: Option<String>,
+    run_dir: PathBuf,
+    seed: u64,
+) -> Result<recode_core::trainer::Evaluator<'a>> {
+    let mut problems = eval::load_problems(&spec.benchmark, Path::new(&spec.data))?;
+    if spec.limit > 0 {
+        problems.truncate(spec.limit);
+    }
+    let mut opts = EvalOptions::from_spec(spec);
+    opts.benchmark = spec.benchmark.clone();
+    Ok(Box::new(move |policy: &mut dyn Policy, step: usize| {
+        let cands = generate_candidates(policy, &problems, spec, seed, chat_template.as_deref())?;
+        let report = eval::evaluate(&problems, &cands, &opts, false)?;
+        recode_core::rundir::write_atomic(&run_dir.join(format!("eval-step-{step:06}.json")), report.to_json().as_bytes())?;
+        let mut m = recode_core::trainer::Metrics::new();
+        for (k, v) in &report.overall.pass_at_k {
+            m.insert(k.clone(), *v);
+        }
+        for (k, v) in &report.overall.pass_at_k_without_update {
+            m.insert(format!("{k}_without_update"), *v);
+        }
+        Ok(m)
+    }))
+}
+
+/// `template` overrides the model's own chat template.
+fn generate_candidates(
+    policy: &mut dyn Policy,
+    problems: &[Problem],
+    spec: &EvalSpec,
+    seed: u64,
+    template: Option<&str>,
+) -> Result<Vec<Vec<String>>> {
     let variant: PromptVariant = spec.prompt.parse()?;
-    let template = policy.codec().chat_template().ok_or_else(|| anyhow!("the model ships no chat template"))?;
+    let template = match template {
+        Some(t) => t.to_string(),
+        None => policy.codec().chat_template().ok_or_else(|| anyhow!("the model ships no chat template; set prompt.chat_template"))?,
+    };
     let bar = indicatif::ProgressBar::new(problems.len() as u64).with_prefix("generate");
     bar.set_style(super::progress_style());
     let mut out = Vec::with_capacity(problems.len());

@@ -14,11 +14,14 @@ pub struct ModelArgs {
     /// Backend: cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// Attach a fresh adapter (kind, rank), e.g. for training benchmarks.
+    #[arg(skip)]
+    pub adapter: Option<(String, usize)>,
 }
 
 impl ModelArgs {
     pub fn new(model: &str) -> Self {
-        Self { model: model.to_string(), backend: "cpu".into() }
+        Self { model: model.to_string(), backend: "cpu".into(), adapter: None }
     }
 }
 
@@ -33,6 +36,11 @@ pub fn load_policy(a: &ModelArgs) -> Result<Box<dyn Policy>> {
         spec.path = a.model.clone();
     }
     spec.adapter.kind = AdapterKind::None;
+    if let Some((kind, rank)) = &a.adapter {
+        spec.adapter.kind = toml::Value::String(kind.clone()).try_into().map_err(|_| anyhow!("unknown adapter kind `{kind}`"))?;
+        spec.adapter.rank = *rank;
+        spec.adapter.alpha = *rank as f64;
+    }
     let kind: BackendKind = toml::Value::String(a.backend.clone())
         .try_into()
         .map_err(|_| anyhow!("--backend: expected cpu, wgpu or cuda, got `{}`", a.backend))?;

@@ -90,7 +90,12 @@ pub fn train(spec: &Spec, annotated: &str, resume: Option<&str>, max_steps: Opti
     let rewards = build::weighted_rewards(&reg, &spec.reward)?;
     let labels: Vec<String> = rewards.iter().map(|r| r.label.clone()).collect();
     let algorithm = build::spec_algorithm(&reg, spec)?;
+    let run_root = run.root.clone();
     let mut trainer = Trainer::new(spec, policy.as_mut(), rewards, algorithm, items, run)?;
+    if spec.eval.every > 0 {
+        let template = (!spec.prompt.chat_template.is_empty()).then(|| spec.prompt.chat_template.clone());
+        trainer.evaluator = Some(super::eval::training_evaluator(&spec.eval, template, run_root, spec.run.seed)?);
+    }
     if let Some(ckpt) = &checkpoint {
         trainer.resume_from(ckpt)?;
         eprintln!("resumed from {} (step {})", ckpt.display(), trainer.state.step);

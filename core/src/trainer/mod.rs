@@ -45,6 +45,11 @@ pub struct TrainerState {
 /// Scalars of one step, by TensorBoard tag.
 pub type Metrics = BTreeMap<String, f64>;
 
+/// An evaluation run during training: (policy, step) -> scalars such as "pass@1".
+pub type Evaluator<'a> = Box<dyn FnMut(&mut dyn Policy, usize) -> Result<Metrics> + 'a>;
+
+pub const EVAL_FILE: &str = "eval.jsonl";
+
 pub struct Trainer<'a> {
     pub spec: &'a Spec,
     pub policy: &'a mut dyn Policy,
@@ -56,6 +61,8 @@ pub struct Trainer<'a> {
     pub board: Option<Board>,
     /// Called after every step with (step, metrics); the CLI drives its progress bar with it.
     pub on_step: Option<Box<dyn FnMut(usize, &Metrics) + 'a>>,
+    /// Evaluates the policy every `eval.every` steps; its scalars are logged under `eval/`.
+    pub evaluator: Option<Evaluator<'a>>,
     prompt_cache: Vec<Option<Option<Vec<u32>>>>,
 }
 
@@ -85,6 +92,7 @@ impl<'a> Trainer<'a> {
             run,
             board,
             on_step: None,
+            evaluator: None,
             prompt_cache: vec![None; n],
         })
     }
@@ -136,6 +144,10 @@ impl<'a> Trainer<'a> {
             if step == total || (every > 0 && step % every == 0) {
                 self.save_checkpoint()?;
             }
+            let eval_every = self.spec.eval.every;
+            if eval_every > 0 && (step % eval_every == 0 || step == total) {
+                self.evaluate(step)?;
+            }
             if let Some(cb) = self.on_step.as_mut() {
                 cb(step, &metrics);
             }
@@ -145,6 +157,28 @@ impl<'a> Trainer<'a> {
             b.flush();
         }
         Ok(all)
+    }
+
+    fn evaluate(&mut self, step: usize) -> Result<()> {
+        let Some(ev) = self.evaluator.as_mut() else { return Ok(()) };
+        let scalars = ev(&mut *self.policy, step)?;
+        if let Some(b) = self.board.as_mut() {
+            for (k, v) in &scalars {
+                b.scalar(&format!("eval/{k}"), *v, step);
+            }
+            b.flush();
+        }
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), step.into());
+        for (k, v) in &scalars {
+            line.insert(k.clone(), serde_json::json!(v));
+        }
+        let path = self.run.root.join(EVAL_FILE);
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        use std::io::Write;
+        writeln!(f, "{}", serde_json::Value::Object(line))?;
+        self.run.log(&format!("eval at step {step}: {scalars:?}"));
+        Ok(())
     }
 
     pub fn save_checkpoint(&mut self) -> Result<()> {
