@@ -89,3 +89,31 @@ pub fn bench_train(policy: &mut dyn Policy, prompt: &[u32], completion: &[u32], 
         trainable_parameters: policy.trainable_parameters(),
     })
 }
+
+/// FLOP/s of an n x n f32 matmul on "cpu", "wgpu" or "cuda" (best of `reps`): the reference rate
+/// that `recode bench train` compares forward+backward with.
+pub fn matmul_flops(backend: &str, n: usize, reps: usize) -> Result<f64> {
+    Ok(match backend {
+        "cpu" => matmul::<burn::backend::NdArray<f32>>(&Default::default(), n, reps),
+        #[cfg(feature = "gpu")]
+        "wgpu" => matmul::<burn::backend::Wgpu>(&Default::default(), n, reps),
+        #[cfg(feature = "gpu")]
+        "cuda" => matmul::<burn::backend::Cuda>(&Default::default(), n, reps),
+        other => anyhow::bail!("no matmul benchmark for backend `{other}`"),
+    })
+}
+
+fn matmul<B: burn::tensor::backend::Backend>(dev: &B::Device, n: usize, reps: usize) -> f64 {
+    use burn::tensor::{Distribution, Tensor};
+    let a = Tensor::<B, 2>::random([n, n], Distribution::Default, dev);
+    let b = Tensor::<B, 2>::random([n, n], Distribution::Default, dev);
+    // Reading one value back waits for the device to finish.
+    let _ = a.clone().matmul(b.clone()).sum().into_data();
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let _ = a.clone().matmul(b.clone()).sum().into_data();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n * n * n) as f64 / best
+}

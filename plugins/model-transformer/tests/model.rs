@@ -460,3 +460,29 @@ fn forward_is_deterministic() {
     let mut p = policy(dir.path(), no_adapter());
     assert_eq!(p.logprobs(&s, false).unwrap(), p.logprobs(&s, false).unwrap());
 }
+
+#[test]
+fn factory_errors_are_clean() {
+    use recode_core::registry::{ModelContext, Registry};
+    use recode_core::spec::{BackendKind, BackendSpec, ModelSpec, Precision};
+    let mut reg = Registry::default();
+    recode_model::register(&mut reg);
+    let f = reg.model("transformer").expect("registered");
+    let training = TrainingSpec::default();
+    let run = |path: &str, kind, precision| {
+        let spec = ModelSpec { path: path.into(), adapter: no_adapter(), ..Default::default() };
+        let backend = BackendSpec { kind, device: 0, precision };
+        f(&ModelContext { spec: &spec, backend: &backend, training: &training, seed: 0 }).err().map(|e| format!("{e:#}"))
+    };
+    let e = run("/nonexistent", BackendKind::Cpu, Precision::F16).unwrap();
+    assert!(e.contains("f32 only"), "{e}");
+    let e = run("/nonexistent/model", BackendKind::Cpu, Precision::F32).unwrap();
+    assert!(e.contains("/nonexistent/model"), "{e}");
+    // No GPU here: CUDA must fail with an error, not a panic or abort.
+    if let Some(p) = real_model() {
+        if std::env::var("RECODE_TEST_CUDA").is_ok() {
+            let e = run(&p.display().to_string(), BackendKind::Cuda, Precision::F32);
+            eprintln!("cuda: {e:?}");
+        }
+    }
+}
