@@ -27,6 +27,9 @@ pub enum BenchCommand {
         new_tokens: usize,
         #[arg(long, default_value_t = 128)]
         prompt_tokens: usize,
+        /// cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// Forward+backward tokens/s with a LoRA adapter, beside the backend's plain matmul FLOP rate.
     Train {
@@ -42,6 +45,9 @@ pub enum BenchCommand {
         steps: usize,
         #[arg(long, default_value_t = 16)]
         rank: usize,
+        /// cpu, wgpu or cuda.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
 }
 
@@ -75,31 +81,39 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             }
             println!("speed-up: {:.0}x", py.seconds / rust.seconds.max(1e-12));
         }
-        BenchCommand::Generate { model, batch, new_tokens, prompt_tokens } => {
-            let mut policy = super::model::load_policy(&super::model::ModelArgs::new(&model))?;
+        BenchCommand::Generate { model, batch, new_tokens, prompt_tokens, backend } => {
+            let mut args = super::model::ModelArgs::new(&model);
+            args.backend = backend;
+            let mut policy = super::model::load_policy(&args)?;
             let prompt = synthetic_prompt(policy.as_ref(), prompt_tokens)?;
             let weight_bytes = decode_weight_bytes(&model)?;
-            let bw = machine::read_bandwidth();
-            println!("memory read bandwidth (2 threads, 512 MiB): {:.1} GB/s", bw / 1e9);
+            // The host-memory roofline applies to the CPU backend only.
+            let bw = (args.backend == "cpu").then(machine::read_bandwidth);
+            if let Some(bw) = bw {
+                println!("memory read bandwidth (2 threads, 512 MiB): {:.1} GB/s", bw / 1e9);
+            }
             println!("weights read per decode step (f32): {:.2} GB", weight_bytes / 1e9);
             println!("{:>5} {:>8} {:>12} {:>12} {:>14} {:>9}", "batch", "prompt", "prefill t/s", "decode t/s", "roofline t/s", "of roof");
             for r in recode_model::bench::bench_generate(policy.as_mut(), &prompt, &batch, new_tokens)? {
                 // Decode is bound by reading every weight once per step, for the whole batch.
-                let roof = r.batch as f64 * bw / weight_bytes;
-                println!(
-                    "{:>5} {:>8} {:>12.1} {:>12.2} {:>14.2} {:>8.0}%",
-                    r.batch, r.prompt_tokens, r.prefill_tok_s, r.decode_tok_s, roof, 100.0 * r.decode_tok_s / roof
-                );
+                let roof = bw.map(|bw| r.batch as f64 * bw / weight_bytes);
+                let (roof_s, pct) = match roof {
+                    Some(x) => (format!("{x:.2}"), format!("{:.0}%", 100.0 * r.decode_tok_s / x)),
+                    None => ("-".into(), "-".into()),
+                };
+                println!("{:>5} {:>8} {:>12.1} {:>12.2} {:>14} {:>9}", r.batch, r.prompt_tokens, r.prefill_tok_s, r.decode_tok_s, roof_s, pct);
             }
         }
-        BenchCommand::Train { model, micro_batch, prompt_tokens, completion_tokens, steps, rank } => {
+        BenchCommand::Train { model, micro_batch, prompt_tokens, completion_tokens, steps, rank, backend } => {
             let mut args = super::model::ModelArgs::new(&model);
+            args.backend = backend;
             args.adapter = Some(("lora".into(), rank));
             let mut policy = super::model::load_policy(&args)?;
             let prompt = synthetic_prompt(policy.as_ref(), prompt_tokens)?;
             let completion = synthetic_prompt(policy.as_ref(), completion_tokens)?;
-            let flops = machine::matmul_flops(512, 3);
-            println!("plain matmul (burn ndarray, 512x512 f32): {:.1} GFLOP/s", flops / 1e9);
+            let n = if args.backend == "cpu" { 512 } else { 4096 };
+            let flops = machine::matmul_flops(&args.backend, n, 3)?;
+            println!("plain matmul ({} backend, {n}x{n} f32): {:.1} GFLOP/s", args.backend, flops / 1e9);
             let r = recode_model::bench::bench_train(policy.as_mut(), &prompt, &completion, micro_batch, steps)?;
             let params = model_parameters(&model)?;
             // Forward + backward of a dense decoder is about 6 FLOPs per parameter per token
@@ -178,20 +192,9 @@ mod machine {
         (n * 4) as f64 / best
     }
 
-    /// FLOP/s of an n x n f32 matmul on burn's CPU backend (best of `reps`).
-    pub fn matmul_flops(n: usize, reps: usize) -> f64 {
-        use burn::backend::NdArray;
-        use burn::tensor::{Distribution, Tensor};
-        let dev = Default::default();
-        let a = Tensor::<NdArray<f32>, 2>::random([n, n], Distribution::Default, &dev);
-        let b = Tensor::<NdArray<f32>, 2>::random([n, n], Distribution::Default, &dev);
-        let _ = a.clone().matmul(b.clone()).into_data();
-        let mut best = f64::MAX;
-        for _ in 0..reps {
-            let t = Instant::now();
-            let _ = a.clone().matmul(b.clone()).into_data();
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        2.0 * (n * n * n) as f64 / best
+    /// FLOP/s of an n x n f32 matmul on the named burn backend (in the model crate, which
+    /// already instantiates every backend).
+    pub fn matmul_flops(backend: &str, n: usize, reps: usize) -> anyhow::Result<f64> {
+        recode_model::bench::matmul_flops(backend, n, reps)
     }
 }

@@ -13,7 +13,7 @@ pub struct ModelArgs {
     model: String,
     /// Backend: cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
-    backend: String,
+    pub backend: String,
     /// Attach a fresh adapter (kind, rank), e.g. for training benchmarks.
     #[arg(skip)]
     pub adapter: Option<(String, usize)>,
