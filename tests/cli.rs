@@ -254,3 +254,26 @@ fn recode_core_free_references(path: &str) -> std::collections::BTreeMap<String,
         })
         .collect()
 }
+
+/// The WGPU path on tiny tensors: runs on Mesa's lavapipe (CPU Vulkan) where installed, as in CI.
+#[test]
+fn wgpu_backend_matches_cpu_on_the_tiny_model() {
+    let icd = Path::new("/usr/share/vulkan/icd.d");
+    let has_vulkan = std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false);
+    if !has_vulkan {
+        eprintln!("SKIPPED: no Vulkan driver in {} (CI installs mesa-vulkan-drivers)", icd.display());
+        return;
+    }
+    let score = |backend: &str| -> Vec<f64> {
+        let o = recode(&["score", "--model", "tests/fixtures/tiny-qwen2", "--text", "task alpha hello", "--json", "--backend", backend]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{backend}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["logprobs"].as_array().unwrap().iter().filter_map(|x| x.as_f64()).collect()
+    };
+    let (cpu, gpu) = (score("cpu"), score("wgpu"));
+    assert_eq!(cpu.len(), 15);
+    for (a, b) in cpu.iter().zip(&gpu) {
+        assert!((a - b).abs() < 1e-4, "cpu {a} vs wgpu {b}");
+    }
+}
