@@ -89,7 +89,16 @@ fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
         assert_eq!(cx.len(), cy.len());
         for ((kx, vx), (ky, vy)) in cx.iter().zip(&cy) {
             assert_eq!(kx, ky);
-            assert!(vx == vy || (vx - vy).abs() <= 1e-6 * vx.abs().max(1.0), "step {}: {kx} {vx} vs {vy}", x["step"]);
+            // The sampled trajectory (rewards, lengths, advantages) must be bit-identical. Scalars
+            // reduced over gradients may differ in the last digits: burn's CPU backward does not
+            // sum in a fixed order across processes (measured: grad_norm varies by ~1e-6
+            // relative between two identical fresh runs).
+            let reduced = ["grad_norm", "loss", "kl", "clip_frac", "ratio_mean"].contains(&kx.as_str());
+            if reduced {
+                assert!((vx - vy).abs() <= 1e-5 * vx.abs().max(vy.abs()).max(1e-3), "step {}: {kx} {vx} vs {vy}", x["step"]);
+            } else {
+                assert_eq!(vx, vy, "step {}: {kx}", x["step"]);
+            }
         }
     }
     // Loss and reward really moved, so equality is not trivial.
