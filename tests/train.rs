@@ -62,6 +62,27 @@ fn grpo_and_dapo_learn_and_a_flipped_sign_does_not() {
     assert!(f1 < f0 + 0.02, "the flipped sign still learned: {f0:.3} -> {f1:.3}");
 }
 
+#[test]
+fn an_out_of_tree_c_algorithm_trains_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libgrpo_lite.so");
+    let st = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2"])
+        .arg(format!("-I{}", root().join("include").display()))
+        .arg(root().join("examples/plugins/c-algorithm/grpo_lite.c"))
+        .arg("-o")
+        .arg(&lib)
+        .arg("-lm")
+        .status()
+        .expect("cc is required");
+    assert!(st.success());
+    let name = format!("algorithm.name={:?}", lib.display().to_string());
+    let run_dir = run("experiments/tiny-grpo.toml", dir.path(), &[&name, "run.name=\"tiny-c-algo\""], &[]);
+    let (s0, s1) = start_end(&run_dir, 5);
+    eprintln!("C plugin GRPO: similarity {s0:.3} -> {s1:.3}");
+    assert!(s1 > s0 + 0.15, "the C algorithm plugin did not learn: {s0:.3} -> {s1:.3}");
+}
+
 /// Scalars that depend on wall-clock time differ between runs; everything else must match.
 fn comparable(m: &serde_json::Map<String, Value>) -> Vec<(String, f64)> {
     m.iter()

@@ -217,3 +217,6 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
