@@ -148,7 +148,10 @@ impl LoadedSpec {
         let table = value.as_table().ok_or_else(|| anyhow!("spec did not serialise to a table"))?;
         // Top-level scalars first, as TOML requires.
         for (k, v) in table {
-            if !matches!(v, toml::Value::Table(_)) && !is_table_array(v) {
+            if k == "extends" {
+                // Already merged below; kept as a record only, so the resolved spec loads alone.
+                out.push_str(&format!("# extends = {} (merged into this file)\n", inline(v)));
+            } else if !matches!(v, toml::Value::Table(_)) && !is_table_array(v) {
                 out.push_str(&format!("{k} = {}  # {}\n", inline(v), self.origin(k)));
             }
         }

@@ -32,6 +32,12 @@ fn extends_merge_env_and_set_in_order() {
     assert_eq!(loaded.spec.run.name, "cli");
     let annotated = loaded.annotated_toml().unwrap();
     assert!(annotated.contains("lr = 0.00002  # --set"), "{annotated}");
+    // The resolved spec stands alone: loading it again gives the same spec.
+    let again = dir.path().join("resolved.toml");
+    std::fs::write(&again, &annotated).unwrap();
+    let reloaded = load(&again, &LoadOptions::default()).unwrap();
+    assert_eq!(reloaded.spec.training, loaded.spec.training);
+    assert_eq!(reloaded.spec.run, loaded.spec.run);
 }
 
 #[test]

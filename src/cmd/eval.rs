@@ -222,7 +222,7 @@ fn generate_candidates(
 }
 
 /// The policy of a run: its resolved spec, with the newest checkpoint loaded.
-fn policy_from_run(run: &Path) -> Result<Box<dyn Policy>> {
+pub fn policy_from_run(run: &Path) -> Result<Box<dyn Policy>> {
     let spec_path = run.join("spec.toml");
     let loaded = recode_core::config::load(&spec_path, &Default::default())?;
     let reg = crate::host::registry();

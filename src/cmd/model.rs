@@ -99,8 +99,15 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct ScoreArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+    /// A .gguf file, an HF folder, or a known model id.
+    #[arg(long, required_unless_present = "run")]
+    model: Option<String>,
+    /// Score under the trained policy of a run directory (its spec and newest checkpoint).
+    #[arg(long, conflicts_with = "model")]
+    run: Option<std::path::PathBuf>,
+    /// Backend for --model: cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    backend: String,
     /// The text to score; every token after the first is scored given the ones before.
     #[arg(long)]
     text: String,
@@ -110,13 +117,17 @@ pub struct ScoreArgs {
 }
 
 pub fn score(a: ScoreArgs) -> Result<()> {
-    let mut policy = load_policy(&a.model)?;
+    let (mut policy, adapters) = match (&a.model, &a.run) {
+        (_, Some(run)) => (super::eval::policy_from_run(run)?, true),
+        (Some(m), None) => (load_policy(&ModelArgs { model: m.clone(), backend: a.backend.clone(), adapter: None })?, false),
+        (None, None) => anyhow::bail!("give --model or --run"),
+    };
     let ids = policy.codec().encode(&a.text)?;
     if ids.len() < 2 {
         return Err(anyhow!("--text must have at least two tokens (it has {})", ids.len()));
     }
     let seq = Sequence { prompt: ids[..1].to_vec(), completion: ids[1..].to_vec() };
-    let lp = policy.logprobs(&[seq], false)?.pop().context("no log-probs returned")?;
+    let lp = policy.logprobs(&[seq], adapters)?.pop().context("no log-probs returned")?;
     let tokens: Vec<String> = ids.iter().map(|&i| policy.codec().decode(&[i]).unwrap_or_default()).collect();
     let total: f64 = lp.iter().map(|&x| x as f64).sum();
     if a.json {

@@ -130,7 +130,14 @@ pub fn train(spec: &Spec, annotated: &str, resume: Option<&str>, max_steps: Opti
     };
     bar.finish();
     let wall = t0.elapsed().as_secs_f64();
-    let summary = summarize(&trainer, &labels, start_step, &history, wall)?;
+    let mut summary = summarize(&trainer, &labels, start_step, &history, wall)?;
+    let finished = trainer.state.step >= total;
+    let adapter_dir = trainer.run.root.join("adapter");
+    drop(trainer);
+    if finished && matches!(spec.model.adapter.kind, recode_core::spec::AdapterKind::Lora | recode_core::spec::AdapterKind::Dora) {
+        policy.export_peft(&adapter_dir).context("exporting the adapter in PEFT format")?;
+        summary.push_str(&format!("adapter (PEFT format): {}\n", adapter_dir.display()));
+    }
     Ok(summary)
 }
 
