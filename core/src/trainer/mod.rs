@@ -64,6 +64,8 @@ pub struct Trainer<'a> {
     /// Evaluates the policy every `eval.every` steps; its scalars are logged under `eval/`.
     pub evaluator: Option<Evaluator<'a>>,
     prompt_cache: Vec<Option<Option<Vec<u32>>>>,
+    /// The prompt order; `state.cursor` is the position in it.
+    order: data_order::DataOrder,
 }
 
 pub const TRAINER_STATE_FILE: &str = "trainer.json";
@@ -94,6 +96,7 @@ impl<'a> Trainer<'a> {
             on_step: None,
             evaluator: None,
             prompt_cache: vec![None; n],
+            order: data_order::DataOrder::new(n, spec.run.seed, spec.data.shuffle),
         })
     }
 

@@ -1,6 +1,6 @@
 //! One training step of [`Trainer`]: rollout, scoring, advantages, filtering and the update.
 
-use super::data_order::{derive_seed, DataOrder};
+use super::data_order::derive_seed;
 use super::schedule::lr_at;
 use super::{Metrics, Trainer};
 use crate::api::{Generation, LossBatch, RewardInput, SamplingParams, Sequence};
@@ -43,11 +43,11 @@ impl Trainer<'_> {
     }
 
     /// Next `n` usable prompts from the stream.
-    fn next_prompts(&mut self, order: &mut DataOrder, n: usize) -> Result<Vec<(usize, Vec<u32>)>> {
+    fn next_prompts(&mut self, n: usize) -> Result<Vec<(usize, Vec<u32>)>> {
         let mut out = Vec::with_capacity(n);
         let mut skipped = 0;
         while out.len() < n {
-            let (item, next) = order.next(self.state.cursor);
+            let (item, next) = self.order.next(self.state.cursor);
             self.state.cursor = next;
             match self.prompt_ids(item)? {
                 Some(ids) => out.push((item, ids)),
@@ -128,7 +128,6 @@ impl Trainer<'_> {
         let spec = self.spec;
         let g = spec.generation.num_generations;
         let want = spec.training.prompts_per_step;
-        let mut order = DataOrder::new(self.items.len(), spec.run.seed, spec.data.shuffle);
         let mut m = Metrics::new();
         let t_step = Instant::now();
         let (mut t_gen, mut t_score) = (0.0, 0.0);
@@ -146,7 +145,7 @@ impl Trainer<'_> {
                     kept.len()
                 );
             }
-            let prompts = self.next_prompts(&mut order, want - kept.len())?;
+            let prompts = self.next_prompts(want - kept.len())?;
             let t = Instant::now();
             let mut groups = self.generate_groups(prompts, derive_seed(spec.run.seed, &[step as u64, rounds as u64]))?;
             t_gen += t.elapsed().as_secs_f64();
