@@ -49,14 +49,8 @@ pub struct CuaExample {
 
 /// Loads either release; errors name the file, line and field.
 pub fn load(path: &Path) -> Result<Vec<CuaExample>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", path.display(), i + 1);
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{at}: invalid JSON"))?;
+    for (at, v) in super::jsonl_values(path)? {
         out.extend(parse_line(&v, &at)?);
     }
     Ok(out)

@@ -1,7 +1,7 @@
 //! HumanEval-format problems (task_id, prompt, entry_point, canonical_solution, test).
 
 use super::sandbox::{Job, TestCase};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
@@ -20,14 +20,8 @@ pub struct HumanEvalTask {
 }
 
 pub fn load(path: &Path) -> Result<Vec<HumanEvalTask>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", path.display(), i + 1);
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{at}: invalid JSON"))?;
+    for (at, v) in super::jsonl_values(path)? {
         let f = |k: &str| match v.get(k) {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => bail!("{at}: field `{k}` must be a string"),

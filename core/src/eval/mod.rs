@@ -98,6 +98,21 @@ impl Problem {
     }
 }
 
+/// The JSON value of every non-empty line of a JSON-lines file, each with its `file:line`.
+pub fn jsonl_values(path: &Path) -> Result<Vec<(String, serde_json::Value)>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let at = format!("{}:{}", path.display(), i + 1);
+            let v = serde_json::from_str(line).with_context(|| format!("{at}: invalid JSON"))?;
+            Ok((at, v))
+        })
+        .collect()
+}
+
 /// Loads "cua" (either CodeUpdateArena release) or "humaneval" problems.
 pub fn load_problems(benchmark: &str, path: &Path) -> Result<Vec<Problem>> {
     Ok(match benchmark {
