@@ -20,6 +20,16 @@ use std::process::Command;
 type B = NdArray<f32>;
 const V: usize = 128;
 
+/// Tests in this binary run one at a time. Run concurrently with the real-model tests in the same
+/// process, the tiny model's padded rows came out ~1e-5 different between two identical calls
+/// (never when run alone): some path is sensitive to memory left behind by other work in the
+/// process. Serialising keeps these checks exact while that is tracked down (see issue #3).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn write_tiny(dir: &Path, arch: &str, tied: bool, seed: u64) {
     let (h, i, nh, kvh, layers) = (64usize, 128usize, 4usize, 2usize, 2usize);
     let hd = h / nh;
@@ -127,6 +137,7 @@ fn full_logits(m: &Transformer<B>, ids: &[u32]) -> Vec<f32> {
 
 #[test]
 fn forward_logprobs_and_generation_match_numpy() {
+    let _serial = serial();
     for (arch, tied) in [("qwen2", false), ("llama", true), ("qwen2", true)] {
         let dir = tempfile::tempdir().unwrap();
         write_tiny(dir.path(), arch, tied, 11);
@@ -193,6 +204,7 @@ fn randomize_adapters(p: &mut TransformerPolicy<B>, seed: u64) {
 
 #[test]
 fn lora_and_dora_match_numpy_and_start_at_base() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "qwen2", false, 5);
     let s = seqs();
@@ -230,6 +242,7 @@ fn all_params(p: &TransformerPolicy<B>) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn training_touches_only_adapters_and_checkpoints_round_trip() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "qwen2", false, 7);
     let s = seqs();
@@ -292,6 +305,7 @@ fn training_touches_only_adapters_and_checkpoints_round_trip() {
 
 #[test]
 fn finite_difference_gradients() {
+    let _serial = serial();
     type D = NdArray<f64>;
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "qwen2", false, 13);
@@ -356,6 +370,7 @@ fn finite_difference_gradients() {
 
 #[test]
 fn sampling_is_seeded_and_stops() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "llama", false, 3);
     let mut p = policy(dir.path(), no_adapter());
@@ -415,6 +430,7 @@ fn chat(user: &str) -> String {
 
 #[test]
 fn real_qwen_writes_factorial() {
+    let _serial = serial();
     let Some(path) = real_model() else { return };
     let mut p = real_policy(&path, no_adapter());
     let prompt = p.codec().encode(&chat("Write a Python function that returns the factorial of n")).unwrap();
@@ -435,6 +451,7 @@ fn real_qwen_writes_factorial() {
 /// `RECODE_BENCH=1 cargo test -p recode-model --release bench_real -- --nocapture`
 #[test]
 fn bench_real() {
+    let _serial = serial();
     if std::env::var("RECODE_BENCH").is_err() {
         eprintln!("SKIPPED benchmark: set RECODE_BENCH=1");
         return;
@@ -454,6 +471,7 @@ fn bench_real() {
 
 #[test]
 fn forward_is_deterministic() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "qwen2", false, 5);
     let s = seqs();
@@ -463,6 +481,7 @@ fn forward_is_deterministic() {
 
 #[test]
 fn factory_errors_are_clean() {
+    let _serial = serial();
     use recode_core::registry::{ModelContext, Registry};
     use recode_core::spec::{BackendKind, BackendSpec, ModelSpec, Precision};
     let mut reg = Registry::default();
