@@ -354,7 +354,7 @@ mod tests {
         let mut reg = recode_core::registry::Registry::default();
         crate::register(&mut reg);
         let names = reg.names(recode_core::registry::PluginKind::Reward);
-        assert_eq!(names, ["em", "em_star", "es", "es_star", "format", "length", "overlong"]);
+        assert_eq!(names, ["em", "em_star", "es", "es_star", "format", "length", "overlong", "similarity"]);
         let ol = reg.reward("overlong").unwrap()(&opts(&[("max_length", 100.into()), ("cache_length", 20.into())])).unwrap();
         let input = RewardInput { completion_tokens: 90, ..Default::default() };
         assert_eq!(ol.score(&[input]).unwrap(), vec![-0.5]);
