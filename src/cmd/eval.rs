@@ -92,12 +92,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     if let Some(bad) = spec.k.iter().find(|&&k| k == 0 || k > spec.n_samples.max(1)) {
         bail!("--k {bad}: every k must be between 1 and --n ({})", spec.n_samples);
     }
-    let mut problems = eval::load_problems(&spec.benchmark, &a.data)?;
-    if spec.limit > 0 {
-        problems.truncate(spec.limit);
-    }
-    let mut opts = EvalOptions::from_spec(&spec);
-    opts.benchmark = spec.benchmark.clone();
+    let (problems, opts) = problems_and_options(&spec)?;
     eprintln!("{} problems from {}", problems.len(), a.data.display());
     let report = if a.reference {
         eval::evaluate_reference(&problems, &opts, true)?
@@ -121,6 +116,17 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         eprintln!("report written to {}", out.display());
     }
     Ok(())
+}
+
+/// The spec's problems (at most `limit`) and the harness options.
+fn problems_and_options(spec: &EvalSpec) -> Result<(Vec<Problem>, EvalOptions)> {
+    let mut problems = eval::load_problems(&spec.benchmark, Path::new(&spec.data))?;
+    if spec.limit > 0 {
+        problems.truncate(spec.limit);
+    }
+    let mut opts = EvalOptions::from_spec(spec);
+    opts.benchmark = spec.benchmark.clone();
+    Ok((problems, opts))
 }
 
 /// The code a completion proposes: the first python block in <answer>, else the first python
@@ -160,12 +166,7 @@ pub fn training_evaluator<'a>(
     run_dir: PathBuf,
     seed: u64,
 ) -> Result<recode_core::trainer::Evaluator<'a>> {
-    let mut problems = eval::load_problems(&spec.benchmark, Path::new(&spec.data))?;
-    if spec.limit > 0 {
-        problems.truncate(spec.limit);
-    }
-    let mut opts = EvalOptions::from_spec(spec);
-    opts.benchmark = spec.benchmark.clone();
+    let (problems, opts) = problems_and_options(spec)?;
     Ok(Box::new(move |policy: &mut dyn Policy, step: usize| {
         let cands = generate_candidates(policy, &problems, spec, seed, chat_template.as_deref())?;
         let report = eval::evaluate(&problems, &cands, &opts, false)?;
