@@ -140,6 +140,11 @@ RECODE_EXPORT int recode_algo_loss(const char* options_json, const RecodeLossBat
  * own before touching any Rust symbol and refuses a mismatch. Plain C: safe to call first. */
 RECODE_EXPORT const char* recode_model_plugin_abi_fingerprint(void);
 
+/* After the fingerprint matches, the host resolves the Rust-ABI function
+ *   recode_model_plugin_create(&ModelContext) -> anyhow::Result<Box<dyn Policy>>
+ * (no C prototype: it exchanges Rust types). `recode_core::export_model_plugin!` exports all three
+ * symbols (with recode_plugin_info); see examples/plugins/rust-model. */
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,3 +18,6 @@ pub mod tb;
 pub mod trainer;
 pub mod validate;
 pub mod eval;
+
+/// For plugins' `export_model_plugin!` expansion.
+pub use anyhow;

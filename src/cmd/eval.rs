@@ -228,9 +228,8 @@ pub fn policy_from_run(run: &Path) -> Result<Box<dyn Policy>> {
     let loaded = recode_core::config::load(&spec_path, &Default::default())?;
     let reg = crate::host::registry();
     let spec = &loaded.spec;
-    let factory = reg.model(&spec.model.plugin).ok_or_else(|| anyhow!("{}: unknown model plugin `{}`", spec_path.display(), spec.model.plugin))?;
     let ctx = recode_core::registry::ModelContext { spec: &spec.model, backend: &spec.backend, training: &spec.training, seed: spec.run.seed };
-    let mut policy = factory(&ctx)?;
+    let mut policy = crate::host::build_policy(&reg, &ctx).with_context(|| format!("model of {}", spec_path.display()))?;
     let (step, ckpt) = recode_core::rundir::latest_checkpoint(run)?.ok_or_else(|| anyhow!("{} has no checkpoint", run.display()))?;
     policy.load(&ckpt.join("policy"))?;
     eprintln!("loaded {} (step {step})", ckpt.display());

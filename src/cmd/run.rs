@@ -60,20 +60,9 @@ pub fn train(spec: &Spec, annotated: &str, resume: Option<&str>, max_steps: Opti
         dataset.report.totals.rows,
         spec.data.path
     );
-    let factory = match reg.model(&spec.model.plugin) {
-        Some(f) => f,
-        None => {
-            // Refuse a library built against another burn/rustc before touching its Rust ABI.
-            recode_core::plugin_abi::check_model_plugin(Path::new(&spec.model.plugin))?;
-            bail!(
-                "model.plugin `{}`: its ABI fingerprint matches, but loading model plugins from shared libraries \
-                 is not implemented yet; build the model into the host as a built-in plugin",
-                spec.model.plugin
-            )
-        }
-    };
     let t = Instant::now();
-    let mut policy = factory(&ModelContext { spec: &spec.model, backend: &spec.backend, training: &spec.training, seed: spec.run.seed })?;
+    let ctx = ModelContext { spec: &spec.model, backend: &spec.backend, training: &spec.training, seed: spec.run.seed };
+    let mut policy = crate::host::build_policy(&reg, &ctx)?;
     eprintln!("model loaded in {:.1}s ({} trainable parameters)", t.elapsed().as_secs_f64(), policy.trainable_parameters());
     let template = policy.codec().chat_template();
     let items = dataset
