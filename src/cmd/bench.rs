@@ -103,7 +103,12 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             // The host-memory roofline applies to the CPU backend only.
             let bw = (args.backend == "cpu").then(machine::read_bandwidth);
             if let Some(bw) = bw {
-                println!("memory read bandwidth (2 threads, 512 MiB): {:.1} GB/s", bw / 1e9);
+                println!("memory read bandwidth (one thread per core, 512 MiB): {:.1} GB/s", bw / 1e9);
+                for rows in [1, 8] {
+                    if let Some(r) = recode_model::bench::decode_matmul_bandwidth(rows, 896, 151_936, 3) {
+                        println!("decode matmul kernel, {rows} row(s) x [896, 151936] f32: reads weights at {:.1} GB/s", r / 1e9);
+                    }
+                }
             }
             println!("weights read per decode step (f32): {:.2} GB", weight_bytes / 1e9);
             println!("{:>5} {:>8} {:>12} {:>12} {:>14} {:>9}", "batch", "prompt", "prefill t/s", "decode t/s", "roofline t/s", "of roof");
@@ -186,23 +191,10 @@ fn decode_weight_bytes(model: &str) -> Result<f64> {
 }
 
 mod machine {
-    use std::time::Instant;
 
-    /// Best-of-3 read bandwidth over 512 MiB with two threads (bytes per second).
+    /// Best-of-5 read bandwidth over 512 MiB with one thread per core (bytes per second).
     pub fn read_bandwidth() -> f64 {
-        let n = 128 << 20; // f32s
-        let data: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
-        let mut best = f64::MAX;
-        for _ in 0..3 {
-            let t = Instant::now();
-            let sum: f32 = std::thread::scope(|s| {
-                let hs: Vec<_> = data.chunks(n / 2).map(|c| s.spawn(move || c.chunks(16).map(|x| x.iter().sum::<f32>()).sum::<f32>())).collect();
-                hs.into_iter().map(|h| h.join().unwrap()).sum()
-            });
-            std::hint::black_box(sum);
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        (n * 4) as f64 / best
+        recode_model::bench::read_bandwidth(128 << 20, 5)
     }
 
     /// FLOP/s of an n x n f32 matmul on the named burn backend (in the model crate, which

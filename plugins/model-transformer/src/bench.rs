@@ -117,3 +117,73 @@ fn matmul<B: burn::tensor::backend::Backend>(dev: &B::Device, n: usize, reps: us
     }
     2.0 * (n * n * n) as f64 / best
 }
+
+/// Effective weight-read rate (bytes/s) of the CPU decode matmul (`cpu::small_matmul`) on a
+/// `[k, n]` f32 weight with `rows` input rows, best of `reps`; `None` where the fast path does not
+/// apply (no AVX2). Use a weight far larger than the caches (e.g. 896 x 151936, the 0.5B output).
+pub fn decode_matmul_bandwidth(rows: usize, k: usize, n: usize, reps: usize) -> Option<f64> {
+    use burn::tensor::{Distribution, Tensor};
+    type Cpu = burn::backend::NdArray<f32>;
+    let dev = Default::default();
+    let x = Tensor::<Cpu, 2>::random([rows, k], Distribution::Default, &dev);
+    let w = Tensor::<Cpu, 2>::random([k, n], Distribution::Default, &dev);
+    crate::cpu::small_matmul(&x, &w)?;
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let _ = crate::cpu::small_matmul(&x, &w)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Some((k * n * 4) as f64 / best)
+}
+
+/// Best-of-`reps` read bandwidth (bytes/s) over `n` f32s, one thread per core, each summing its
+/// share with 8 independent AVX2 accumulators (so loads, not additions, set the pace). This is the
+/// "memory roofline" the decode benchmark compares with.
+pub fn read_bandwidth(n: usize, reps: usize) -> f64 {
+    let data: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |v| v.get());
+    let mut best = f64::MAX;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        let sum: f32 = std::thread::scope(|s| {
+            let hs: Vec<_> = data.chunks(n.div_ceil(threads)).map(|c| s.spawn(move || lanes_sum(c))).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        std::hint::black_box(sum);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (n * 4) as f64 / best
+}
+
+fn lanes_sum(c: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present.
+        return unsafe { lanes_sum_avx2(c) };
+    }
+    c.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lanes_sum_avx2(c: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let blocks = c.chunks_exact(64);
+    let tail: f32 = blocks.remainder().iter().sum();
+    for b in blocks {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_add_ps(*a, _mm256_loadu_ps(b.as_ptr().add(8 * l)));
+        }
+    }
+    let mut lanes = [0f32; 8];
+    for a in acc {
+        let mut v = [0f32; 8];
+        _mm256_storeu_ps(v.as_mut_ptr(), a);
+        for (x, y) in lanes.iter_mut().zip(v) {
+            *x += y;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}

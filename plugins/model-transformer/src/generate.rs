@@ -47,11 +47,13 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) ->
         let weight = |l: f32| (((l - max) as f64) * inv_t).exp();
         let filtered = (p.top_k > 0 && p.top_k < logits.len()) || p.top_p < 1.0;
         if !filtered {
-            let total: f64 = logits.iter().map(|&l| weight(l)).sum();
+            // Weights computed once (the same values the scan below used to recompute).
+            let w: Vec<f64> = logits.iter().map(|&l| weight(l)).collect();
+            let total: f64 = w.iter().sum();
             let mut u = rng.gen::<f64>() * total;
             let mut pick = logits.len() - 1;
-            for (i, &l) in logits.iter().enumerate() {
-                u -= weight(l);
+            for (i, &x) in w.iter().enumerate() {
+                u -= x;
                 if u <= 0.0 {
                     pick = i;
                     break;
@@ -93,6 +95,26 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) ->
         }
     };
     Ok((tok as u32, logits[tok] - lse))
+}
+
+/// `sample_token` for every row not yet done, rows split over the cores (each row has its own
+/// generator, so the result does not depend on the split). Done rows get `(0, 0.0)`.
+fn sample_rows(logits: &[f32], v: usize, done: &[bool], p: &SamplingParams, rngs: &mut [ChaCha8Rng]) -> Result<Vec<(u32, f32)>> {
+    let one = |r: usize, rng: &mut ChaCha8Rng| if done[r] { Ok((0, 0.0)) } else { sample_token(&logits[r * v..(r + 1) * v], p, rng) };
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(rngs.len());
+    if threads <= 1 {
+        return rngs.iter_mut().enumerate().map(|(r, g)| one(r, g)).collect();
+    }
+    let per = rngs.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<(u32, f32)>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = rngs
+            .chunks_mut(per)
+            .enumerate()
+            .map(|(c, gs)| s.spawn(move || gs.iter_mut().enumerate().map(|(i, g)| one(c * per + i, g)).collect()))
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("sampling thread panicked")).collect()
+    });
+    Ok(parts.into_iter().collect::<Result<Vec<_>>>()?.concat())
 }
 
 /// One completion per prompt. `adapters = false` samples from the base model.
@@ -151,12 +173,13 @@ pub fn generate<B: Backend>(
     let mut next_pos: Vec<usize> = prompts.iter().map(|x| x.len()).collect();
     for step in 0..p.max_new_tokens {
         let mut feed = Vec::with_capacity(b);
+        let picks = sample_rows(&logits, v, &done, p, &mut rngs)?;
         for r in 0..b {
             if done[r] {
                 feed.push(pad);
                 continue;
             }
-            let (tok, lp) = sample_token(&logits[r * v..(r + 1) * v], p, &mut rngs[r])?;
+            let (tok, lp) = picks[r];
             let g = &mut out[r];
             g.tokens.push(tok);
             g.logprobs.push(lp);
