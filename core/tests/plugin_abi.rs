@@ -217,6 +217,7 @@ fn misbehaving_algorithm_plugins_give_clear_errors() {
 #[test]
 fn model_plugin_fingerprint_mismatch_is_refused() {
     let host = host_fingerprint();
+    assert_eq!(host, plugin_abi::fingerprint_for(plugin_abi::BURN_VERSION));
     assert!(host.starts_with("recode-core ") && host.contains("; rustc 1.") && host.ends_with("; burn 0.21.0"), "{host}");
 
     let dir = tempfile::tempdir().unwrap();

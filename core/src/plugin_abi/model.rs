@@ -17,9 +17,9 @@ pub fn fingerprint_for(burn: &str) -> String {
     format!("recode-core {}; {}; {burn}", env!("CARGO_PKG_VERSION"), env!("RECODE_RUSTC_VERSION"))
 }
 
-/// The host's fingerprint with the default burn version.
+/// The host's fingerprint: the same constant plugins export, so the two cannot drift apart.
 pub fn host_fingerprint() -> String {
-    fingerprint_for(BURN_VERSION)
+    MODEL_PLUGIN_FINGERPRINT_C.trim_end_matches('\0').to_string()
 }
 
 /// Load a Rust model plugin (a `dylib` built in this workspace with `export_model_plugin!`):

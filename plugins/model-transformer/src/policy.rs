@@ -96,10 +96,6 @@ impl<B: Backend> TransformerPolicy<B> {
     }
 }
 
-fn sq_norm<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
-    t.powi_scalar(2).sum().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
-}
-
 impl<B: Backend> Policy for TransformerPolicy<B> {
     fn codec(&self) -> &dyn TextCodec {
         self.codec.as_ref()
@@ -163,37 +159,10 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
     fn optimizer_step(&mut self, lr: f64, max_grad_norm: Option<f64>) -> Result<OptimStats> {
         let mut grads = self.accum.grads();
         let had = std::mem::take(&mut self.pending) > 0;
-        let ids = self.trainable_ids();
-        let mut total = 0.0f64;
-        for &(id, rank) in &ids {
-            total += match rank {
-                1 => grads.get::<B, 1>(id).map(sq_norm).unwrap_or(0.0),
-                _ => grads.get::<B, 2>(id).map(sq_norm).unwrap_or(0.0),
-            };
-        }
-        let norm = total.sqrt();
+        // Global-norm clipping as torch.nn.utils.clip_grad_norm_ (TRL's max_grad_norm).
+        let norm = burn::global_norm::clip::<B>(&mut grads, &self.trainable_ids(), max_grad_norm);
         if !had || !norm.is_finite() {
             return Ok(OptimStats { grad_norm: norm, lr, applied: false });
-        }
-        // Global-norm clipping as torch.nn.utils.clip_grad_norm_ (TRL's max_grad_norm).
-        if let Some(max) = max_grad_norm.filter(|m| *m > 0.0) {
-            let coef = max / (norm + 1e-6);
-            if coef < 1.0 {
-                for &(id, rank) in &ids {
-                    match rank {
-                        1 => {
-                            if let Some(t) = grads.remove::<B, 1>(id) {
-                                grads.register(id, t * coef);
-                            }
-                        }
-                        _ => {
-                            if let Some(t) = grads.remove::<B, 2>(id) {
-                                grads.register(id, t * coef);
-                            }
-                        }
-                    }
-                }
-            }
         }
         let model = self.model.take().expect("model present");
         let optim = self.optim.as_mut().expect("optimizer present");

@@ -112,15 +112,6 @@ fn to_rows<M: Backend>(lp: Tensor<M, 2>, seqs: &[Sequence]) -> Result<Vec<Vec<f3
         .collect())
 }
 
-fn sq_norm<M: Backend, const D: usize>(t: Tensor<M, D>) -> f64 {
-    t.powi_scalar(2)
-        .sum()
-        .into_data()
-        .iter::<f64>()
-        .next()
-        .unwrap_or(f64::NAN)
-}
-
 /// Sample one token from raw logits; returns (token, its log-prob under the raw logits).
 fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32) {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -271,38 +262,13 @@ impl<B: Backend> Policy for WindowPolicy<B> {
     fn optimizer_step(&mut self, lr: f64, max_grad_norm: Option<f64>) -> Result<OptimStats> {
         let mut grads = self.accum.grads();
         let had = std::mem::take(&mut self.pending) > 0;
-        let ids = self.model().param_ids();
-        let mut total = 0.0;
-        for &(id, rank) in &ids {
-            total += match rank {
-                1 => grads.get::<B, 1>(id).map(sq_norm).unwrap_or(0.0),
-                _ => grads.get::<B, 2>(id).map(sq_norm).unwrap_or(0.0),
-            };
-        }
-        let norm = f64::sqrt(total);
+        let norm = burn::global_norm::clip::<B>(&mut grads, &self.model().param_ids(), max_grad_norm);
         if !had || !norm.is_finite() {
             return Ok(OptimStats {
                 grad_norm: norm,
                 lr,
                 applied: false,
             });
-        }
-        if let Some(max) = max_grad_norm.filter(|m| *m > 0.0 && norm > *m) {
-            let coef = max / (norm + 1e-6);
-            for &(id, rank) in &ids {
-                match rank {
-                    1 => {
-                        if let Some(t) = grads.remove::<B, 1>(id) {
-                            grads.register(id, t * coef);
-                        }
-                    }
-                    _ => {
-                        if let Some(t) = grads.remove::<B, 2>(id) {
-                            grads.register(id, t * coef);
-                        }
-                    }
-                }
-            }
         }
         let model = self.model.take().expect("model present");
         self.model = Some(self.optim.step(lr, model, grads));

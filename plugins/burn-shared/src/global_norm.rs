@@ -1,0 +1,47 @@
+//! Global-norm gradient clipping, which burn lacks (its clipping is per parameter tensor). Shared
+//! by the built-in model and model plugins, which all link this library.
+
+use burn::module::ParamId;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+fn sq_norm<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
+    t.powi_scalar(2).sum().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+/// The global L2 norm of the gradients of `params` (`(id, rank)`, rank 1 or 2; `B` is the backend
+/// the gradients live on, the inner one of an autodiff backend). With a positive `max` and a finite
+/// norm, scales them as torch's `clip_grad_norm_` (TRL's `max_grad_norm`): by `max / (norm + 1e-6)`
+/// when that is below 1. Returns the norm before clipping.
+pub fn clip<B: Backend>(grads: &mut GradientsParams, params: &[(ParamId, usize)], max: Option<f64>) -> f64 {
+    let total: f64 = params
+        .iter()
+        .map(|&(id, rank)| match rank {
+            1 => grads.get::<B, 1>(id).map(sq_norm).unwrap_or(0.0),
+            _ => grads.get::<B, 2>(id).map(sq_norm).unwrap_or(0.0),
+        })
+        .sum();
+    let norm = total.sqrt();
+    let coef = match max {
+        Some(max) if max > 0.0 && norm.is_finite() => max / (norm + 1e-6),
+        _ => return norm,
+    };
+    if coef < 1.0 {
+        for &(id, rank) in params {
+            match rank {
+                1 => {
+                    if let Some(t) = grads.remove::<B, 1>(id) {
+                        grads.register(id, t * coef);
+                    }
+                }
+                _ => {
+                    if let Some(t) = grads.remove::<B, 2>(id) {
+                        grads.register(id, t * coef);
+                    }
+                }
+            }
+        }
+    }
+    norm
+}
