@@ -30,6 +30,9 @@ pub enum BenchCommand {
         /// cpu, wgpu or cuda.
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// Time each generation this many times and report the best.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
     },
     /// Forward+backward tokens/s with a LoRA adapter, beside the backend's plain matmul FLOP rate.
     Train {
@@ -94,7 +97,7 @@ pub fn bench(c: BenchCommand) -> Result<()> {
                 );
             }
         }
-        BenchCommand::Generate { model, batch, new_tokens, prompt_tokens, backend } => {
+        BenchCommand::Generate { model, batch, new_tokens, prompt_tokens, backend, repeats } => {
             let mut args = super::model::ModelArgs::new(&model);
             args.backend = backend;
             let mut policy = super::model::load_policy(&args)?;
@@ -112,7 +115,7 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             }
             println!("weights read per decode step (f32): {:.2} GB", weight_bytes / 1e9);
             println!("{:>5} {:>8} {:>12} {:>12} {:>14} {:>9}", "batch", "prompt", "prefill t/s", "decode t/s", "roofline t/s", "of roof");
-            for r in recode_model::bench::bench_generate(policy.as_mut(), &prompt, &batch, new_tokens)? {
+            for r in recode_model::bench::bench_generate(policy.as_mut(), &prompt, &batch, new_tokens, repeats)? {
                 // Decode is bound by reading every weight once per step, for the whole batch.
                 let roof = bw.map(|bw| r.batch as f64 * bw / weight_bytes);
                 let (roof_s, pct) = match roof {

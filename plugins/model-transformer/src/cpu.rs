@@ -1,7 +1,7 @@
 //! CPU fast path for `x @ W` with few rows (decoding): burn-ndarray's GEMM packs the whole weight
 //! matrix on every call, tripling memory traffic when `x` has 1-16 rows. This streams `W` once
-//! with AVX2/FMA, split over threads by columns. Used only on `NdArray<f32>` outside
-//! autodiff (the inference model); everything else takes burn's matmul.
+//! with AVX-512 (or AVX2) FMAs, split over rayon's persistent workers by columns. Used only on
+//! `NdArray<f32>` outside autodiff (the inference model); everything else takes burn's matmul.
 
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::NdArray;
@@ -22,36 +22,105 @@ fn slice_of(p: &TensorPrimitive<Cpu>) -> Option<&[f32]> {
 
 /// `Some(x @ w)` when the fast path applies, else `None`.
 pub fn small_matmul<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    small_matmul_many(x, &[w]).and_then(|mut v| v.pop())
+}
+
+/// `Some([x @ w for w in ws])` when the fast path applies to all of them, else `None`. One
+/// parallel pass over all the weights' columns: q/k/v (or gate/up) share one dispatch, and the
+/// narrow ones are not split on their own. Every output is summed in the same order (one fused
+/// multiply-add per row of `W`, in row order) whatever the split, so results are bit-identical to
+/// `small_matmul` on each weight and do not depend on the thread count.
+pub fn small_matmul_many<B: Backend>(x: &Tensor<B, 2>, ws: &[&Tensor<B, 2>]) -> Option<Vec<Tensor<B, 2>>> {
     let xa = (x as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?;
-    let wa = (w as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?;
-    let ([m, k], [k2, n]) = (xa.dims(), wa.dims());
-    if m > MAX_ROWS || k != k2 || !has_avx2() {
+    let [m, k] = xa.dims();
+    if m > MAX_ROWS || !has_avx2() {
         return None;
     }
-    let (xp, wp) = (xa.clone().into_primitive(), wa.clone().into_primitive());
-    let (xs, ws) = (slice_of(&xp)?, slice_of(&wp)?);
-    let mut out = vec![0f32; m * n];
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    // Each thread owns a contiguous range of columns (a multiple of 16), so every output is summed
-    // by one thread in a fixed order: results do not depend on the thread count.
-    let threads = if k * n < 1 << 18 { 1 } else { std::thread::available_parallelism().map_or(1, |v| v.get()) };
-    let chunk = n.div_ceil(threads).div_ceil(16) * 16;
-    // SAFETY: ranges are disjoint, so threads write disjoint columns of `out`.
-    let run = |t: usize| unsafe { block(xs, ws, out_ptr, m, k, n, (t * chunk).min(n), ((t + 1) * chunk).min(n)) };
-    if threads <= 1 {
-        run(0);
+    let mut wps = Vec::with_capacity(ws.len());
+    for w in ws {
+        let wa = (*w as &dyn Any).downcast_ref::<Tensor<Cpu, 2>>()?;
+        if wa.dims()[0] != k {
+            return None;
+        }
+        wps.push(wa.clone().into_primitive());
+    }
+    let xp = xa.clone().into_primitive();
+    let xs = slice_of(&xp)?;
+    let mut mats = Vec::with_capacity(ws.len());
+    for p in &wps {
+        mats.push(Mat { w: slice_of(p)?, n: ws[mats.len()].dims()[1] });
+    }
+    let mut outs: Vec<Vec<f32>> = mats.iter().map(|mt| vec![0f32; m * mt.n]).collect();
+    let out_ptrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+    let total: usize = mats.iter().map(|mt| mt.n).sum();
+    let threads = if k * total < 1 << 18 { 1 } else { pool_threads() };
+    let parts = split_columns(&mats, threads);
+    // SAFETY: the parts cover disjoint column ranges, so threads write disjoint parts of `outs`.
+    let run = |part: &[(usize, usize, usize)]| {
+        for &(i, j0, j1) in part {
+            unsafe { block(xs, mats[i].w, out_ptrs[i], m, k, mats[i].n, j0, j1) }
+        }
+    };
+    if parts.len() <= 1 {
+        parts.first().map(|p| run(p));
     } else {
-        std::thread::scope(|s| {
-            for t in 1..threads {
-                s.spawn(move || run(t));
+        // The caller takes the first part, the pool's persistent workers the rest (no thread spawn:
+        // a decode step makes ~100 of these calls).
+        rayon::in_place_scope(|s| {
+            for p in &parts[1..] {
+                s.spawn(move |_| run(p));
             }
-            run(0);
+            run(&parts[0]);
         });
     }
     let device = xa.device();
-    let res = Tensor::<Cpu, 2>::from_data(TensorData::new(out, [m, n]), &device);
-    let boxed: Box<dyn Any> = Box::new(res);
-    boxed.downcast::<Tensor<B, 2>>().ok().map(|b| *b)
+    let res = outs
+        .into_iter()
+        .zip(&mats)
+        .map(|(o, mt)| {
+            let t = Tensor::<Cpu, 2>::from_data(TensorData::new(o, [m, mt.n]), &device);
+            let boxed: Box<dyn Any> = Box::new(t);
+            boxed.downcast::<Tensor<B, 2>>().ok().map(|b| *b)
+        })
+        .collect();
+    res
+}
+
+/// One weight `[k, n]`, row-major.
+struct Mat<'a> {
+    w: &'a [f32],
+    n: usize,
+}
+
+fn pool_threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// Cuts the weights' columns, laid end to end, into `threads` parts of about equal width, as
+/// `(weight, j0, j1)` ranges; cuts inside a weight fall on multiples of 32 (a whole AVX-512 tile).
+fn split_columns(mats: &[Mat], threads: usize) -> Vec<Vec<(usize, usize, usize)>> {
+    let total: usize = mats.iter().map(|mt| mt.n).sum();
+    let per = total.div_ceil(threads.max(1)).max(32);
+    let mut parts = vec![Vec::new()];
+    let mut filled = 0;
+    for (i, mt) in mats.iter().enumerate() {
+        let mut j = 0;
+        while j < mt.n {
+            let mut end = (j + per - filled).min(mt.n);
+            if end < mt.n {
+                end = (end.div_ceil(32) * 32).min(mt.n);
+            }
+            parts.last_mut().unwrap().push((i, j, end));
+            filled += end - j;
+            j = end;
+            if filled >= per && parts.len() < threads {
+                parts.push(Vec::new());
+                filled = 0;
+            }
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
 }
 
 #[derive(Clone, Copy)]
@@ -70,6 +139,17 @@ fn has_avx2() -> bool {
     }
 }
 
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Rows of `W` per pass: a pass sweeps `KC` rows of `W` side by side across the column range,
 /// rather than walking down a whole column tile `n * 4` bytes at a time (a new page every row).
 /// The hardware prefetcher does not follow `KC` interleaved streams, so each tile prefetches:
@@ -81,41 +161,54 @@ const KC: usize = 16;
 const WIDE_PREFETCH: usize = 512;
 const WIDE_COLUMNS: usize = 4096;
 
-/// out[r, j0..j1] = x[r, :] @ w[:, j0..j1] for all rows r.
+/// out[r, j0..j1] = x[r, :] @ w[:, j0..j1] for all rows r. Columns go in tiles of 32 (AVX-512,
+/// up to 8 rows at once: each load of `W` feeds 8 rows' FMAs), then 16 (AVX2, 4 rows), then one
+/// at a time; all three sum each output with one FMA per row of `W`, in row order.
 #[allow(clippy::too_many_arguments)]
 unsafe fn block(x: &[f32], w: &[f32], out: SendPtr, m: usize, k: usize, n: usize, j0: usize, j1: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        let jv = j0 + (j1 - j0) / 16 * 16;
+        let wide = if has_avx512() { j0 + (j1 - j0) / 32 * 32 } else { j0 };
+        let mid = wide + (j1 - wide) / 16 * 16;
         let ahead = if j1 - j0 >= WIDE_COLUMNS { WIDE_PREFETCH } else { KC * n };
         for i0 in (0..k).step_by(KC) {
             let i1 = (i0 + KC).min(k);
             let mut j = j0;
-            while j < jv {
+            while j < wide {
+                let mut r = 0;
+                while r < m {
+                    let t = Tile { r0: r, k, n, j, i0, i1, ahead };
+                    match (m - r).min(8) {
+                        1 => tile32::<1>(x, w, out, t),
+                        2 => tile32::<2>(x, w, out, t),
+                        3 => tile32::<3>(x, w, out, t),
+                        4 => tile32::<4>(x, w, out, t),
+                        5 => tile32::<5>(x, w, out, t),
+                        6 => tile32::<6>(x, w, out, t),
+                        7 => tile32::<7>(x, w, out, t),
+                        _ => tile32::<8>(x, w, out, t),
+                    }
+                    r += 8;
+                }
+                j += 32;
+            }
+            while j < mid {
                 // All row blocks reuse this KC x 16 tile of W from L1.
                 let mut r = 0;
                 while r < m {
                     let t = Tile { r0: r, k, n, j, i0, i1, ahead };
                     match (m - r).min(4) {
-                        1 => tile::<1>(x, w, out, t),
-                        2 => tile::<2>(x, w, out, t),
-                        3 => tile::<3>(x, w, out, t),
-                        _ => tile::<4>(x, w, out, t),
+                        1 => tile16::<1>(x, w, out, t),
+                        2 => tile16::<2>(x, w, out, t),
+                        3 => tile16::<3>(x, w, out, t),
+                        _ => tile16::<4>(x, w, out, t),
                     }
                     r += 4;
                 }
                 j += 16;
             }
         }
-        for rr in 0..m {
-            for jj in jv..j1 {
-                let mut acc = 0f32;
-                for i in 0..k {
-                    acc += x[rr * k + i] * w[i * n + jj];
-                }
-                *out.0.add(rr * n + jj) = acc;
-            }
-        }
+        tail(x, w, out, m, k, n, mid, j1);
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -124,7 +217,23 @@ unsafe fn block(x: &[f32], w: &[f32], out: SendPtr, m: usize, k: usize, n: usize
     }
 }
 
-/// Where one register tile works: rows r0.., columns j..j+16, the W rows i0..i1 of this pass.
+/// The last < 16 columns, one output at a time (fused multiply-adds, as in the tiles).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tail(x: &[f32], w: &[f32], out: SendPtr, m: usize, k: usize, n: usize, j0: usize, j1: usize) {
+    for r in 0..m {
+        for j in j0..j1 {
+            let mut acc = 0f32;
+            for i in 0..k {
+                acc = x[r * k + i].mul_add(w[i * n + j], acc);
+            }
+            *out.0.add(r * n + j) = acc;
+        }
+    }
+}
+
+/// Where one register tile works: rows r0.., columns j.., the W rows i0..i1 of this pass.
 #[derive(Clone, Copy)]
 struct Tile {
     r0: usize,
@@ -137,10 +246,47 @@ struct Tile {
     ahead: usize,
 }
 
+/// R rows x 32 columns over W rows i0..i1, added to what earlier passes left in `out`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile32<const R: usize>(x: &[f32], w: &[f32], out: SendPtr, t: Tile) {
+    use std::arch::x86_64::*;
+    let Tile { r0, k, n, j, i0, i1, ahead } = t;
+    let mut a0 = [_mm512_setzero_ps(); R];
+    let mut a1 = [_mm512_setzero_ps(); R];
+    if i0 > 0 {
+        for r in 0..R {
+            let o = out.0.add((r0 + r) * n + j);
+            a0[r] = _mm512_loadu_ps(o);
+            a1[r] = _mm512_loadu_ps(o.add(16));
+        }
+    }
+    let wp = w.as_ptr();
+    let xp = x.as_ptr();
+    for i in i0..i1 {
+        let row = wp.add(i * n + j);
+        // A prefetch never faults, even past the end of `w`. 32 floats span two cache lines.
+        _mm_prefetch(row.wrapping_add(ahead) as *const i8, _MM_HINT_T0);
+        _mm_prefetch(row.wrapping_add(ahead + 16) as *const i8, _MM_HINT_T0);
+        let w0 = _mm512_loadu_ps(row);
+        let w1 = _mm512_loadu_ps(row.add(16));
+        for r in 0..R {
+            let xv = _mm512_set1_ps(*xp.add((r0 + r) * k + i));
+            a0[r] = _mm512_fmadd_ps(xv, w0, a0[r]);
+            a1[r] = _mm512_fmadd_ps(xv, w1, a1[r]);
+        }
+    }
+    for r in 0..R {
+        let o = out.0.add((r0 + r) * n + j);
+        _mm512_storeu_ps(o, a0[r]);
+        _mm512_storeu_ps(o.add(16), a1[r]);
+    }
+}
+
 /// R rows x 16 columns over W rows i0..i1, added to what earlier passes left in `out`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile<const R: usize>(x: &[f32], w: &[f32], out: SendPtr, t: Tile) {
+unsafe fn tile16<const R: usize>(x: &[f32], w: &[f32], out: SendPtr, t: Tile) {
     use std::arch::x86_64::*;
     let Tile { r0, k, n, j, i0, i1, ahead } = t;
     let mut a0 = [_mm256_setzero_ps(); R];

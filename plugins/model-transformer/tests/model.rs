@@ -478,7 +478,7 @@ fn bench_real() {
     let Some(path) = real_model() else { return };
     let mut p = real_policy(&path, no_adapter());
     let prompt = p.codec().encode(&chat("Write a Python function that checks whether a string is a palindrome, with tests.")).unwrap();
-    for r in recode_model::bench::bench_generate(&mut p, &prompt, &[1, 8], 32).unwrap() {
+    for r in recode_model::bench::bench_generate(&mut p, &prompt, &[1, 8], 32, 1).unwrap() {
         eprintln!("generate: {r:?}");
     }
     drop(p);
