@@ -13,7 +13,8 @@ type Cpu = NdArray<f32>;
 
 const MAX_ROWS: usize = 16;
 
-fn slice_of(p: &TensorPrimitive<Cpu>) -> Option<&[f32]> {
+/// The values of a contiguous f32 CPU tensor, without copying.
+pub(crate) fn slice_of(p: &TensorPrimitive<Cpu>) -> Option<&[f32]> {
     match p {
         TensorPrimitive::Float(NdArrayTensor::F32(s)) => s.view().to_slice(),
         _ => None,

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod codec;
 pub mod cpu;
+pub mod fused;
 pub mod config;
 pub mod generate;
 pub mod load;

@@ -5,6 +5,7 @@
 //! except inside attention.
 
 use crate::config::ModelConfig;
+use crate::fused::{self, HostKv, StepHost};
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
@@ -37,8 +38,22 @@ pub struct Linear<B: Backend> {
 
 impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 2>, fwd: Fwd) -> Tensor<B, 2> {
+        Self::forward_many(&[self], x, fwd).pop().expect("one projection")
+    }
+
+    /// Several projections of the same input (q/k/v, gate/up): on the CPU decode path their base
+    /// matmuls share one pass of the kernel.
+    pub fn forward_many(lins: &[&Self], x: Tensor<B, 2>, fwd: Fwd) -> Vec<Tensor<B, 2>> {
+        let ws: Vec<Tensor<B, 2>> = lins.iter().map(|l| l.weight.val()).collect();
+        let refs: Vec<&Tensor<B, 2>> = ws.iter().collect();
+        let bases = crate::cpu::small_matmul_many(&x, &refs)
+            .unwrap_or_else(|| ws.iter().map(|w| x.clone().matmul(w.clone())).collect());
+        lins.iter().zip(bases).map(|(l, base)| l.finish(x.clone(), base, fwd)).collect()
+    }
+
+    /// Adapter and bias on top of the base projection `x W`.
+    fn finish(&self, x: Tensor<B, 2>, base: Tensor<B, 2>, fwd: Fwd) -> Tensor<B, 2> {
         let w = self.weight.val();
-        let base = crate::cpu::small_matmul(&x, &w).unwrap_or_else(|| x.clone().matmul(w.clone()));
         let out = match (&self.lora_a, &self.lora_b, fwd.adapters) {
             (Some(a), Some(b), true) => {
                 let dropped = fwd.train && self.dropout > 0.0;
@@ -107,15 +122,20 @@ pub struct Transformer<B: Backend> {
 }
 
 /// Pre-allocated keys/values of one layer, `[batch, kv_heads, capacity, head_dim]`, written in place.
+/// On the CPU backend the cache lives on the host, for the fused attention.
 pub struct KvCache<B: Backend> {
     k: Option<Tensor<B, 4>>,
     v: Option<Tensor<B, 4>>,
+    host: Option<HostKv>,
 }
 
 impl<B: Backend> KvCache<B> {
     pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, device: &B::Device) -> Self {
+        if fused::is_cpu::<B>() {
+            return Self { k: None, v: None, host: Some(HostKv::new(cfg, batch, capacity)) };
+        }
         let shape = [batch, cfg.num_kv_heads, capacity, cfg.head_dim];
-        Self { k: Some(Tensor::zeros(shape, device)), v: Some(Tensor::zeros(shape, device)) }
+        Self { k: Some(Tensor::zeros(shape, device)), v: Some(Tensor::zeros(shape, device)), host: None }
     }
     /// Write `[b, kvh, t, hd]` at `past..past+t` and return views of `0..past+t`.
     fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, past: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
@@ -141,6 +161,10 @@ pub struct Step<B: Backend> {
     sin: Tensor<B, 4>,
     /// Additive mask `[b, 1, 1, t, past+t]`.
     mask: Tensor<B, 5>,
+    /// The same tables on the host (for the fused CPU attention).
+    cos_h: Vec<f32>,
+    sin_h: Vec<f32>,
+    mask_h: Vec<f32>,
 }
 
 impl<B: Backend> Step<B> {
@@ -177,10 +201,17 @@ impl<B: Backend> Step<B> {
             batch: b,
             t,
             past,
-            cos: Tensor::from_data(TensorData::new(cos, [b, 1, t, half]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [b, 1, t, half]), device),
-            mask: Tensor::from_data(TensorData::new(mask, [b, 1, 1, t, s]), device),
+            cos: Tensor::from_data(TensorData::new(cos.clone(), [b, 1, t, half]), device),
+            sin: Tensor::from_data(TensorData::new(sin.clone(), [b, 1, t, half]), device),
+            mask: Tensor::from_data(TensorData::new(mask.clone(), [b, 1, 1, t, s]), device),
+            cos_h: cos,
+            sin_h: sin,
+            mask_h: mask,
         }
+    }
+
+    fn host(&self) -> StepHost<'_> {
+        StepHost { batch: self.batch, t: self.t, past: self.past, cos: &self.cos_h, sin: &self.sin_h, mask: &self.mask_h }
     }
 
     fn rope(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -195,6 +226,9 @@ impl<B: Backend> Step<B> {
 }
 
 fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Param<Tensor<B, 1>>, eps: f64) -> Tensor<B, 2> {
+    if let Some(y) = fused::rms_norm(&x, &w.val(), eps) {
+        return y;
+    }
     let var = x.clone().powi_scalar(2).mean_dim(1);
     x * (var + eps).sqrt().recip() * w.val().unsqueeze::<2>()
 }
@@ -204,9 +238,16 @@ impl<B: Backend> Attention<B> {
         let (b, t) = (st.batch, st.t);
         let (nh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let g = nh / kvh;
-        let q = self.q_proj.forward(x.clone(), fwd).reshape([b, t, nh, hd]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone(), fwd).reshape([b, t, kvh, hd]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x, fwd).reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let [q, k, v]: [Tensor<B, 2>; 3] =
+            Linear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x, fwd).try_into().expect("q, k, v");
+        if fused::is_cpu::<B>() {
+            let cache = cache.map(|c| c.host.as_mut().expect("a CPU cache is on the host"));
+            let out = fused::attention(&q, &k, &v, cfg, &st.host(), cache).expect("CPU tensors");
+            return self.o_proj.forward(out, fwd);
+        }
+        let q = q.reshape([b, t, nh, hd]).swap_dims(1, 2);
+        let k = k.reshape([b, t, kvh, hd]).swap_dims(1, 2);
+        let v = v.reshape([b, t, kvh, hd]).swap_dims(1, 2);
         let (q, k) = (st.rope(q), st.rope(k));
         let (k, v) = match cache {
             Some(c) => c.append(k, v, st.past),
@@ -225,8 +266,10 @@ impl<B: Backend> Attention<B> {
 
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 2>, fwd: Fwd) -> Tensor<B, 2> {
-        let gate = silu(self.gate_proj.forward(x.clone(), fwd));
-        self.down_proj.forward(gate * self.up_proj.forward(x, fwd), fwd)
+        let [gate, up]: [Tensor<B, 2>; 2] =
+            Linear::forward_many(&[&self.gate_proj, &self.up_proj], x, fwd).try_into().expect("gate, up");
+        let h = fused::swiglu(&gate, &up).unwrap_or_else(|| silu(gate) * up);
+        self.down_proj.forward(h, fwd)
     }
 }
 

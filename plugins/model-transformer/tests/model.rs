@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use recode_core::api::{FinishReason, Policy, SamplingParams, Sequence};
 use recode_core::spec::{AdapterKind, AdapterSpec, TrainingSpec};
 use recode_model::codec::ByteCodec;
-use recode_model::generate::completion_logprobs;
+use recode_model::generate::{completion_logprobs, trim};
 use recode_model::load::load_transformer;
 use recode_model::model::{Fwd, ParamMut, Step, Transformer};
 use recode_model::policy::set_params;
@@ -498,6 +498,30 @@ fn forward_is_deterministic() {
     assert_eq!(p.logprobs(&s, false).unwrap(), p.logprobs(&s, false).unwrap());
 }
 
+/// The inference model takes the fused CPU ops (fused.rs), the training model burn's ops: same
+/// log-probs on padded batches, with and without adapters.
+#[test]
+fn fused_cpu_path_matches_burn_ops() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), "qwen2", false, 9);
+    let s = seqs();
+    for spec in [no_adapter(), adapter(AdapterKind::Dora, &["q_proj", "v_proj", "up_proj"])] {
+        let mut p = policy(dir.path(), spec);
+        randomize_adapters(&mut p, 4);
+        let fwd = Fwd { adapters: true, train: false };
+        let fused = completion_logprobs(&p.inference_model(), &s, 0, fwd).unwrap();
+        let burn_ops = completion_logprobs(p.model(), &s, 0, fwd).unwrap();
+        let (fused, burn_ops) = (trim(fused, &s), trim(burn_ops.inner(), &s));
+        for (a, b) in fused.iter().zip(&burn_ops) {
+            assert!(!a.is_empty());
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "fused {x} vs burn ops {y}");
+            }
+        }
+    }
+}
+
 #[test]
 fn factory_errors_are_clean() {
     let _serial = serial();
@@ -553,6 +577,17 @@ fn decode_kernel_matches_a_naive_matmul() {
         }
         let again: Vec<f32> = recode_model::cpu::small_matmul(&xt, &wt).unwrap().into_data().to_vec().unwrap();
         assert_eq!(got, again, "({m},{k},{n}) not reproducible");
+    }
+    // Several weights in one pass (q/k/v): bit-identical to one call per weight, whatever the split.
+    for &(m, k, ref ns) in &[(8usize, 64usize, vec![300usize, 40, 1000]), (3, 896, vec![896, 128, 128]), (1, 20, vec![5])] {
+        let x = Tensor::<B, 2>::random([m, k], burn::tensor::Distribution::Default, &dev);
+        let ws: Vec<Tensor<B, 2>> = ns.iter().map(|&n| Tensor::random([k, n], burn::tensor::Distribution::Default, &dev)).collect();
+        let refs: Vec<&Tensor<B, 2>> = ws.iter().collect();
+        let many = recode_model::cpu::small_matmul_many(&x, &refs).unwrap();
+        for (w, got) in ws.iter().zip(many) {
+            let alone = recode_model::cpu::small_matmul(&x, w).unwrap();
+            assert_eq!(got.into_data().to_vec::<f32>().unwrap(), alone.into_data().to_vec::<f32>().unwrap(), "({m},{k},{ns:?})");
+        }
     }
     // More than 16 rows is not the kernel's job.
     let x = Tensor::<B, 2>::zeros([17, 8], &dev);
