@@ -10,15 +10,17 @@ use recode_core::spec::{AdapterKind, AdapterSpec, TrainingSpec};
 use recode_model::codec::ByteCodec;
 use recode_model::generate::{completion_logprobs, trim};
 use recode_model::load::load_transformer;
-use recode_model::model::{Fwd, ParamMut, Step, Transformer};
+use recode_model::model::{Fwd, Step, Transformer};
 use recode_model::policy::set_params;
-use recode_model::weights::{write_safetensors, SafetensorsSource};
-use recode_model::{ModelConfig, TransformerPolicy};
+use recode_model::weights::SafetensorsSource;
+use recode_model::TransformerPolicy;
 use std::path::Path;
+
+mod common;
+use common::{adapter, config, seqs, write_tiny};
 use std::process::Command;
 
 type B = NdArray<f32>;
-const V: usize = 128;
 
 /// Tests in this binary run one at a time, so their timings and memory use do not mix. (The
 /// call-to-call differences once blamed on concurrency came from burn-ndarray's "simd" feature,
@@ -27,50 +29,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write_tiny(dir: &Path, arch: &str, tied: bool, seed: u64) {
-    let (h, i, nh, kvh, layers) = (64usize, 128usize, 4usize, 2usize, 2usize);
-    let hd = h / nh;
-    let theta = if arch == "qwen2" { 10000.0 } else { 500000.0 };
-    let cfg = serde_json::json!({
-        "model_type": arch, "vocab_size": V, "hidden_size": h, "intermediate_size": i,
-        "num_hidden_layers": layers, "num_attention_heads": nh, "num_key_value_heads": kvh,
-        "rope_theta": theta, "rms_norm_eps": 1e-6, "tie_word_embeddings": tied,
-        "max_position_embeddings": 512, "eos_token_id": 127
-    });
-    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut t = vec![];
-    let mut add = |name: String, shape: Vec<usize>, mean: f32, std: f32| {
-        let n: usize = shape.iter().product();
-        let v = (0..n).map(|_| mean + std * (rng.gen::<f32>() * 2.0 - 1.0) * 1.732).collect();
-        t.push((name, shape, v));
-    };
-    add("model.embed_tokens.weight".into(), vec![V, h], 0.0, 0.5);
-    for l in 0..layers {
-        let p = format!("model.layers.{l}");
-        add(format!("{p}.input_layernorm.weight"), vec![h], 1.0, 0.1);
-        add(format!("{p}.post_attention_layernorm.weight"), vec![h], 1.0, 0.1);
-        for (n, o, inp) in [("q_proj", nh * hd, h), ("k_proj", kvh * hd, h), ("v_proj", kvh * hd, h), ("o_proj", h, nh * hd)] {
-            add(format!("{p}.self_attn.{n}.weight"), vec![o, inp], 0.0, 0.15);
-            if arch == "qwen2" && n != "o_proj" {
-                add(format!("{p}.self_attn.{n}.bias"), vec![o], 0.0, 0.1);
-            }
-        }
-        for (n, o, inp) in [("gate_proj", i, h), ("up_proj", i, h), ("down_proj", h, i)] {
-            add(format!("{p}.mlp.{n}.weight"), vec![o, inp], 0.0, 0.1);
-        }
-    }
-    add("model.norm.weight".into(), vec![h], 1.0, 0.1);
-    if !tied {
-        add("lm_head.weight".into(), vec![V, h], 0.0, 0.2);
-    }
-    write_safetensors(&dir.join("model.safetensors"), &t).unwrap();
-}
-
-fn config(dir: &Path) -> ModelConfig {
-    ModelConfig::from_hf_json(&std::fs::read_to_string(dir.join("config.json")).unwrap(), "auto").unwrap()
 }
 
 fn policy(dir: &Path, adapter: AdapterSpec) -> TransformerPolicy<B> {
@@ -120,13 +78,6 @@ fn rel_err(got: &[f32], want: &[f64]) -> f64 {
     got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(1.0)).fold(0.0, f64::max)
 }
 
-fn seqs() -> Vec<Sequence> {
-    vec![
-        Sequence { prompt: vec![5, 9, 33, 2, 77, 1, 64], completion: vec![8, 8, 100, 3] },
-        Sequence { prompt: vec![12], completion: vec![4, 90, 17, 17, 6, 2, 50] },
-        Sequence { prompt: vec![40, 41, 42], completion: vec![0] },
-    ]
-}
 
 /// Logits of one unpadded sequence straight from the decoder (no cache).
 fn full_logits(m: &Transformer<B>, ids: &[u32]) -> Vec<f32> {
@@ -178,10 +129,6 @@ fn forward_logprobs_and_generation_match_numpy() {
         let alone = p.generate(&prompts[1..2], &params).unwrap();
         assert_eq!(alone[0].tokens, gens[1].tokens);
     }
-}
-
-fn adapter(kind: AdapterKind, targets: &[&str]) -> AdapterSpec {
-    AdapterSpec { kind, rank: 4, alpha: 8.0, dropout: 0.0, target_modules: targets.iter().map(|s| s.to_string()).collect() }
 }
 
 fn randomize_adapters(p: &mut TransformerPolicy<B>, seed: u64) {
@@ -300,83 +247,6 @@ fn training_touches_only_adapters_and_checkpoints_round_trip() {
     let full = policy(dir.path(), AdapterSpec { kind: AdapterKind::Full, ..Default::default() });
     let total: usize = all_params(&full).iter().map(|(_, v)| v.len()).sum();
     assert_eq!(full.trainable_parameters(), total);
-}
-
-#[test]
-fn finite_difference_gradients() {
-    let _serial = serial();
-    type D = NdArray<f64>;
-    let dir = tempfile::tempdir().unwrap();
-    write_tiny(dir.path(), "qwen2", false, 13);
-    let src = SafetensorsSource::from_dir(dir.path()).unwrap();
-    let s = seqs();
-    let g: Vec<f64> = (0..s.len() * 7).map(|i| ((i * 37 % 11) as f64 - 5.0) / 10.0).collect();
-    for kind in [AdapterKind::Lora, AdapterKind::Dora, AdapterKind::Full] {
-        let mut m = load_transformer::<Autodiff<D>>(&config(dir.path()), &src, &adapter(kind, &["q_proj", "up_proj"]), 1, &Default::default()).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
-        // Set A as well as B: the loader draws A from burn's process-wide generator, whose state
-        // depends on which tests ran before in this process; the instance checked must not.
-        m.visit_params(&mut |n, mut p| {
-            if n.contains("lora_A") || n.contains("lora_B") {
-                let len: usize = p.shape().iter().product();
-                p.set((0..len).map(|_| 0.3 * (rng.gen::<f32>() - 0.5)).collect());
-            }
-        });
-        let gt = || Tensor::<Autodiff<D>, 2>::from_data(TensorData::new(g.clone(), [s.len(), 7]), &Default::default());
-        let loss = |m: &Transformer<Autodiff<D>>| -> Tensor<Autodiff<D>, 1> {
-            (completion_logprobs(m, &s, 0, Fwd { adapters: true, train: false }).unwrap() * gt()).sum()
-        };
-        let grads = loss(&m).backward();
-        // Check a few entries of some trainable matrices (DoRA's A/B see a detached norm, as in
-        // PEFT, so their analytic gradient is not the true derivative: check m there instead).
-        let mut checked = 0;
-        let mut probe = m.clone();
-        probe.visit_params(&mut |n, p| {
-            let want = match kind {
-                AdapterKind::Dora => n.contains("magnitude"),
-                AdapterKind::Lora => n.contains("lora_"),
-                _ => n.contains("layers.1.self_attn.q_proj.weight") || n.contains("layers.0.mlp.up_proj.weight") || n.contains("norm.weight"),
-            };
-            if !want || checked >= 6 {
-                return;
-            }
-            let (analytic, vals, shape): (Vec<f64>, Vec<f32>, Vec<usize>) = match &p {
-                ParamMut::D1(q) => (q.val().grad(&grads).unwrap().into_data().iter::<f64>().collect(), p.to_vec(), p.shape()),
-                ParamMut::D2(q) => (q.val().grad(&grads).unwrap().into_data().iter::<f64>().collect(), p.to_vec(), p.shape()),
-            };
-            let _ = shape;
-            for k in [0, vals.len() / 2, vals.len() - 1] {
-                // Parameters are set through f32: use the step actually stored, not the one asked for.
-                let stored = |delta: f64| (vals[k] as f64 + delta) as f32 as f64;
-                let eval = |delta: f64| -> f64 {
-                    let mut mm = m.clone();
-                    let name = n.to_string();
-                    mm.visit_params(&mut |nn, mut pp| {
-                        if nn == name {
-                            let mut v = pp.to_vec();
-                            v[k] = stored(delta) as f32;
-                            pp.set(v);
-                        }
-                    });
-                    loss(&mm).into_data().iter::<f64>().next().unwrap()
-                };
-                let (e1, e2) = (eval(0.0), eval(0.0));
-                assert_eq!(e1, e2, "{kind:?} {n}: the loss is not reproducible");
-                // Smaller steps do worse: the f64 loss still moves in ~1e-8 relative steps
-                // (f32-level rounding somewhere in the forward, not found), so h trades that
-                // noise against truncation error. Seen: up to 1.7% apart (a DoRA magnitude
-                // entry), and the values vary with the tests that ran before in this process,
-                // though forward and backward each repeat exactly within it (not explained; see
-                // issue #3). A wrong gradient (scaling, transpose, missing term) is off by far more.
-                let h = 3e-3f64;
-                let fd = (eval(h) - eval(-h)) / (stored(h) - stored(-h));
-                let err = (fd - analytic[k]).abs() / fd.abs().max(analytic[k].abs()).max(1e-3);
-                assert!(err < 3e-2, "{kind:?} {n}[{k}]: analytic {} vs finite difference {fd}", analytic[k]);
-            }
-            checked += 1;
-        });
-        assert!(checked > 0, "{kind:?}: nothing checked");
-    }
 }
 
 #[test]
