@@ -71,6 +71,13 @@ pub fn build_policy<B: Backend>(ctx: &ModelContext<'_>, device: &B::Device) -> R
     let model = load::load_transformer::<burn::backend::Autodiff<B>>(&files.config, files.weights.as_ref(), &ctx.spec.adapter, ctx.seed, device)
         .with_context(|| format!("loading {}", path.display()))?;
     drop(files.weights);
+    // burn 0.21 fixes one float dtype per device type for the whole process, set by the first
+    // backend that makes a tensor there: an f16 model after an f32 one on the same device would
+    // silently be f32.
+    let (want, got) = (<B::FloatElem as burn::tensor::Element>::dtype(), model.embed_tokens.val().dtype());
+    if want != got {
+        bail!("the {want:?} model was built with {got:?} tensors: this process already used the same device at another precision, and burn keeps one per device; use one precision per process");
+    }
     TransformerPolicy::new(model, files.codec, ctx.spec.adapter.clone(), ctx.training)
 }
 

@@ -410,6 +410,15 @@ fn factory_errors_are_clean() {
     assert!(e.contains("f32 only"), "{e}");
     let e = run("/nonexistent/model", BackendKind::Cpu, Precision::F32).unwrap();
     assert!(e.contains("/nonexistent/model"), "{e}");
+    // A second precision on a device this process already used is refused (burn keeps one float
+    // dtype per device type per process), not silently run at the first one.
+    let _ = Tensor::<B, 1>::zeros([1], &Default::default());
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-qwen2");
+    let spec = ModelSpec { path: tiny.display().to_string(), adapter: no_adapter(), ..Default::default() };
+    let backend = BackendSpec { kind: BackendKind::Cpu, device: 0, precision: Precision::F32 };
+    let ctx = ModelContext { spec: &spec, backend: &backend, training: &training, seed: 0 };
+    let e = recode_model::build_policy::<NdArray<f64>>(&ctx, &Default::default()).err().expect("an f64 model after f32 tensors");
+    assert!(format!("{e:#}").contains("one precision per process"), "{e:#}");
     // No GPU here: CUDA must fail with an error, not a panic or abort.
     if let Some(p) = real_model() {
         if std::env::var("RECODE_TEST_CUDA").is_ok() {
@@ -420,8 +429,8 @@ fn factory_errors_are_clean() {
 }
 
 /// The CPU decode kernel (cpu::small_matmul) against a plain f64 matmul, over shapes that hit
-/// every path: 1-16 rows (row blocks of 1-4), column remainders, narrow and wide column ranges
-/// (the two prefetch schemes), one and several passes over k, single- and multi-threaded.
+/// every path: 1-16 rows (row blocks of 1-8), 32- and 16-column tiles and single-column
+/// remainders, one or many column blocks, one and several passes over k, one or two threads.
 #[test]
 fn decode_kernel_matches_a_naive_matmul() {
     let _serial = serial();
