@@ -155,10 +155,13 @@ fn has_avx512() -> bool {
 /// rather than walking down a whole column tile `n * 4` bytes at a time (a new page every row).
 /// The hardware prefetcher does not follow `KC` interleaved streams, so each tile prefetches the
 /// same spot of the next pass, `KC * n` floats ahead.
-const KC: usize = 16;
+/// 8 rather than 16: the 8-row kernel read the 896x151936 weight from DRAM at 32-39 GB/s with 8,
+/// 22-28 with 16 (4: 28-31, 12: 28-35, 32: 24-32); end to end at batch 8, alternated runs,
+/// 74-80 tok/s vs 61-70.
+const KC: usize = 8;
 /// Columns per block: all passes over `k` finish one block before the next, so the block's
 /// outputs (8 rows x 1024 x 4 B = 32 KiB) stay in L1/L2 between passes instead of streaming
-/// through L3 (a 151936-column output is 4.8 MB at 8 rows). Measured on a 2-core EPYC, 8 rows,
+/// through L3 (a 151936-column output is 4.8 MB at 8 rows). Measured on a 2-core EPYC with KC = 16, 8 rows,
 /// GB/s of weights: 896x151936 (from DRAM) 11 unblocked, 23 blocked, ~25 unblocked with a
 /// prefetch 512 floats ahead in the row (the previous scheme); 16 rows x 151936: 9 / 29 / -;
 /// weights in L3: 896x1152 30 / 54, 4864x896 27 / 53. End to end at batch 8 (best of 5 decode

@@ -15,7 +15,8 @@ use rand_chacha::ChaCha8Rng;
 use recode_core::api::{FinishReason, Generation, SamplingParams, Sequence, TextCodec};
 
 fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().iter::<f32>().collect()
+    // On the CPU a memcpy; burn-ndarray's into_data walks 8 x 151936 logits one at a time.
+    crate::fused::host_vec(&t).unwrap_or_else(|| t.into_data().iter::<f32>().collect())
 }
 
 /// Position id of every slot: real tokens count from 0; padding repeats the current count.
