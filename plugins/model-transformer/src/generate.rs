@@ -40,16 +40,18 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) ->
     if !max.is_finite() {
         bail!("non-finite logits during sampling");
     }
-    let lse = (logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>()).ln() as f32 + max;
+    // exp in f32 (2-3x cheaper than f64 over 151936 logits per row and step), summed in f64.
+    let e: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let lse = (e.iter().map(|&x| x as f64).sum::<f64>()).ln() as f32 + max;
     let tok = if p.temperature <= 0.0 {
         logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |a, (i, &l)| if l > a.1 { (i, l) } else { a }).0
     } else {
-        let inv_t = 1.0 / p.temperature;
-        let weight = |l: f32| (((l - max) as f64) * inv_t).exp();
+        let inv_t = (1.0 / p.temperature) as f32;
+        let weight = |l: f32| ((l - max) * inv_t).exp() as f64;
         let filtered = (p.top_k > 0 && p.top_k < logits.len()) || p.top_p < 1.0;
         if !filtered {
-            // Weights computed once (the same values the scan below used to recompute).
-            let w: Vec<f64> = logits.iter().map(|&l| weight(l)).collect();
+            // Weights computed once; at temperature 1 they are the terms of the log-sum-exp.
+            let w: Vec<f64> = if inv_t == 1.0 { e.iter().map(|&x| x as f64).collect() } else { logits.iter().map(|&l| weight(l)).collect() };
             let total: f64 = w.iter().sum();
             let mut u = rng.gen::<f64>() * total;
             let mut pick = logits.len() - 1;
