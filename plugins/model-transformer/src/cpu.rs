@@ -6,7 +6,7 @@
 use burn::backend::ndarray::NdArrayTensor;
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 use std::any::Any;
 
 type Cpu = NdArray<f32>;
@@ -74,17 +74,7 @@ pub fn small_matmul_many<B: Backend>(x: &Tensor<B, 2>, ws: &[&Tensor<B, 2>]) -> 
             run(&parts[0]);
         });
     }
-    let device = xa.device();
-    let res = outs
-        .into_iter()
-        .zip(&mats)
-        .map(|(o, mt)| {
-            let t = Tensor::<Cpu, 2>::from_data(TensorData::new(o, [m, mt.n]), &device);
-            let boxed: Box<dyn Any> = Box::new(t);
-            boxed.downcast::<Tensor<B, 2>>().ok().map(|b| *b)
-        })
-        .collect();
-    res
+    outs.into_iter().zip(&mats).map(|(o, mt)| crate::fused::from_host(o, [m, mt.n])).collect()
 }
 
 /// One weight `[k, n]`, row-major.

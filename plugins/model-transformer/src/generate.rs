@@ -100,24 +100,14 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) ->
     Ok((tok as u32, logits[tok] - lse))
 }
 
-/// `sample_token` for every row not yet done, rows split over the cores (each row has its own
-/// generator, so the result does not depend on the split). Done rows get `(0, 0.0)`.
+/// `sample_token` for every row not yet done, rows spread over rayon's workers (each row has its
+/// own generator, so the result does not depend on the split). Done rows get `(0, 0.0)`.
 fn sample_rows(logits: &[f32], v: usize, done: &[bool], p: &SamplingParams, rngs: &mut [ChaCha8Rng]) -> Result<Vec<(u32, f32)>> {
-    let one = |r: usize, rng: &mut ChaCha8Rng| if done[r] { Ok((0, 0.0)) } else { sample_token(&logits[r * v..(r + 1) * v], p, rng) };
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(rngs.len());
-    if threads <= 1 {
-        return rngs.iter_mut().enumerate().map(|(r, g)| one(r, g)).collect();
-    }
-    let per = rngs.len().div_ceil(threads);
-    let parts: Vec<Result<Vec<(u32, f32)>>> = std::thread::scope(|s| {
-        let hs: Vec<_> = rngs
-            .chunks_mut(per)
-            .enumerate()
-            .map(|(c, gs)| s.spawn(move || gs.iter_mut().enumerate().map(|(i, g)| one(c * per + i, g)).collect()))
-            .collect();
-        hs.into_iter().map(|h| h.join().expect("sampling thread panicked")).collect()
-    });
-    Ok(parts.into_iter().collect::<Result<Vec<_>>>()?.concat())
+    use rayon::prelude::*;
+    rngs.par_iter_mut()
+        .enumerate()
+        .map(|(r, rng)| if done[r] { Ok((0, 0.0)) } else { sample_token(&logits[r * v..(r + 1) * v], p, rng) })
+        .collect()
 }
 
 /// One completion per prompt. `adapters = false` samples from the base model.
