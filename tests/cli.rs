@@ -261,7 +261,7 @@ fn wgpu_backend_matches_cpu_on_the_tiny_model() {
     let icd = Path::new("/usr/share/vulkan/icd.d");
     let has_vulkan = std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false);
     if !has_vulkan {
-        eprintln!("SKIPPED: no Vulkan driver in {} (CI installs mesa-vulkan-drivers)", icd.display());
+        recode_test_support::skip_or_fail_in_ci(&format!("WGPU check: no Vulkan driver in {} (.ci/run installs mesa-vulkan-drivers)", icd.display()));
         return;
     }
     let score = |backend: &str| -> Vec<f64> {

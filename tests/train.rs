@@ -128,6 +128,7 @@ fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
 
 #[test]
 fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
+    let Some(python) = recode_test_support::python("TensorBoard's reader on our event files") else { return };
     let dir = tempfile::tempdir().unwrap();
     let run_dir = run(
         "experiments/tiny-grpo.toml",
@@ -135,12 +136,12 @@ fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
         &["training.steps=3", "logging.sample_every=1", "eval.every=3", "eval.data=\"data/cua-sample.jsonl\"", "eval.max_new_tokens=8"],
         &[],
     );
-    let o = Command::new("python3")
+    let o = Command::new(python)
         .arg(root().join("tests/reference/read_tensorboard.py"))
         .arg(run_dir.join("tb"))
         .output()
-        .expect("python3");
-    assert!(o.status.success(), "TensorBoard reader failed (pip install tensorboard): {}", String::from_utf8_lossy(&o.stderr));
+        .expect("the tests' python");
+    assert!(o.status.success(), "tests/reference/read_tensorboard.py failed: {}", String::from_utf8_lossy(&o.stderr));
     let tb: Value = serde_json::from_slice(&o.stdout).unwrap();
     let m = metrics(&run_dir);
     for tag in [

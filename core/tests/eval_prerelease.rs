@@ -2,7 +2,7 @@
 //! reference solutions must pass with the update installed, and mostly fail without it.
 
 use recode_core::eval::cua;
-use recode_core::eval::sandbox::Outcome;
+use recode_core::eval::sandbox::{Outcome, SandboxConfig};
 use recode_core::eval::{evaluate_reference, load_problems, EvalOptions, Problem};
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +15,7 @@ fn data() -> Option<&'static Path> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("skipping: {PRERELEASE} not present");
+        recode_test_support::skip(&format!("CodeUpdateArena pre-release checks: {PRERELEASE} not present"));
         None
     }
 }
@@ -28,7 +28,8 @@ fn loads_all_577_examples_and_splits_tests_like_python() {
     // Our line-based splitter must agree with Python's own parser on every test file.
     let ours: Vec<Vec<String>> = ex.iter().map(|e| e.tests().into_iter().map(|t| t.name).collect()).collect();
     let script = "import ast, json, sys\nfor r in map(json.loads, open(sys.argv[1])):\n    for e in r['prog_syn_examples']:\n        t = ast.parse(e['unit_tests'])\n        print(json.dumps([n.name for n in t.body if isinstance(n, ast.FunctionDef) and n.name.startswith('test')]))\n";
-    let out = Command::new("python3").args(["-c", script, PRERELEASE]).output().unwrap();
+    let Some(python) = recode_test_support::python("Python's own test splitter on the pre-release") else { return };
+    let out = Command::new(python).args(["-c", script, PRERELEASE]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let theirs: Vec<Vec<String>> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(ours.len(), theirs.len());
@@ -46,7 +47,9 @@ fn reference_self_check() {
     let Some(path) = data() else { return };
     let problems = load_problems("cua", path).unwrap();
     let workers = std::env::var("RECODE_EVAL_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(4);
-    let opts = EvalOptions { k: vec![1], workers, ..Default::default() };
+    // The tests' pinned Python (numpy, sympy), so those examples run wherever the tests do.
+    let Some(python) = recode_test_support::python("the CodeUpdateArena reference self-check") else { return };
+    let opts = EvalOptions { k: vec![1], workers, sandbox: SandboxConfig { python, ..Default::default() }, ..Default::default() };
     let t = Instant::now();
     let r = evaluate_reference(&problems, &opts, false).unwrap();
     let secs = t.elapsed().as_secs_f64();

@@ -11,7 +11,7 @@ fn train_file() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("skipped: {} not found", p.display());
+        recode_test_support::skip(&format!("checks on the ReCode training set: {} not found", p.display()));
         None
     }
 }
@@ -38,13 +38,9 @@ for line in open(sys.argv[1], encoding="utf-8"):
         out.append([ok(r["old_code"]), ok(r["new_code"])])
 print(json.dumps(out))
 "#;
-    let out = match Command::new("python3").arg("-c").arg(script).arg(&path).output() {
-        Ok(o) if o.status.success() => o,
-        other => {
-            eprintln!("skipped: python3 unavailable or failed: {other:?}");
-            return;
-        }
-    };
+    let Some(python) = recode_test_support::python("CPython's ast.parse on the training set") else { return };
+    let out = Command::new(python).arg("-c").arg(script).arg(&path).output().expect("the tests' python");
+    assert!(out.status.success(), "the ast.parse script failed: {}", String::from_utf8_lossy(&out.stderr));
     let verdicts: Vec<[Option<bool>; 2]> = serde_json::from_slice(&out.stdout).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let rows: Vec<serde_json::Value> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();

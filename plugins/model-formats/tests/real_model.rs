@@ -15,7 +15,7 @@ fn cached() -> Option<GgufFile> {
             Some(g)
         }
         Err(e) => {
-            println!("SKIPPED: real-model test needs the cached model ({e:#})");
+            recode_test_support::skip(&format!("real-model test needs the cached model ({e:#})"));
             None
         }
     }

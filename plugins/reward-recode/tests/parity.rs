@@ -56,17 +56,13 @@ fn fixture_matches_reference() {
 fn training_rows_match_reference() {
     let data = repo().join("../shared/data/recode-train.jsonl");
     if !data.exists() {
-        eprintln!("skipped: {} not found", data.display());
+        recode_test_support::skip(&format!("reward parity on the training set: {} not found", data.display()));
         return;
     }
+    let Some(python) = recode_test_support::python("reward parity on the training set") else { return };
     let script = repo().join("tests/reference/parity_cases.py");
-    let out = match Command::new("python3").arg(&script).arg("rows").arg(&data).arg("25").output() {
-        Ok(o) if o.status.success() => o,
-        other => {
-            eprintln!("skipped: python3 failed: {other:?}");
-            return;
-        }
-    };
+    let out = Command::new(python).arg(&script).arg("rows").arg(&data).arg("25").output().expect("the tests' python");
+    assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
     let cases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let compared = check(&cases, "recode-train");
     println!("compared {compared} of {} cases from the training set", cases.len());
@@ -81,13 +77,9 @@ fn bench_mean_matches_python() {
     let data = if shared.exists() { shared } else { repo().join("data/sample-migrations.jsonl") };
     let rust = recode_reward::bench::bench_es_star(&data).unwrap();
     let script = repo().join("tests/reference/es_star_py_bench.py");
-    let py = match recode_reward::bench::bench_es_star_python(&script, &data) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("skipped: {e:#}");
-            return;
-        }
-    };
+    // The benchmark's own runner (python3 on PATH, as `recode bench reward` uses it); a failing
+    // reference fails the test.
+    let py = recode_reward::bench::bench_es_star_python(&script, &data).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(rust.items, py.items);
     assert!((rust.mean_reward - py.mean_reward).abs() < 1e-9, "rust {} python {}", rust.mean_reward, py.mean_reward);
     assert!(rust.mean_reward > -1.5 && rust.mean_reward < 2.0);
