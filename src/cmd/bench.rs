@@ -30,9 +30,27 @@ pub enum BenchCommand {
         /// cpu, wgpu or cuda.
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// none, lora or dora (rank 16 on the attention projections, as the quickstart).
+        #[arg(long, default_value = "none")]
+        adapter: String,
         /// Time each generation this many times and report the best.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+    },
+    /// Evaluation cost: generation tokens/s and problems/min per batch size, sandbox programs/s.
+    Eval(super::bench_eval::BenchEvalArgs),
+    /// N training steps of a spec, timed per phase (the first step, with its warm-up, apart).
+    Step {
+        /// Experiment spec (TOML), e.g. experiments/quickstart.toml.
+        spec: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Override a key, as for `recode run` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Keep the run folder (default: a temporary folder, removed afterwards).
+        #[arg(long)]
+        keep: bool,
     },
     /// Forward+backward tokens/s with a LoRA adapter, beside the backend's plain matmul FLOP rate.
     Train {
@@ -97,9 +115,17 @@ pub fn bench(c: BenchCommand) -> Result<()> {
                 );
             }
         }
-        BenchCommand::Generate { model, batch, new_tokens, prompt_tokens, backend, repeats } => {
+        BenchCommand::Eval(args) => super::bench_eval::bench_eval(args)?,
+        BenchCommand::Step { spec, steps, sets, keep } => super::bench_step::bench_step(&spec, steps, &sets, keep)?,
+        BenchCommand::Generate { model, batch, new_tokens, prompt_tokens, backend, adapter, repeats } => {
             let mut args = super::model::ModelArgs::new(&model);
             args.backend = backend;
+            match adapter.as_str() {
+                "none" => {}
+                "lora" | "dora" => args.adapter = Some((adapter.clone(), 16)),
+                other => bail!("--adapter {other}: expected none, lora or dora"),
+            }
+            println!("adapter: {adapter} (merged into the weights for generation)");
             let mut policy = super::model::load_policy(&args)?;
             let prompt = synthetic_prompt(policy.as_ref(), prompt_tokens)?;
             let weight_bytes = decode_weight_bytes(&model)?;
@@ -107,9 +133,12 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             let bw = (args.backend == "cpu").then(machine::read_bandwidth);
             if let Some(bw) = bw {
                 println!("memory read bandwidth (one thread per core, 512 MiB): {:.1} GB/s", bw / 1e9);
+                // The model's largest matrix, the output projection [hidden, vocab].
+                let cfg = config_of(&model)?;
+                let (k, n) = (cfg.hidden_size, cfg.vocab_size);
                 for rows in [1, 8] {
-                    if let Some(r) = recode_model::bench::decode_matmul_bandwidth(rows, 896, 151_936, 3) {
-                        println!("decode matmul kernel, {rows} row(s) x [896, 151936] f32: reads weights at {:.1} GB/s", r / 1e9);
+                    if let Some(r) = recode_model::bench::decode_matmul_bandwidth(rows, k, n, 3) {
+                        println!("decode matmul kernel, {rows} row(s) x [{k}, {n}] f32: reads weights at {:.1} GB/s", r / 1e9);
                     }
                 }
             }

@@ -77,6 +77,13 @@ impl HostKv {
     fn at(&self, b: usize, h: usize, pos: usize) -> usize {
         ((b * self.kvh + h) * self.cap + pos) * self.hd
     }
+
+    /// A cache whose row `i` is a copy of this cache's row `rows[i]`.
+    pub fn gather_rows(&self, rows: &[usize]) -> HostKv {
+        let slab = self.kvh * self.cap * self.hd;
+        let pick = |src: &[f32]| rows.iter().flat_map(|&r| src[r * slab..(r + 1) * slab].iter().copied()).collect();
+        HostKv { k: pick(&self.k), v: pick(&self.v), kvh: self.kvh, cap: self.cap, hd: self.hd }
+    }
 }
 
 /// What attention needs from the step, on the host (see `model::Step`).

@@ -100,14 +100,60 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) ->
     Ok((tok as u32, logits[tok] - lse))
 }
 
-/// `sample_token` for every row not yet done, rows spread over rayon's workers (each row has its
-/// own generator, so the result does not depend on the split). Done rows get `(0, 0.0)`.
-fn sample_rows(logits: &[f32], v: usize, done: &[bool], p: &SamplingParams, rngs: &mut [ChaCha8Rng]) -> Result<Vec<(u32, f32)>> {
+/// `sample_token` for each `(i, r)` of `todo`: logits row i, prompt row r (which owns its
+/// generator), rows spread over rayon's workers, so the result does not depend on the split.
+fn sample_rows(logits: &[f32], v: usize, todo: &[(usize, usize)], p: &SamplingParams, rngs: &mut [ChaCha8Rng]) -> Result<Vec<(u32, f32)>> {
     use rayon::prelude::*;
-    rngs.par_iter_mut()
-        .enumerate()
-        .map(|(r, rng)| if done[r] { Ok((0, 0.0)) } else { sample_token(&logits[r * v..(r + 1) * v], p, rng) })
-        .collect()
+    let mut mine: Vec<Option<&mut ChaCha8Rng>> = rngs.iter_mut().map(Some).collect();
+    let picked: Vec<(usize, &mut ChaCha8Rng)> = todo.iter().map(|&(i, r)| (i, mine[r].take().expect("each row once"))).collect();
+    picked.into_par_iter().map(|(i, rng)| sample_token(&logits[i * v..(i + 1) * v], p, rng)).collect()
+}
+
+/// Left-padded prefill of `prompts`: the KV caches (capacity `cap`) and the last position's
+/// logits `[b * vocab]`. Identical prompts (a group's G rows) are computed once and their cache
+/// rows copied: each row's values do not depend on the other rows of the batch.
+fn prefill<B: Backend>(
+    model: &Transformer<B>,
+    prompts: &[Vec<u32>],
+    pmax: usize,
+    cap: usize,
+    fwd: Fwd,
+    pad: u32,
+) -> Result<(Vec<KvCache<B>>, Vec<f32>)> {
+    let cfg = &model.cfg;
+    let device = model.device();
+    let mut unique: Vec<&Vec<u32>> = vec![];
+    let row_of: Vec<usize> = prompts
+        .iter()
+        .map(|pr| match unique.iter().position(|u| *u == pr) {
+            Some(i) => i,
+            None => {
+                unique.push(pr);
+                unique.len() - 1
+            }
+        })
+        .collect();
+    let nu = unique.len();
+    let (mut ids, mut valid, mut pos) = (Vec::with_capacity(nu * pmax), Vec::with_capacity(nu), Vec::with_capacity(nu * pmax));
+    for pr in &unique {
+        let row: Vec<bool> = (0..pmax).map(|j| j >= pmax - pr.len()).collect();
+        ids.extend(std::iter::repeat(pad).take(pmax - pr.len()).chain(pr.iter().copied()));
+        pos.extend(positions(&row));
+        valid.push(row);
+    }
+    let mut caches: Vec<KvCache<B>> = (0..cfg.num_layers).map(|_| KvCache::new(cfg, nu, cap, &device)).collect();
+    let st = Step::new(cfg, &pos, &valid, 0, &device);
+    let h = model.hidden(&ids, &st, Some(&mut caches), fwd);
+    let hs = cfg.hidden_size;
+    let last = h.reshape([nu, pmax, hs]).slice([0..nu, pmax - 1..pmax, 0..hs]).reshape([nu, hs]);
+    let logits = to_f32(model.logits(last));
+    if nu == prompts.len() {
+        return Ok((caches, logits));
+    }
+    let v = cfg.vocab_size;
+    let caches = caches.iter().map(|c| c.gather_rows(&row_of, &device)).collect();
+    let logits = row_of.iter().flat_map(|&u| logits[u * v..(u + 1) * v].iter().copied()).collect();
+    Ok((caches, logits))
 }
 
 /// One completion per prompt. `adapters = false` samples from the base model.
@@ -135,44 +181,33 @@ pub fn generate<B: Backend>(
     let pad = codec.pad_id();
     let mut stop_ids = codec.eos_ids();
     stop_ids.extend(&p.stop_token_ids);
-    let mut ids = Vec::with_capacity(b * pmax);
-    let mut valid: Vec<Vec<bool>> = Vec::with_capacity(b);
-    let mut pos = Vec::with_capacity(b * pmax);
-    for pr in prompts {
-        let row: Vec<bool> = (0..pmax).map(|j| j >= pmax - pr.len()).collect();
-        ids.extend(std::iter::repeat(pad).take(pmax - pr.len()).chain(pr.iter().copied()));
-        pos.extend(positions(&row));
-        valid.push(row);
-    }
+    let mut valid: Vec<Vec<bool>> = prompts.iter().map(|pr| (0..pmax).map(|j| j >= pmax - pr.len()).collect()).collect();
     let cap = pmax + p.max_new_tokens;
-    let mut caches: Vec<KvCache<B>> = (0..cfg.num_layers).map(|_| KvCache::new(cfg, b, cap, &device)).collect();
-    let st = Step::new(cfg, &pos, &valid, 0, &device);
-    let h = model.hidden(&ids, &st, Some(&mut caches), fwd);
-    let hs = cfg.hidden_size;
-    let last = h.reshape([b, pmax, hs]).slice([0..b, pmax - 1..pmax, 0..hs]).reshape([b, hs]);
-    let mut logits = to_f32(model.logits(last));
+    let (mut caches, mut logits) = prefill(model, prompts, pmax, cap, fwd, pad)?;
     let v = cfg.vocab_size;
 
     let mut rngs: Vec<ChaCha8Rng> = (0..b)
         .map(|r| {
-            let mut g = ChaCha8Rng::seed_from_u64(p.seed);
-            g.set_stream(r as u64);
-            g
+            let rs = p.row_seed(r, b)?;
+            let mut g = ChaCha8Rng::seed_from_u64(rs.seed);
+            g.set_stream(rs.stream);
+            Ok(g)
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut out: Vec<Generation> =
         (0..b).map(|_| Generation { tokens: vec![], text: String::new(), logprobs: vec![], finish: FinishReason::Length }).collect();
+    // A stop string of n bytes lies within the last n tokens once it appears; one more token
+    // absorbs a character split across tokens, so only that tail is decoded at each step.
+    let stop_window = p.stop_strings.iter().map(|s| s.len()).max().unwrap_or(0) + 2;
+    // `live[i]`: the prompt row at batch position i. Finished rows leave the batch (their cache
+    // rows are dropped) once a quarter of it has finished.
+    let mut live: Vec<usize> = (0..b).collect();
     let mut done = vec![false; b];
     let mut next_pos: Vec<usize> = prompts.iter().map(|x| x.len()).collect();
     for step in 0..p.max_new_tokens {
-        let mut feed = Vec::with_capacity(b);
-        let picks = sample_rows(&logits, v, &done, p, &mut rngs)?;
-        for r in 0..b {
-            if done[r] {
-                feed.push(pad);
-                continue;
-            }
-            let (tok, lp) = picks[r];
+        let todo: Vec<(usize, usize)> = live.iter().copied().enumerate().filter(|&(_, r)| !done[r]).collect();
+        let picks = sample_rows(&logits, v, &todo, p, &mut rngs)?;
+        for (&(_, r), &(tok, lp)) in todo.iter().zip(&picks) {
             let g = &mut out[r];
             g.tokens.push(tok);
             g.logprobs.push(lp);
@@ -180,24 +215,32 @@ pub fn generate<B: Backend>(
                 g.finish = FinishReason::Eos;
                 done[r] = true;
             } else if !p.stop_strings.is_empty() {
-                let text = codec.decode(&g.tokens)?;
-                if p.stop_strings.iter().any(|s| text.contains(s.as_str())) {
+                let tail = codec.decode(&g.tokens[g.tokens.len().saturating_sub(stop_window)..])?;
+                if p.stop_strings.iter().any(|s| tail.contains(s.as_str())) {
                     g.finish = FinishReason::StopString;
                     done[r] = true;
                 }
             }
-            feed.push(tok);
         }
-        if done.iter().all(|&d| d) || step + 1 == p.max_new_tokens {
+        let active = live.iter().filter(|&&r| !done[r]).count();
+        if active == 0 || step + 1 == p.max_new_tokens {
             break;
         }
-        let past = pmax + step;
-        for row in valid.iter_mut() {
-            row.push(true);
+        if active * 4 <= live.len() * 3 {
+            let keep: Vec<usize> = (0..live.len()).filter(|&i| !done[live[i]]).collect();
+            caches = caches.iter().map(|c| c.gather_rows(&keep, &device)).collect();
+            live = keep.iter().map(|&i| live[i]).collect();
         }
-        let st = Step::new(cfg, &next_pos, &valid, past, &device);
-        for np in next_pos.iter_mut() {
-            *np += 1;
+        let feed: Vec<u32> = live.iter().map(|&r| if done[r] { pad } else { *out[r].tokens.last().expect("sampled") }).collect();
+        let past = pmax + step;
+        for &r in &live {
+            valid[r].push(true);
+        }
+        let rows_valid: Vec<Vec<bool>> = live.iter().map(|&r| valid[r].clone()).collect();
+        let rows_pos: Vec<usize> = live.iter().map(|&r| next_pos[r]).collect();
+        let st = Step::new(cfg, &rows_pos, &rows_valid, past, &device);
+        for &r in &live {
+            next_pos[r] += 1;
         }
         let h = model.hidden(&feed, &st, Some(&mut caches), fwd);
         logits = to_f32(model.logits(h));
@@ -238,7 +281,89 @@ pub fn pack(seqs: &[Sequence], pad: u32) -> Result<(Vec<u32>, Vec<Vec<bool>>, Ve
 }
 
 /// Log-probs `[b, cmax]` of each completion token (padding columns hold garbage; callers trim).
+/// Rows that share a prompt (a GRPO group) run the prompt once: its keys and values are copied
+/// to the group's rows and only the completions run per row, which cuts the work of the
+/// reference, old-policy and update passes by up to G x (prompt tokens) with the same result.
 pub fn completion_logprobs<B: Backend>(model: &Transformer<B>, seqs: &[Sequence], pad: u32, fwd: Fwd) -> Result<Tensor<B, 2>> {
+    let groups = prompt_groups(seqs);
+    if groups.len() == seqs.len() {
+        return packed_logprobs(model, seqs, pad, fwd);
+    }
+    let device = model.device();
+    let cmax = seqs.iter().map(|s| s.completion.len()).max().unwrap_or(0);
+    let mut parts = Vec::with_capacity(groups.len());
+    let mut order: Vec<usize> = Vec::with_capacity(seqs.len());
+    for rows in &groups {
+        let group: Vec<&Sequence> = rows.iter().map(|&r| &seqs[r]).collect();
+        let lp = shared_prompt_logprobs(model, &group, pad, fwd)?;
+        let [g, c] = lp.dims();
+        parts.push(if c < cmax { Tensor::cat(vec![lp, Tensor::zeros([g, cmax - c], &device)], 1) } else { lp });
+        order.extend(rows);
+    }
+    // Back to the callers' row order.
+    let mut inverse = vec![0i64; seqs.len()];
+    for (k, &r) in order.iter().enumerate() {
+        inverse[r] = k as i64;
+    }
+    let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(inverse, [seqs.len()]), &device);
+    Ok(Tensor::cat(parts, 0).select(0, idx))
+}
+
+/// Row indices grouped by identical prompt, groups in order of first appearance.
+fn prompt_groups(seqs: &[Sequence]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = vec![];
+    for (r, s) in seqs.iter().enumerate() {
+        match groups.iter_mut().find(|g| seqs[g[0]].prompt == s.prompt) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    groups
+}
+
+/// Log-probs `[g, cmax]` of a group's completions after their common prompt: the prompt runs once
+/// (batch 1, filling a KV cache), the cache rows are copied to the g rows, then the completions run
+/// (right-padded) after it. Completion token j is predicted by position prompt-1+j.
+fn shared_prompt_logprobs<B: Backend>(model: &Transformer<B>, group: &[&Sequence], pad: u32, fwd: Fwd) -> Result<Tensor<B, 2>> {
+    let cfg = &model.cfg;
+    let device = model.device();
+    let prompt = &group[0].prompt;
+    if prompt.is_empty() {
+        bail!("log-probs: every sequence needs a non-empty prompt");
+    }
+    let (g, lp) = (group.len(), prompt.len());
+    let cmax = group.iter().map(|s| s.completion.len()).max().unwrap_or(0).max(1);
+    let hs = cfg.hidden_size;
+    let mut caches: Vec<KvCache<B>> = (0..cfg.num_layers).map(|_| KvCache::new(cfg, 1, lp + cmax, &device)).collect();
+    let st = Step::new(cfg, &(0..lp).collect::<Vec<_>>(), &[vec![true; lp]], 0, &device);
+    let last = model.hidden(prompt, &st, Some(&mut caches), fwd).slice([lp - 1..lp, 0..hs]);
+    let mut h = Tensor::cat(vec![last; g], 0).reshape([g, 1, hs]);
+    if cmax > 1 {
+        // Only the first cmax-1 completion tokens are inputs: the last one is only predicted.
+        let t = cmax - 1;
+        let rows = vec![0usize; g];
+        let mut caches: Vec<KvCache<B>> = caches.iter().map(|c| c.gather_rows(&rows, &device)).collect();
+        let mut ids = Vec::with_capacity(g * t);
+        let mut valid = Vec::with_capacity(g);
+        let mut pos = Vec::with_capacity(g * t);
+        for s in group {
+            let n = s.completion.len();
+            ids.extend((0..t).map(|j| if j < n { s.completion[j] } else { pad }));
+            valid.push((0..lp + t).map(|j| j < lp + n).collect::<Vec<bool>>());
+            pos.extend((0..t).map(|j| lp + j.min(n)));
+        }
+        let st = Step::new(cfg, &pos, &valid, lp, &device);
+        let hc = model.hidden(&ids, &st, Some(&mut caches), fwd).reshape([g, t, hs]);
+        h = Tensor::cat(vec![h, hc], 1);
+    }
+    let lp_all = log_softmax(model.logits(h.reshape([g * cmax, hs])), 1);
+    let targets: Vec<i64> = group.iter().flat_map(|s| (0..cmax).map(move |j| s.completion.get(j).copied().unwrap_or(0) as i64)).collect();
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [g * cmax, 1]), &device);
+    Ok(lp_all.gather(1, targets).reshape([g, cmax]))
+}
+
+/// Every row packed into one batch (prompts left-padded, completions right-padded).
+pub fn packed_logprobs<B: Backend>(model: &Transformer<B>, seqs: &[Sequence], pad: u32, fwd: Fwd) -> Result<Tensor<B, 2>> {
     let device = model.device();
     let (ids, valid, pos, pmax, cmax) = pack(seqs, pad)?;
     let b = seqs.len();

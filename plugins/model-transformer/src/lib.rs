@@ -9,6 +9,7 @@ pub mod fused;
 pub mod config;
 pub mod generate;
 pub mod load;
+pub mod merge;
 pub mod model;
 pub mod policy;
 pub mod weights;

@@ -137,6 +137,17 @@ impl<B: Backend> KvCache<B> {
         let shape = [batch, cfg.num_kv_heads, capacity, cfg.head_dim];
         Self { k: Some(Tensor::zeros(shape, device)), v: Some(Tensor::zeros(shape, device)), host: None }
     }
+    /// A cache whose row `i` is a copy of this cache's row `rows[i]` (prefill shared by a group).
+    pub fn gather_rows(&self, rows: &[usize], device: &B::Device) -> Self {
+        if let Some(h) = &self.host {
+            return Self { k: None, v: None, host: Some(h.gather_rows(rows)) };
+        }
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), device);
+        let pick = |t: &Option<Tensor<B, 4>>| Some(t.clone().expect("cache").select(0, idx.clone()));
+        Self { k: pick(&self.k), v: pick(&self.v), host: None }
+    }
+
     /// Write `[b, kvh, t, hd]` at `past..past+t` and return views of `0..past+t`.
     fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, past: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, h, t, d] = k.dims();

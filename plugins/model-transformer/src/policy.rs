@@ -1,6 +1,8 @@
 //! `Policy` over a `Transformer` kept on the autodiff backend. Inference (sampling, reference and
 //! old-policy log-probs) runs on `model.valid()`, the same weights on the inner backend (no copy,
-//! no graph); the reference policy is the same model with adapters switched off.
+//! no graph); the reference policy is the same model with adapters switched off. Rollout and the
+//! old-policy log-probs use a copy with the adapters merged into the weights (`merge.rs`), made
+//! once per optimiser step.
 
 use crate::generate::{completion_logprobs, generate, trim};
 use crate::load::resolve_targets;
@@ -28,6 +30,11 @@ pub struct TransformerPolicy<B: Backend> {
     accum: GradientsAccumulator<Transformer<AD<B>>>,
     pending: usize,
     adapter: AdapterSpec,
+    /// The inference model with adapters merged; dropped whenever the weights change.
+    merged: Option<Transformer<B>>,
+    /// Full fine-tuning: the initial weights, the reference policy. It shares tensors with the
+    /// live model until the first update replaces them, then costs one copy of the weights.
+    frozen: Option<Transformer<B>>,
     /// Rows per forward in `logprobs` (bounds activation memory).
     pub logprob_chunk: usize,
 }
@@ -45,6 +52,7 @@ impl<B: Backend> TransformerPolicy<B> {
         if training.optimizer != "adamw" {
             bail!("optimizer `{}` is not built in (only adamw)", training.optimizer);
         }
+        let frozen = (adapter.kind == AdapterKind::Full).then(|| model.valid());
         Ok(Self {
             model: Some(model),
             codec,
@@ -52,6 +60,8 @@ impl<B: Backend> TransformerPolicy<B> {
             accum: GradientsAccumulator::new(),
             pending: 0,
             adapter,
+            merged: None,
+            frozen,
             logprob_chunk: 8,
         })
     }
@@ -60,6 +70,7 @@ impl<B: Backend> TransformerPolicy<B> {
         self.model.as_ref().expect("model present")
     }
     pub fn model_mut(&mut self) -> &mut Transformer<AD<B>> {
+        self.merged = None;
         self.model.as_mut().expect("model present")
     }
     /// The model on the inner backend (shares weights).
@@ -69,6 +80,22 @@ impl<B: Backend> TransformerPolicy<B> {
 
     fn has_adapters(&self) -> bool {
         matches!(self.adapter.kind, AdapterKind::Lora | AdapterKind::Dora)
+    }
+
+    /// The inference model for `adapters`: with adapters on, the merged copy (cached until the
+    /// weights change); off, the reference: the base model without its adapters, or for full
+    /// fine-tuning the frozen initial weights.
+    pub fn inference_model_for(&mut self, adapters: bool) -> Transformer<B> {
+        if let (false, Some(f)) = (adapters, &self.frozen) {
+            return f.clone();
+        }
+        if !(adapters && self.has_adapters()) {
+            return self.inference_model();
+        }
+        if self.merged.is_none() {
+            self.merged = Some(self.inference_model().with_adapters_merged());
+        }
+        self.merged.clone().expect("just merged")
     }
 
     /// (name, shape, values) of every trainable parameter, in our storage layout.
@@ -102,12 +129,12 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
     }
 
     fn generate(&mut self, prompts: &[Vec<u32>], params: &SamplingParams) -> Result<Vec<Generation>> {
-        let m = self.inference_model();
+        let m = self.inference_model_for(true);
         generate(&m, self.codec.as_ref(), prompts, params, true)
     }
 
     fn logprobs(&mut self, seqs: &[Sequence], adapters: bool) -> Result<Vec<Vec<f32>>> {
-        let m = self.inference_model();
+        let m = self.inference_model_for(adapters);
         let pad = self.codec.pad_id();
         let mut out = Vec::with_capacity(seqs.len());
         for chunk in seqs.chunks(self.logprob_chunk.max(1)) {
@@ -164,6 +191,7 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
         if !had || !norm.is_finite() {
             return Ok(OptimStats { grad_norm: norm, lr, applied: false });
         }
+        self.merged = None;
         let model = self.model.take().expect("model present");
         let optim = self.optim.as_mut().expect("optimizer present");
         self.model = Some(optim.step(lr, model, grads));

@@ -480,3 +480,139 @@ fn decode_kernel_matches_a_naive_matmul() {
     let x = Tensor::<B, 2>::zeros([17, 8], &dev);
     assert!(recode_model::cpu::small_matmul(&x, &Tensor::<B, 2>::zeros([8, 8], &dev)).is_none());
 }
+
+/// Rollout takes the adapters merged into the weights (merge.rs). Against today's unmerged path
+/// (`generate` on the inference model with adapters applied per token): the same sampled tokens
+/// for a fixed seed, and log-probs within float rounding. Groups of identical prompts share one
+/// prefill and rows that finish leave the batch; every row's reported log-probs still equal a
+/// full forward of its prompt + completion.
+#[test]
+fn merged_adapters_shared_prefill_and_finished_rows_match_the_unmerged_path() {
+    use recode_core::api::TextCodec;
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), "qwen2", false, 21);
+    for kind in [AdapterKind::Lora, AdapterKind::Dora] {
+        let mut p = policy(dir.path(), adapter(kind, &["q_proj", "v_proj", "down_proj"]));
+        randomize_adapters(&mut p, 13);
+        let (a, b) = (vec![5u32, 9, 33, 2, 71], vec![8u32, 8, 1]);
+        // A group of 3 (shared prefill), another prompt, and the group again.
+        let prompts = vec![a.clone(), a.clone(), a.clone(), b.clone(), a.clone()];
+        // Many stop ids so that rows finish at different steps (and the batch shrinks).
+        let stops: Vec<u32> = (0..128).filter(|t| t % 9 == 0).collect();
+        let params = SamplingParams { max_new_tokens: 20, temperature: 1.0, seed: 3, stop_token_ids: stops, ..Default::default() };
+        let merged = p.generate(&prompts, &params).unwrap();
+        let codec = ByteCodec { eos: vec![127], pad: 0 };
+        let unmerged = recode_model::generate::generate(&p.inference_model(), &codec as &dyn TextCodec, &prompts, &params, true).unwrap();
+        let lens: Vec<usize> = merged.iter().map(|g| g.tokens.len()).collect();
+        assert!(lens.iter().any(|&l| l < 20) && lens.iter().any(|&l| l > lens[0].min(lens[1])), "{kind:?}: rows should finish at different steps: {lens:?}");
+        for (m, u) in merged.iter().zip(&unmerged) {
+            assert_eq!(m.tokens, u.tokens, "{kind:?}: merged and unmerged sampling differ");
+            for (x, y) in m.logprobs.iter().zip(&u.logprobs) {
+                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{kind:?}: merged logprob {x} vs unmerged {y}");
+            }
+        }
+        let gseqs: Vec<Sequence> =
+            merged.iter().zip(&prompts).map(|(g, pr)| Sequence { prompt: pr.clone(), completion: g.tokens.clone() }).collect();
+        let fwd = Fwd { adapters: true, train: false };
+        let full = trim(completion_logprobs(&p.inference_model(), &gseqs, 0, fwd).unwrap(), &gseqs);
+        for (r, (g, f)) in merged.iter().zip(&full).enumerate() {
+            for (x, y) in g.logprobs.iter().zip(f) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{kind:?} row {r}: sampled logprob {x} vs full forward {y}");
+            }
+        }
+        // The merged copy follows the weights: after they change, rollout sees the new ones.
+        let before = p.logprobs(&gseqs, true).unwrap();
+        randomize_adapters(&mut p, 14);
+        assert_ne!(p.logprobs(&gseqs, true).unwrap(), before, "{kind:?}: stale merged weights");
+    }
+}
+
+/// Rows that share a prompt run it once (its KV copied to the group's rows): the same log-probs
+/// as the packed path, on the fused inference path and on the autodiff path, and the same
+/// gradients; and both against the numpy reference.
+#[test]
+fn shared_prompt_logprobs_and_gradients_match_the_packed_path() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), "qwen2", false, 23);
+    let (a, b) = (vec![5u32, 9, 33, 2, 77, 1, 64], vec![12u32, 40]);
+    let s = vec![
+        Sequence { prompt: a.clone(), completion: vec![8, 8, 100, 3] },
+        Sequence { prompt: b.clone(), completion: vec![4, 90, 17] },
+        Sequence { prompt: a.clone(), completion: vec![6] },
+        Sequence { prompt: a.clone(), completion: vec![1, 2, 3, 4, 5, 6, 7] },
+        Sequence { prompt: b.clone(), completion: vec![] },
+    ];
+    let mut p = policy(dir.path(), adapter(AdapterKind::Dora, &["q_proj", "v_proj", "up_proj"]));
+    randomize_adapters(&mut p, 5);
+    let fwd = Fwd { adapters: true, train: false };
+    let close = |x: &[Vec<f32>], y: &[Vec<f32>], what: &str| {
+        for (r, (u, v)) in x.iter().zip(y).enumerate() {
+            assert_eq!(u.len(), v.len());
+            for (a, b) in u.iter().zip(v) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what} row {r}: {a} vs {b}");
+            }
+        }
+    };
+    let im = p.inference_model();
+    let shared = trim(completion_logprobs(&im, &s, 0, fwd).unwrap(), &s);
+    let packed = trim(recode_model::generate::packed_logprobs(&im, &s, 0, fwd).unwrap(), &s);
+    close(&shared, &packed, "fused path");
+    let train = Fwd { adapters: true, train: true };
+    let weights: Vec<f32> = (0..s.len() * 7).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect();
+    let grad_of = |lp: Tensor<Autodiff<B>, 2>| {
+        let [rows, cols] = lp.dims();
+        let mut w = vec![0f32; rows * cols];
+        for (r, sq) in s.iter().enumerate() {
+            for j in 0..sq.completion.len() {
+                w[r * cols + j] = weights[r * 7 + j];
+            }
+        }
+        let w = Tensor::<Autodiff<B>, 2>::from_data(TensorData::new(w, [rows, cols]), &Default::default());
+        let g = (lp * w).sum().backward();
+        let l0 = &p.model().layers[0];
+        let grad = |t: Tensor<Autodiff<B>, 2>| t.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
+        (grad(l0.self_attn.q_proj.lora_b.as_ref().unwrap().val()), grad(l0.mlp.up_proj.lora_a.as_ref().unwrap().val()))
+    };
+    let ad_shared = completion_logprobs(p.model(), &s, 0, train).unwrap();
+    let ad_packed = recode_model::generate::packed_logprobs(p.model(), &s, 0, train).unwrap();
+    close(&trim(ad_shared.clone().inner(), &s), &trim(ad_packed.clone().inner(), &s), "autodiff path");
+    let (g1, g2) = (grad_of(ad_shared), grad_of(ad_packed));
+    for (x, y) in [(&g1.0, &g2.0), (&g1.1, &g2.1)] {
+        let scale = y.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        assert!(scale > 0.0, "no gradient reached the adapter");
+        let d = x.iter().zip(y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d <= 1e-4 * scale, "gradients differ: max diff {d} at scale {scale}");
+    }
+    let peft = dir.path().join("peft");
+    p.export_peft(&peft).unwrap();
+    let nonempty: Vec<Sequence> = s.iter().filter(|x| !x.completion.is_empty()).cloned().collect();
+    let Some(r) = reference(dir.path(), &nonempty, Some(&peft)) else { return };
+    let got = p.logprobs(&nonempty, true).unwrap();
+    for (i, row) in got.iter().enumerate() {
+        let e = rel_err(row, &r.logprobs[i]);
+        assert!(e <= 1e-4, "shared-prompt logprobs row {i} vs numpy: rel err {e}");
+    }
+}
+
+/// Full fine-tuning has no adapters to switch off: its reference is a frozen copy of the initial
+/// weights, so after an update the reference log-probs stay where they were (and KL > 0).
+#[test]
+fn full_fine_tuning_keeps_a_frozen_reference() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), "llama", false, 4);
+    let s = seqs();
+    let mut p = policy(dir.path(), AdapterSpec { kind: AdapterKind::Full, ..Default::default() });
+    let before = p.logprobs(&s, false).unwrap();
+    assert_eq!(p.logprobs(&s, true).unwrap(), before, "policy and reference start equal");
+    let mut lg = |lp: &[Vec<f32>]| -> anyhow::Result<Vec<Vec<f32>>> { Ok(lp.iter().map(|r| vec![-1.0; r.len()]).collect()) };
+    p.accumulate_gradients(&s, &mut lg).unwrap();
+    assert!(p.optimizer_step(1e-2, Some(1.0)).unwrap().applied);
+    assert_eq!(p.logprobs(&s, false).unwrap(), before, "the reference must not follow the update");
+    let after = p.logprobs(&s, true).unwrap();
+    // k3 estimator of KL(policy || reference), as GRPO logs it: exp(r - p) - (r - p) - 1.
+    let kl: f32 = after.iter().flatten().zip(before.iter().flatten()).map(|(p, r)| (r - p).exp() - (r - p) - 1.0).sum();
+    assert!(kl > 1e-6, "KL to the reference should be positive after an update, got {kl}");
+}
