@@ -205,7 +205,15 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
     }
 
     fn trainable_parameters(&self) -> usize {
-        self.trainable_tensors().iter().map(|(_, s, _)| s.iter().product::<usize>()).sum()
+        // Shapes only: no values leave the device (this runs before every backward pass).
+        let mut m = self.model().clone();
+        let mut n = 0;
+        m.visit_params(&mut |_, p| {
+            if p.require_grad() {
+                n += p.shape().iter().product::<usize>();
+            }
+        });
+        n
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
