@@ -12,6 +12,9 @@ pub fn registry() -> Registry {
     recode_algo_grpo::register(&mut reg);
     recode_algo_dapo::register(&mut reg);
     recode_algo_drgrpo::register(&mut reg);
+    recode_algo_grpo::gspo::register(&mut reg);
+    recode_algo_grpo::cispo::register(&mut reg);
+    recode_algo_grpo::verl_estimators::register(&mut reg);
     recode_model::register(&mut reg);
     reg
 }

@@ -10,6 +10,13 @@ use crate::api::{LossBatch, LossOutput};
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
+mod estimators;
+mod losses;
+mod rollout_is;
+pub use estimators::{reinforce_pp_advantages, reinforce_pp_baseline_advantages, rloo_advantages, token_whiten, WHITEN_EPS};
+pub use losses::{cispo_loss, gspo_loss, CispoConfig, GSPO_MAX_LOG_RATIO};
+pub use rollout_is::{rollout_is_weights, RolloutIs, RolloutIsMode, RolloutIsWeights};
+
 /// TRL's constant added to the reward std before dividing.
 pub const GRPO_STD_EPS: f64 = 1e-4;
 
@@ -167,6 +174,34 @@ pub enum Aggregation {
     SeqMeanTokenSum,
 }
 
+/// verl's `loss_agg_mode` names for [`Aggregation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LossAggMode {
+    /// Token mean over the whole mini-batch.
+    #[serde(rename = "token-mean")]
+    TokenMean,
+    /// Mean over sequences of each sequence's token mean.
+    #[serde(rename = "seq-mean-token-mean")]
+    SeqMeanTokenMean,
+    /// Mean over sequences of each sequence's token sum.
+    #[serde(rename = "seq-mean-token-sum")]
+    SeqMeanTokenSum,
+    /// Token sum / (sequences × `max_completion_length`) (Dr. GRPO).
+    #[serde(rename = "seq-mean-token-sum-norm")]
+    SeqMeanTokenSumNorm,
+}
+
+impl LossAggMode {
+    pub fn aggregation(self, max_completion_length: usize) -> Aggregation {
+        match self {
+            LossAggMode::TokenMean => Aggregation::TokenMean,
+            LossAggMode::SeqMeanTokenMean => Aggregation::SeqMeanTokenMean,
+            LossAggMode::SeqMeanTokenSum => Aggregation::SeqMeanTokenSum,
+            LossAggMode::SeqMeanTokenSumNorm => Aggregation::SeqSumConstant { max_len: max_completion_length },
+        }
+    }
+}
+
 /// The weight of each token in the aggregated loss (0 for masked tokens), so that
 /// loss = Σ wᵢ·ℓᵢ and d(loss)/d(logpᵢ) = wᵢ·dℓᵢ/d(logpᵢ).
 pub fn token_weights(agg: Aggregation, mask: &[f32], cols: usize, norm_rows: usize, norm_tokens: f64) -> Vec<f64> {
@@ -194,6 +229,8 @@ pub struct PgLossConfig {
     /// KL coefficient β (0 disables the KL term and the need for reference log-probs).
     pub beta: f64,
     pub aggregation: Aggregation,
+    /// Rollout/train importance-sampling correction (off by default).
+    pub rollout_is: RolloutIs,
 }
 
 /// Check a `LossBatch`'s shapes; `need_ref` requires reference log-probs.
@@ -207,18 +244,25 @@ pub fn validate_batch(b: &LossBatch<'_>, need_ref: bool) -> Result<()> {
         Some(r) => ensure!(r.len() == n, "loss batch: `ref_logp` has {} values, expected {n}", r.len()),
         None => ensure!(!need_ref, "loss batch: the KL term (beta > 0) needs `ref_logp`, which is missing"),
     }
+    if let Some(s) = b.sampler_logp {
+        ensure!(s.len() == n, "loss batch: `sampler_logp` has {} values, expected {n}", s.len());
+    }
     Ok(())
 }
 
 /// Clipped policy-gradient loss (+ β·KL k3) aggregated over one micro-batch, with d(loss)/d(logp).
-/// Metrics (means over this micro-batch's unmasked tokens): `clip_frac`, `ratio_mean`, and
-/// `kl` when β > 0, `dual_clip_frac` when a dual clip is set.
+/// With a rollout correction, each token's policy term (not the KL) is multiplied by its weight.
+/// Metrics (means over this micro-batch's unmasked tokens): `clip_frac`, `ratio_mean`, TRL's
+/// `clip_ratio/low_mean` (ρ < 1 − ε_low, A < 0), `clip_ratio/high_mean` (ρ > 1 + ε_high, A > 0) and
+/// `clip_ratio/region_mean`, `kl` when β > 0, `dual_clip_frac` when a dual clip is set, and the
+/// correction's metrics when it is on.
 pub fn policy_gradient_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<LossOutput> {
     let use_kl = cfg.beta != 0.0;
     validate_batch(b, use_kl)?;
+    let is = rollout_is_weights(b, &cfg.rollout_is)?;
     let w = token_weights(cfg.aggregation, b.mask, b.cols, b.norm_rows, b.norm_tokens);
     let mut out = LossOutput { loss: 0.0, grad: vec![0.0; b.logp.len()], metrics: vec![] };
-    let (mut tokens, mut clipped, mut dual, mut kl_sum, mut ratio_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut tokens, mut low, mut high, mut dual, mut kl_sum, mut ratio_sum) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for i in 0..b.logp.len() {
         if b.mask[i] == 0.0 {
             continue; // padding may hold anything, even NaN
@@ -226,7 +270,8 @@ pub fn policy_gradient_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<Los
         let (lp, old) = (b.logp[i] as f64, b.old_logp[i] as f64);
         let adv = b.advantages[i / b.cols] as f64;
         let t = clipped_policy_loss(lp, old, adv, &cfg.clip);
-        let (mut l, mut g) = (t.loss, t.grad);
+        let is_w = is.as_ref().map_or(1.0, |x| x.weights[i]);
+        let (mut l, mut g) = (is_w * t.loss, is_w * t.grad);
         if use_kl {
             let (kl, dkl) = kl_k3(lp, b.ref_logp.unwrap()[i] as f64);
             l += cfg.beta * kl;
@@ -237,12 +282,21 @@ pub fn policy_gradient_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<Los
         out.loss += w[i] * l;
         out.grad[i] = (w[i] * g) as f32;
         tokens += 1.0;
-        clipped += t.clipped as u8 as f64;
+        if t.clipped {
+            if adv < 0.0 {
+                low += 1.0;
+            } else {
+                high += 1.0;
+            }
+        }
         dual += t.dual_clipped as u8 as f64;
         ratio_sum += ratio(lp, old);
     }
     let per = |x: f64| if tokens > 0.0 { x / tokens } else { 0.0 };
-    out.metrics.push(("clip_frac".into(), per(clipped)));
+    out.metrics.push(("clip_frac".into(), per(low + high)));
+    out.metrics.push(("clip_ratio/low_mean".into(), per(low)));
+    out.metrics.push(("clip_ratio/high_mean".into(), per(high)));
+    out.metrics.push(("clip_ratio/region_mean".into(), per(low + high)));
     out.metrics.push(("ratio_mean".into(), per(ratio_sum)));
     if use_kl {
         out.metrics.push(("kl".into(), per(kl_sum)));
@@ -250,8 +304,13 @@ pub fn policy_gradient_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<Los
     if cfg.clip.dual_clip.is_some() {
         out.metrics.push(("dual_clip_frac".into(), per(dual)));
     }
+    if let Some(is) = is {
+        out.metrics.extend(is.metrics());
+    }
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_families;

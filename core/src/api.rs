@@ -36,6 +36,9 @@ pub struct LossBatch<'a> {
     pub old_logp: &'a [f32],
     /// Reference policy log-probs; `None` when the algorithm asked for no reference.
     pub ref_logp: Option<&'a [f32]>,
+    /// The sampler's own log-probs (`Generation::logprobs`), for the rollout/train
+    /// importance-sampling correction; `None` when the host has none. Not passed to C plugins.
+    pub sampler_logp: Option<&'a [f32]>,
     /// One advantage per row (sequence-level estimators) broadcast over its tokens.
     pub advantages: &'a [f32],
     /// 1.0 for completion tokens that count, 0.0 for padding.
@@ -62,6 +65,12 @@ pub trait Algorithm: Send + Sync {
     fn name(&self) -> &str;
     /// Advantages for a batch of rewards laid out as consecutive groups of `group_size`.
     fn advantages(&self, rewards: &[f64], group_size: usize) -> Result<Vec<f64>>;
+    /// Advantages for estimators that weight completions by their token counts (REINFORCE++
+    /// whitens over tokens, as verl does); `lengths[i]` is completion i's token count. The trainer
+    /// calls this one; by default it is `advantages`.
+    fn advantages_with_lengths(&self, rewards: &[f64], group_size: usize, _lengths: &[usize]) -> Result<Vec<f64>> {
+        self.advantages(rewards, group_size)
+    }
     /// Whether a group is kept for the update (DAPO dynamic sampling drops zero-variance groups).
     fn keep_group(&self, _group_rewards: &[f64]) -> bool {
         true

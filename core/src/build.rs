@@ -58,7 +58,7 @@ fn default_label(name: &str) -> String {
 /// `max_completion_length = generation.max_new_tokens` unless the spec sets it.
 pub fn spec_algorithm(reg: &Registry, spec: &Spec) -> Result<Box<dyn Algorithm>> {
     let mut options = spec.algorithm.options.clone();
-    if ["grpo", "dapo", "dr_grpo"].contains(&spec.algorithm.name.as_str()) && reg.algorithm(&spec.algorithm.name).is_some() {
+    if ["grpo", "dapo", "dr_grpo", "gspo", "cispo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline"].contains(&spec.algorithm.name.as_str()) && reg.algorithm(&spec.algorithm.name).is_some() {
         options
             .entry("max_completion_length".into())
             .or_insert(toml::Value::Integer(spec.generation.max_new_tokens as i64));

@@ -121,7 +121,7 @@ fn c_algorithm_example_matches_builtin_grpo_without_kl() {
     let old = [-1.3, -0.5, -1.6, -0.1, -0.1, -1.8, -0.7, -3.0, -0.4, -0.9, -1.1, -0.2];
     let mask = [1., 1., 1., 0., 1., 1., 1., 0., 0., 0., 0., 0.];
     let b = LossBatch {
-        rows: 3, cols: 4, logp: &logp, old_logp: &old, ref_logp: None, advantages: &[0.8, -1.5, 0.3],
+        rows: 3, cols: 4, logp: &logp, old_logp: &old, ref_logp: None, sampler_logp: None, advantages: &[0.8, -1.5, 0.3],
         mask: &mask, norm_rows: 6, norm_tokens: 9.0,
     };
     let got = a.loss(&b).unwrap();
@@ -129,6 +129,7 @@ fn c_algorithm_example_matches_builtin_grpo_without_kl() {
         clip: Clip { eps_low: 0.2, eps_high: 0.2, dual_clip: None },
         beta: 0.0,
         aggregation: Aggregation::TokenMean,
+        rollout_is: Default::default(),
     };
     let want = algo::policy_gradient_loss(&b, &cfg).unwrap();
     assert!((got.loss - want.loss).abs() < 1e-9, "{} vs {}", got.loss, want.loss);
@@ -195,7 +196,7 @@ fn misbehaving_algorithm_plugins_give_clear_errors() {
     let none = Options::new();
     let mask = [1.0, 0.0];
     let b = LossBatch {
-        rows: 1, cols: 2, logp: &[-1.0, -1.0], old_logp: &[-1.0, -1.0], ref_logp: None, advantages: &[1.0],
+        rows: 1, cols: 2, logp: &[-1.0, -1.0], old_logp: &[-1.0, -1.0], ref_logp: None, sampler_logp: None, advantages: &[1.0],
         mask: &mask, norm_rows: 1, norm_tokens: 1.0,
     };
     let ok = plugin_abi::load_algorithm(&bad(dir.path(), "algo_ok", &["KIND=2", "ALGO"]), &none).unwrap();

@@ -143,6 +143,7 @@ fn lb<'a>(b: &'a B, logp: &'a [f32]) -> LossBatch<'a> {
         logp,
         old_logp: &b.old,
         ref_logp: Some(&b.refp),
+        sampler_logp: None,
         advantages: &b.adv,
         mask: &b.mask,
         norm_rows: 3,
@@ -151,7 +152,7 @@ fn lb<'a>(b: &'a B, logp: &'a [f32]) -> LossBatch<'a> {
 }
 
 fn cfg(aggregation: Aggregation, beta: f64, clip: Clip) -> PgLossConfig {
-    PgLossConfig { clip, beta, aggregation }
+    PgLossConfig { clip, beta, aggregation, rollout_is: RolloutIs::default() }
 }
 
 const AGGS: [(Aggregation, f64); 4] = [
@@ -213,6 +214,7 @@ fn micro_batches_sum_to_the_mini_batch() {
                 logp: &b.logp[s.clone()],
                 old_logp: &b.old[s.clone()],
                 ref_logp: Some(&b.refp[s.clone()]),
+                sampler_logp: None,
                 advantages: &b.adv[rows.clone()],
                 mask: &b.mask[s],
                 norm_rows: 3,

@@ -187,10 +187,12 @@ impl Trainer<'_> {
         m.insert("throughput/tokens_per_s".into(), gen_tokens / t_gen.max(1e-9));
         m.insert("time/generation_s".into(), t_gen);
         m.insert("time/scoring_s".into(), t_score);
+        trl_rollout_metrics(&mut m, &all, &spec.generation);
 
         // Advantages over the kept groups.
         let totals: Vec<f64> = kept.iter().flat_map(|gr| gr.totals.iter().copied()).collect();
-        let adv = self.algorithm.advantages(&totals, g)?;
+        let lengths: Vec<usize> = kept.iter().flat_map(|gr| gr.gens.iter().map(|x| x.tokens.len())).collect();
+        let adv = self.algorithm.advantages_with_lengths(&totals, g, &lengths)?;
         ensure!(adv.len() == totals.len(), "algorithm returned {} advantages for {} rewards", adv.len(), totals.len());
         if let Some(bad) = adv.iter().position(|a| !a.is_finite()) {
             bail!("algorithm `{}` returned a non-finite advantage at index {bad}", self.algorithm.name());
@@ -215,9 +217,14 @@ impl Trainer<'_> {
 
         let t = Instant::now();
         let adv32: Vec<f32> = adv.iter().map(|&a| a as f32).collect();
+        // The sampler's log-probs, for the rollout/train correction (when the policy returned them).
+        let kept_gens = || kept.iter().flat_map(|gr| gr.gens.iter());
+        let sampler: Option<Vec<Vec<f32>>> =
+            kept_gens().all(|x| x.logprobs.len() == x.tokens.len()).then(|| kept_gens().map(|x| x.logprobs.clone()).collect());
         let mut update = UpdateStats::default();
         for _ in 0..spec.training.num_iterations {
-            self.update(&seqs, &adv32, old_logp.as_deref(), ref_logp.as_deref(), &mut update)?;
+            let lp = LogProbs { old: old_logp.as_deref(), reference: ref_logp.as_deref(), sampler: sampler.as_deref() };
+            self.update(&seqs, &adv32, lp, &mut update)?;
         }
         m.insert("time/update_s".into(), t.elapsed().as_secs_f64());
         let n = update.passes.max(1) as f64;
@@ -237,10 +244,10 @@ impl Trainer<'_> {
         &mut self,
         seqs: &[Sequence],
         adv: &[f32],
-        old: Option<&[Vec<f32>]>,
-        reference: Option<&[Vec<f32>]>,
+        lp: LogProbs<'_>,
         stats: &mut UpdateStats,
     ) -> Result<()> {
+        let LogProbs { old, reference, sampler } = lp;
         let spec = self.spec;
         let norm_rows = seqs.len();
         let norm_tokens: f64 = seqs.iter().map(|s| s.completion.len() as f64).sum();
@@ -265,6 +272,7 @@ impl Trainer<'_> {
                 let cur = pad(logp);
                 let old_flat = old.map(|o| pad(&o[start..end])).unwrap_or_else(|| cur.clone());
                 let ref_flat = reference.map(|r| pad(&r[start..end]));
+                let sampler_flat = sampler.map(|s| pad(&s[start..end]));
                 let mut mask = vec![0.0f32; rows * cols];
                 for (r, row) in logp.iter().enumerate() {
                     ensure!(
@@ -281,6 +289,7 @@ impl Trainer<'_> {
                     logp: &cur,
                     old_logp: &old_flat,
                     ref_logp: ref_flat.as_deref(),
+                    sampler_logp: sampler_flat.as_deref(),
                     advantages: &adv[start..end],
                     mask: &mask,
                     norm_rows,
@@ -359,6 +368,41 @@ impl Trainer<'_> {
         if let Some(b) = self.board.as_mut() {
             b.text("samples", &text, step);
         }
+    }
+}
+
+/// The log-probs of one update besides the current ones: old policy, reference, sampler.
+#[derive(Clone, Copy)]
+struct LogProbs<'a> {
+    old: Option<&'a [Vec<f32>]>,
+    reference: Option<&'a [Vec<f32>]>,
+    sampler: Option<&'a [Vec<f32>]>,
+}
+
+/// The rollout scalars under the names TRL's GRPOTrainer logs, so a run can sit beside a TRL run in
+/// one TensorBoard: `reward` (mean total reward), `reward_std` (mean of the groups' unbiased std),
+/// `frac_reward_zero_std`, `completions/mean_length` (tokens), `completions/clipped_ratio` (stopped
+/// by `max_new_tokens`), and `entropy`. Generation returns only the sampled tokens' log-probs, not
+/// the distributions, so `entropy` is the Monte-Carlo estimate −mean log π(yₜ) (its expectation
+/// is the mean per-token entropy TRL computes exactly); it is logged only when the sampler draws
+/// from π itself (temperature 1, no top-p/top-k) and the policy returned its log-probs.
+fn trl_rollout_metrics(m: &mut Metrics, all: &[&Group], gen: &crate::spec::GenerationSpec) {
+    let totals: Vec<f64> = all.iter().flat_map(|gr| gr.totals.iter().copied()).collect();
+    m.insert("reward".into(), mean_std(&totals).0);
+    let stds: Vec<f64> = all.iter().map(|gr| crate::algo::std_unbiased(&gr.totals)).collect();
+    m.insert("reward_std".into(), mean_std(&stds).0);
+    let zero = stds.iter().filter(|s| **s == 0.0).count();
+    m.insert("frac_reward_zero_std".into(), zero as f64 / stds.len().max(1) as f64);
+    let gens: Vec<&Generation> = all.iter().flat_map(|gr| gr.gens.iter()).collect();
+    let lens: Vec<f64> = gens.iter().map(|x| x.tokens.len() as f64).collect();
+    m.insert("completions/mean_length".into(), mean_std(&lens).0);
+    let clipped = gens.iter().filter(|x| x.finish == crate::api::FinishReason::Length).count();
+    m.insert("completions/clipped_ratio".into(), clipped as f64 / gens.len().max(1) as f64);
+    let from_policy = gen.temperature == 1.0 && gen.top_p >= 1.0 && gen.top_k == 0;
+    let tokens: usize = gens.iter().map(|x| x.tokens.len()).sum();
+    if from_policy && tokens > 0 && gens.iter().all(|x| x.logprobs.len() == x.tokens.len()) {
+        let sum: f64 = gens.iter().flat_map(|x| x.logprobs.iter()).map(|&l| l as f64).sum();
+        m.insert("entropy".into(), -sum / tokens as f64);
     }
 }
 

@@ -3,28 +3,14 @@
 //! (`keep_group` drops groups whose rewards are all equal; the host loop refills the batch).
 
 use anyhow::{ensure, Result};
-use recode_core::algo::{self, Aggregation, Clip, PgLossConfig, ScaleRewards};
+use recode_core::algo::{self, Clip, PgLossConfig, RolloutIs, RolloutIsMode, ScaleRewards};
 use recode_core::api::{Algorithm, LossBatch, LossOutput};
 use recode_core::registry::{decode_options, Registry};
 use recode_core::spec::Options;
 use serde::{Deserialize, Serialize};
 
-/// verl's `loss_agg_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LossAggMode {
-    /// Token mean over the whole mini-batch (DAPO).
-    #[serde(rename = "token-mean")]
-    TokenMean,
-    /// Mean over sequences of each sequence's token mean.
-    #[serde(rename = "seq-mean-token-mean")]
-    SeqMeanTokenMean,
-    /// Mean over sequences of each sequence's token sum.
-    #[serde(rename = "seq-mean-token-sum")]
-    SeqMeanTokenSum,
-    /// Token sum / (sequences × `max_completion_length`) (Dr. GRPO).
-    #[serde(rename = "seq-mean-token-sum-norm")]
-    SeqMeanTokenSumNorm,
-}
+/// verl's `loss_agg_mode` (defined with the shared maths).
+pub use recode_core::algo::LossAggMode;
 
 /// Options of `[algorithm] name = "dapo"`; every key is optional.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +32,11 @@ pub struct Config {
     pub dynamic_sampling: bool,
     /// Normaliser of "seq-mean-token-sum-norm" (use `generation.max_new_tokens`).
     pub max_completion_length: usize,
+    /// Rollout/train importance-sampling correction: "none", "token_truncate", "token_mask",
+    /// "sequence_truncate" or "sequence_mask" (TRL's `vllm_importance_sampling_mode`).
+    pub rollout_is: RolloutIsMode,
+    /// The cap C of the correction's ratio (truncated to C, or masked above C).
+    pub rollout_is_cap: f64,
 }
 
 impl Default for Config {
@@ -59,6 +50,8 @@ impl Default for Config {
             adv_epsilon: 1e-6,
             dynamic_sampling: true,
             max_completion_length: 1024,
+            rollout_is: RolloutIsMode::None,
+            rollout_is_cap: 2.0,
         }
     }
 }
@@ -76,14 +69,10 @@ impl Dapo {
         ensure!(c.clip_ratio_c > 1.0, "options of plugin `dapo`: clip_ratio_c must be > 1 (verl), got {}", c.clip_ratio_c);
         ensure!(c.adv_epsilon >= 0.0, "options of plugin `dapo`: adv_epsilon must be >= 0");
         ensure!(c.max_completion_length > 0, "options of plugin `dapo`: max_completion_length must be > 0");
-        let aggregation = match c.loss_agg_mode {
-            LossAggMode::TokenMean => Aggregation::TokenMean,
-            LossAggMode::SeqMeanTokenMean => Aggregation::SeqMeanTokenMean,
-            LossAggMode::SeqMeanTokenSum => Aggregation::SeqMeanTokenSum,
-            LossAggMode::SeqMeanTokenSumNorm => Aggregation::SeqSumConstant { max_len: c.max_completion_length },
-        };
+        let aggregation = c.loss_agg_mode.aggregation(c.max_completion_length);
         let clip = Clip { eps_low: c.clip_ratio_low, eps_high: c.clip_ratio_high, dual_clip: Some(c.clip_ratio_c) };
-        Ok(Self { loss_cfg: PgLossConfig { clip, beta: 0.0, aggregation }, config })
+        let rollout_is = RolloutIs::new("dapo", c.rollout_is, c.rollout_is_cap)?;
+        Ok(Self { loss_cfg: PgLossConfig { clip, beta: 0.0, aggregation, rollout_is }, config })
     }
 }
 
@@ -127,7 +116,7 @@ mod tests {
         let a = Dapo::new(Config::default()).unwrap();
         assert!(!a.needs_reference());
         assert_eq!(a.loss_cfg.clip, Clip { eps_low: 0.2, eps_high: 0.28, dual_clip: Some(10.0) });
-        assert_eq!(a.loss_cfg.aggregation, Aggregation::TokenMean);
+        assert_eq!(a.loss_cfg.aggregation, algo::Aggregation::TokenMean);
         let a = create(&opts("loss_agg_mode = \"seq-mean-token-sum-norm\"\nmax_completion_length = 16")).unwrap();
         assert_eq!(a.name(), "dapo");
     }
@@ -163,7 +152,7 @@ mod tests {
     fn dual_clip_caps_negative_advantage_loss() {
         // ρ = e^3 ≈ 20 > c = 10, A = −1: loss capped at c·1 = 10, gradient 0; token mean over 1 token.
         let b = LossBatch {
-            rows: 1, cols: 1, logp: &[0.0], old_logp: &[-3.0], ref_logp: None,
+            rows: 1, cols: 1, logp: &[0.0], old_logp: &[-3.0], ref_logp: None, sampler_logp: None,
             advantages: &[-1.0], mask: &[1.0], norm_rows: 1, norm_tokens: 1.0,
         };
         let out = create(&Options::new()).unwrap().loss(&b).unwrap();

@@ -2,7 +2,7 @@
 //! token-sum loss normalised by a constant, removing GRPO's length and difficulty biases.
 
 use anyhow::{ensure, Result};
-use recode_core::algo::{self, Aggregation, Clip, PgLossConfig};
+use recode_core::algo::{self, Aggregation, Clip, PgLossConfig, RolloutIs, RolloutIsMode};
 use recode_core::api::{Algorithm, LossBatch, LossOutput};
 use recode_core::registry::{decode_options, Registry};
 use recode_core::spec::Options;
@@ -21,11 +21,23 @@ pub struct Config {
     /// The constant normaliser: loss = Σ tokens / (sequences × max_completion_length).
     /// Use `generation.max_new_tokens`.
     pub max_completion_length: usize,
+    /// Rollout/train importance-sampling correction: "none", "token_truncate", "token_mask",
+    /// "sequence_truncate" or "sequence_mask" (TRL's `vllm_importance_sampling_mode`).
+    pub rollout_is: RolloutIsMode,
+    /// The cap C of the correction's ratio (truncated to C, or masked above C).
+    pub rollout_is_cap: f64,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { beta: 0.0, epsilon: 0.2, epsilon_high: None, max_completion_length: 1024 }
+        Self {
+            beta: 0.0,
+            epsilon: 0.2,
+            epsilon_high: None,
+            max_completion_length: 1024,
+            rollout_is: RolloutIsMode::None,
+            rollout_is_cap: 2.0,
+        }
     }
 }
 
@@ -44,7 +56,8 @@ impl DrGrpo {
         ensure!(c.max_completion_length > 0, "options of plugin `dr_grpo`: max_completion_length must be > 0");
         let clip = Clip { eps_low: c.epsilon, eps_high, dual_clip: None };
         let aggregation = Aggregation::SeqSumConstant { max_len: c.max_completion_length };
-        Ok(Self { loss_cfg: PgLossConfig { clip, beta: c.beta, aggregation }, config })
+        let rollout_is = RolloutIs::new("dr_grpo", c.rollout_is, c.rollout_is_cap)?;
+        Ok(Self { loss_cfg: PgLossConfig { clip, beta: c.beta, aggregation, rollout_is }, config })
     }
 }
 
@@ -102,7 +115,7 @@ mod tests {
         // Σ = −2 + 0.5 = −1.5; / (2 rows × 4) = −0.1875; grads −A/8.
         let lp = [-1.0f32; 6];
         let b = LossBatch {
-            rows: 2, cols: 3, logp: &lp, old_logp: &lp, ref_logp: None,
+            rows: 2, cols: 3, logp: &lp, old_logp: &lp, ref_logp: None, sampler_logp: None,
             advantages: &[1.0, -0.5], mask: &[1., 1., 0., 1., 0., 0.], norm_rows: 2, norm_tokens: 3.0,
         };
         let out = create(&opts("max_completion_length = 4")).unwrap().loss(&b).unwrap();

@@ -2,11 +2,15 @@
 //! k3 KL penalty against the reference policy, `loss_type` aggregation.
 
 use anyhow::{ensure, Result};
-use recode_core::algo::{self, Aggregation, Clip, PgLossConfig, ScaleRewards};
+use recode_core::algo::{self, Aggregation, Clip, PgLossConfig, RolloutIs, RolloutIsMode, ScaleRewards};
 use recode_core::api::{Algorithm, LossBatch, LossOutput};
 use recode_core::registry::{decode_options, Registry};
 use recode_core::spec::Options;
 use serde::{Deserialize, Serialize};
+
+pub mod cispo;
+pub mod gspo;
+pub mod verl_estimators;
 
 /// How per-token losses are aggregated (TRL's `loss_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +40,11 @@ pub struct Config {
     pub scale_rewards: ScaleRewards,
     /// Normaliser of `loss_type = "dr_grpo"` (use `generation.max_new_tokens`).
     pub max_completion_length: usize,
+    /// Rollout/train importance-sampling correction: "none", "token_truncate", "token_mask",
+    /// "sequence_truncate" or "sequence_mask" (TRL's `vllm_importance_sampling_mode`).
+    pub rollout_is: RolloutIsMode,
+    /// The cap C of the correction's ratio (truncated to C, or masked above C).
+    pub rollout_is_cap: f64,
 }
 
 impl Default for Config {
@@ -47,6 +56,8 @@ impl Default for Config {
             loss_type: LossType::Bnpo,
             scale_rewards: ScaleRewards::Group,
             max_completion_length: 1024,
+            rollout_is: RolloutIsMode::None,
+            rollout_is_cap: 2.0,
         }
     }
 }
@@ -70,7 +81,8 @@ impl Grpo {
             LossType::DrGrpo => Aggregation::SeqSumConstant { max_len: c.max_completion_length },
         };
         let clip = Clip { eps_low: c.epsilon, eps_high, dual_clip: None };
-        Ok(Self { loss_cfg: PgLossConfig { clip, beta: c.beta, aggregation }, config })
+        let rollout_is = RolloutIs::new("grpo", c.rollout_is, c.rollout_is_cap)?;
+        Ok(Self { loss_cfg: PgLossConfig { clip, beta: c.beta, aggregation, rollout_is }, config })
     }
 }
 
@@ -144,7 +156,7 @@ mod tests {
         // gradient −A/3 per token.
         let lp = [-0.5f32, -1.0, -2.0];
         let b = LossBatch {
-            rows: 3, cols: 1, logp: &lp, old_logp: &lp, ref_logp: Some(&lp),
+            rows: 3, cols: 1, logp: &lp, old_logp: &lp, ref_logp: Some(&lp), sampler_logp: None,
             advantages: &[1.0, 1.0, -2.0], mask: &[1.0; 3], norm_rows: 3, norm_tokens: 3.0,
         };
         let out = create(&Options::new()).unwrap().loss(&b).unwrap();
