@@ -17,8 +17,8 @@ struct Cli {
 enum Command {
     /// Train with an experiment spec (TOML).
     Run(cmd::run::RunArgs),
-    /// Run every variant of an ablation sweep spec, one after another.
-    Sweep(cmd::run::SweepArgs),
+    /// Run an ablation sweep: every run its own process, in parallel, resumable, summarised.
+    Sweep(cmd::sweep::SweepArgs),
     /// Check specs (experiments, fragments or sweeps) and print each fully resolved, with where every value came from.
     Validate(cmd::validate::ValidateArgs),
     /// List built-in plugins, and shared-library plugins found in the given folders.
@@ -55,7 +55,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => cmd::run::run(a),
-        Command::Sweep(a) => cmd::run::sweep(a),
+        Command::Sweep(a) => cmd::sweep::sweep(a),
         Command::Validate(a) => cmd::validate::validate(a),
         Command::Plugins(a) => cmd::misc::plugins(a),
         Command::Data { command } => cmd::misc::data(command),

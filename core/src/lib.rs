@@ -13,6 +13,7 @@ pub mod plugin_abi;
 pub mod registry;
 pub mod rundir;
 pub mod spec;
+pub mod sweep;
 pub mod task;
 pub mod tb;
 pub mod trainer;

@@ -3,6 +3,7 @@ pub mod eval;
 pub mod misc;
 pub mod model;
 pub mod run;
+pub mod sweep;
 pub mod validate;
 
 use anyhow::{bail, Result};

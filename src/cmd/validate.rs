@@ -32,13 +32,12 @@ pub fn validate(a: ValidateArgs) -> Result<()> {
 }
 
 fn validate_one(file: &std::path::Path, quiet: bool) -> Result<()> {
-    if super::run::is_sweep(file)? {
-        let sweep = super::run::Sweep::load(file)?;
-        for v in &sweep.variants {
-            let loaded = super::load_checked(&sweep.base, &v.sets)
-                .map_err(|e| anyhow::anyhow!("{}: variant `{}`: {e:#}", file.display(), v.name))?;
-            if !quiet {
-                println!("# {} — variant `{}`\n{}", file.display(), v.name, loaded.annotated_toml()?);
+    if recode_core::sweep::is_sweep_file(file)? {
+        let opts = recode_core::sweep::plan::ExpandOptions::default();
+        let plan = recode_core::sweep::expand(file, &opts, &|base, sets| super::load_checked(base, sets))?;
+        if !quiet {
+            for r in &plan.runs {
+                println!("# {} — run `{}`\n{}", file.display(), r.name, r.annotated);
             }
         }
         return Ok(());

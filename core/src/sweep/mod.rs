@@ -1,0 +1,26 @@
+//! Ablation sweeps: a sweep file (a base experiment and axes) expands into runs
+//! ([`plan::expand`]), every run is validated before any starts, each run is its own `recode run`
+//! process ([`exec::run`]), and the runs' logs are gathered into tables and plots
+//! ([`summary::summarise`]). Everything lives in one sweep folder:
+//!
+//! ```text
+//! <sweep dir>/sweep.json          plan, status of every run, final/best metrics, per-variant stats
+//! <sweep dir>/summary.md|.csv     one row per run; summary-variants.csv: mean/std/CI over seeds
+//! <sweep dir>/plots/*.png         chosen metrics against step, one line per run
+//! <sweep dir>/specs/<run>.toml    the resolved spec each run was started with
+//! <sweep dir>/logs/<run>.log      the run's stdout and stderr (every attempt)
+//! <sweep dir>/<run>/<timestamp>/  the run directory (tb/ inside: `tensorboard --logdir <sweep dir>`)
+//! ```
+
+pub mod exec;
+pub mod plan;
+pub mod plot;
+pub mod stats;
+pub mod summary;
+
+pub use exec::{run, ExecOptions, Outcome};
+pub use plan::{expand, is_sweep_file, Plan, PlannedRun};
+pub use summary::{summarise, SweepRecord};
+
+/// The file in a sweep folder that records the plan and the state of every run.
+pub const SWEEP_FILE: &str = "sweep.json";

@@ -1,0 +1,427 @@
+//! The record of a sweep (`sweep.json`) and the summaries built from its runs' logs:
+//! `summary.md`, `summary.csv`, `summary-variants.csv` (mean/std/CI over seeds) and `plots/`.
+
+use super::stats::{spread, Spread};
+use super::SWEEP_FILE;
+use crate::rundir::write_atomic;
+use crate::trainer::{EVAL_FILE, METRICS_FILE};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Running,
+    Finished,
+    Failed,
+    /// Stopped by Ctrl-C or a signal; `--resume` continues it from its newest checkpoint.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MetricSummary {
+    /// The value at the last logged step.
+    #[serde(rename = "final")]
+    pub last: f64,
+    /// The largest value logged, and its step.
+    pub best: f64,
+    pub best_step: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub name: String,
+    pub variant: String,
+    pub group: String,
+    pub seed: Option<u64>,
+    /// Resolved values of the sweep's varied keys.
+    pub values: BTreeMap<String, String>,
+    /// Paths relative to the sweep folder.
+    pub spec_file: String,
+    pub log_file: String,
+    pub run_dir: Option<String>,
+    pub status: Status,
+    pub attempts: u32,
+    pub exit_code: Option<i32>,
+    /// Wall time of all attempts, seconds.
+    pub wall_s: f64,
+    pub steps_total: usize,
+    pub steps_done: usize,
+    /// Why it failed: the end of its log.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, MetricSummary>,
+}
+
+/// Runs that differ only in their seed, summarised over seeds (finished runs only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VariantStats {
+    pub group: String,
+    pub values: BTreeMap<String, String>,
+    pub runs: usize,
+    /// Spread of each metric's final value.
+    pub metrics: BTreeMap<String, SpreadRecord>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SpreadRecord {
+    pub n: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub ci95: f64,
+}
+
+impl From<Spread> for SpreadRecord {
+    fn from(s: Spread) -> Self {
+        Self { n: s.n, mean: s.mean, std: s.std, ci95: s.ci95 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub name: String,
+    pub file: String,
+    pub base: String,
+    pub varied: Vec<String>,
+    /// Metric patterns ('*' matches anything) and the keys they matched.
+    pub metric_patterns: Vec<String>,
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    pub runs: Vec<RunRecord>,
+    #[serde(default)]
+    pub variants: Vec<VariantStats>,
+}
+
+impl SweepRecord {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(SWEEP_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{} is not a sweep folder (no {SWEEP_FILE})", dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not a sweep record", path.display()))
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join(SWEEP_FILE), serde_json::to_string_pretty(self)?.as_bytes())
+    }
+
+    pub fn count(&self, s: Status) -> usize {
+        self.runs.iter().filter(|r| r.status == s).count()
+    }
+}
+
+/// Per-step series of one run: metrics.jsonl, and eval.jsonl under `eval/`.
+pub type Series = BTreeMap<String, Vec<(usize, f64)>>;
+
+pub fn read_series(run_dir: &Path) -> Series {
+    let mut out = Series::new();
+    for (file, prefix) in [(METRICS_FILE, ""), (EVAL_FILE, "eval/")] {
+        let Ok(text) = std::fs::read_to_string(run_dir.join(file)) else { continue };
+        for line in text.lines() {
+            let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Some(step) = o.get("step").and_then(|s| s.as_u64()) else { continue };
+            for (k, v) in &o {
+                if let (true, Some(x)) = (k != "step", v.as_f64()) {
+                    out.entry(format!("{prefix}{k}")).or_default().push((step as usize, x));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `*` matches any run of characters.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            let Some(tail) = s.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| glob(rest, &tail[i..]))
+        }
+    }
+}
+
+/// Keys matched by the patterns, in pattern order, each once.
+fn select(patterns: &[String], keys: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for p in patterns {
+        for k in keys {
+            if glob(p, k) && !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    out
+}
+
+fn summarise_series(s: &[(usize, f64)]) -> Option<MetricSummary> {
+    let last = s.last()?.1;
+    let (best_step, best) = s.iter().filter(|x| x.1.is_finite()).fold((0, f64::NEG_INFINITY), |a, x| if x.1 > a.1 { (x.0, x.1) } else { a });
+    Some(MetricSummary { last, best, best_step })
+}
+
+/// Rebuild every summary of the sweep in `dir` from its runs' logs: metrics of each run,
+/// per-variant spread over seeds, sweep.json, summary.md, summary.csv and the plots.
+pub fn summarise(dir: &Path) -> Result<SweepRecord> {
+    let mut rec = SweepRecord::load(dir)?;
+    refresh(dir, &mut rec)?;
+    Ok(rec)
+}
+
+/// As [`summarise`], on a record in memory (the executor's).
+pub fn refresh(dir: &Path, rec: &mut SweepRecord) -> Result<()> {
+    let series: Vec<Series> = rec.runs.iter().map(|r| r.run_dir.as_ref().map(|d| read_series(&dir.join(d))).unwrap_or_default()).collect();
+    let mut keys: Vec<String> = series.iter().flat_map(|s| s.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    rec.metrics = select(&rec.metric_patterns, &keys);
+    for (run, s) in rec.runs.iter_mut().zip(&series) {
+        run.metrics = rec.metrics.iter().filter_map(|k| Some((k.clone(), summarise_series(s.get(k)?)?))).collect();
+        run.steps_done = s.values().filter_map(|v| v.last().map(|x| x.0)).max().unwrap_or(0);
+    }
+    rec.variants = variant_stats(rec);
+    rec.save(dir)?;
+    write_atomic(&dir.join("summary.csv"), runs_csv(rec).as_bytes())?;
+    if !rec.variants.is_empty() {
+        write_atomic(&dir.join("summary-variants.csv"), variants_csv(rec).as_bytes())?;
+    }
+    let plots = super::plot::plot_all(dir, rec, &series)?;
+    write_atomic(&dir.join("summary.md"), markdown(dir, rec, &plots).as_bytes())?;
+    Ok(())
+}
+
+fn variant_stats(rec: &SweepRecord) -> Vec<VariantStats> {
+    if rec.runs.iter().all(|r| r.seed.is_none()) {
+        return vec![];
+    }
+    let mut groups: Vec<String> = Vec::new();
+    for r in &rec.runs {
+        if !groups.contains(&r.group) {
+            groups.push(r.group.clone());
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let members: Vec<&RunRecord> = rec.runs.iter().filter(|r| r.group == g).collect();
+            let done: Vec<&RunRecord> = members.iter().copied().filter(|r| r.status == Status::Finished).collect();
+            let mut values = members[0].values.clone();
+            values.remove("run.seed");
+            let metrics = rec
+                .metrics
+                .iter()
+                .map(|k| {
+                    let xs: Vec<f64> = done.iter().filter_map(|r| r.metrics.get(k).map(|m| m.last)).collect();
+                    (k.clone(), spread(&xs).into())
+                })
+                .collect();
+            VariantStats { group: g, values, runs: members.len(), metrics }
+        })
+        .collect()
+}
+
+fn num(x: f64) -> String {
+    if x.is_nan() {
+        String::new()
+    } else {
+        format!("{x:.6}").trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv(rows: &[Vec<String>]) -> String {
+    rows.iter().map(|r| r.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",") + "\n").collect()
+}
+
+fn status_name(s: Status) -> String {
+    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// Final values only.
+    Text,
+    /// Final, and best with its step in one cell.
+    Markdown,
+    /// Final, best and best step in columns of their own.
+    Csv,
+}
+
+fn run_rows(rec: &SweepRecord, layout: Layout) -> Vec<Vec<String>> {
+    let mut header: Vec<String> = ["run", "status", "steps", "wall_s"].iter().map(|s| s.to_string()).collect();
+    if layout == Layout::Csv {
+        header[2] = "steps_done".into();
+        header.insert(3, "steps_total".into());
+    }
+    header.extend(rec.varied.iter().cloned());
+    for m in &rec.metrics {
+        header.push(format!("{m} final"));
+        match layout {
+            Layout::Text => {}
+            Layout::Markdown => header.push(format!("{m} best")),
+            Layout::Csv => header.extend([format!("{m} best"), format!("{m} best_step")]),
+        }
+    }
+    let mut rows = vec![header];
+    for r in &rec.runs {
+        let mut row = vec![r.name.clone(), status_name(r.status)];
+        match layout {
+            Layout::Csv => row.extend([r.steps_done.to_string(), r.steps_total.to_string()]),
+            _ => row.push(format!("{}/{}", r.steps_done, r.steps_total)),
+        }
+        row.push(format!("{:.1}", r.wall_s));
+        row.extend(rec.varied.iter().map(|k| r.values.get(k).cloned().unwrap_or_else(|| "-".into())));
+        for m in &rec.metrics {
+            let s = r.metrics.get(m);
+            row.push(s.map(|s| num(s.last)).unwrap_or_default());
+            match layout {
+                Layout::Text => {}
+                Layout::Markdown => row.push(s.map(|s| format!("{} @{}", num(s.best), s.best_step)).unwrap_or_default()),
+                Layout::Csv => row.extend([s.map(|s| num(s.best)).unwrap_or_default(), s.map(|s| s.best_step.to_string()).unwrap_or_default()]),
+            }
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+fn runs_csv(rec: &SweepRecord) -> String {
+    csv(&run_rows(rec, Layout::Csv))
+}
+
+fn variant_rows(rec: &SweepRecord, md: bool) -> Vec<Vec<String>> {
+    let keys: Vec<&String> = rec.varied.iter().filter(|k| *k != "run.seed").collect();
+    let mut header = vec!["variant".to_string(), "finished".to_string()];
+    header.extend(keys.iter().map(|k| k.to_string()));
+    for m in &rec.metrics {
+        if md {
+            header.push(format!("{m} (mean ± 95% CI, std)"));
+        } else {
+            header.extend(["mean", "std", "ci95"].iter().map(|s| format!("{m} {s}")));
+        }
+    }
+    let mut rows = vec![header];
+    for v in &rec.variants {
+        let n = v.metrics.values().map(|s| s.n).max().unwrap_or(0);
+        let mut row = vec![v.group.clone(), format!("{n}/{}", v.runs)];
+        row.extend(keys.iter().map(|k| v.values.get(*k).cloned().unwrap_or_else(|| "-".into())));
+        for m in &rec.metrics {
+            let s = v.metrics.get(m).copied().unwrap_or(SpreadRecord { n: 0, mean: f64::NAN, std: f64::NAN, ci95: f64::NAN });
+            if md {
+                row.push(match (s.n, s.ci95.is_nan()) {
+                    (0, _) => String::new(),
+                    (_, true) => format!("{} (one seed)", num(s.mean)),
+                    _ => format!("{} ± {}, {}", num(s.mean), num(s.ci95), num(s.std)),
+                });
+            } else {
+                row.extend([num(s.mean), num(s.std), num(s.ci95)]);
+            }
+        }
+        rows.push(row);
+    }
+    rows
+}
+
+fn variants_csv(rec: &SweepRecord) -> String {
+    csv(&variant_rows(rec, false))
+}
+
+fn md_table(rows: &[Vec<String>]) -> String {
+    let esc = |s: &String| s.replace('|', "\\|");
+    let mut out = format!("| {} |\n", rows[0].iter().map(esc).collect::<Vec<_>>().join(" | "));
+    out.push_str(&format!("|{}\n", "---|".repeat(rows[0].len())));
+    for r in &rows[1..] {
+        out.push_str(&format!("| {} |\n", r.iter().map(esc).collect::<Vec<_>>().join(" | ")));
+    }
+    out
+}
+
+/// Columns padded to their widest cell, for a terminal.
+pub fn text_table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width: Vec<usize> = (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r.iter().enumerate().map(|(c, s)| format!("{s:<w$}", w = width[c])).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The runs table for a terminal (final values only).
+pub fn runs_text(rec: &SweepRecord) -> String {
+    let mut s = text_table(&run_rows(rec, Layout::Text));
+    if !rec.variants.is_empty() {
+        s.push('\n');
+        s.push_str(&text_table(&variant_rows(rec, true)));
+    }
+    s
+}
+
+fn markdown(dir: &Path, rec: &SweepRecord, plots: &[(String, PathBuf, Vec<(String, String)>)]) -> String {
+    let mut s = format!("# Sweep `{}`\n\n", rec.name);
+    s.push_str(&format!(
+        "{} runs of `{}` (sweep file `{}`): {} finished, {} failed, {} interrupted, {} pending.\n\n",
+        rec.runs.len(),
+        rec.base,
+        rec.file,
+        rec.count(Status::Finished),
+        rec.count(Status::Failed),
+        rec.count(Status::Interrupted),
+        rec.count(Status::Pending) + rec.count(Status::Running),
+    ));
+    s.push_str(&format!("TensorBoard, every run overlaid: `tensorboard --logdir {}`\n\n", dir.display()));
+    s.push_str("## Runs\n\nfinal: value at the last step; best: the largest value and its step.\n\n");
+    s.push_str(&md_table(&run_rows(rec, Layout::Markdown)));
+    if !rec.variants.is_empty() {
+        s.push_str("\n## Over seeds\n\nFinal values of the finished runs of each variant: mean ± half-width of the 95 % confidence interval (Student's t), then the sample standard deviation.\n\n");
+        s.push_str(&md_table(&variant_rows(rec, true)));
+    }
+    let failed: Vec<&RunRecord> = rec.runs.iter().filter(|r| r.status == Status::Failed).collect();
+    if !failed.is_empty() {
+        s.push_str("\n## Failed runs\n");
+        for r in failed {
+            let code = r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none (killed)".into());
+            s.push_str(&format!("\n### `{}` (exit code {code}, log `{}`)\n\n```\n{}\n```\n", r.name, r.log_file, r.log_tail.join("\n")));
+        }
+    }
+    if !plots.is_empty() {
+        s.push_str("\n## Plots\n\nOne line per run against the step; the y axis spans the values shown (min and max under each plot).\n");
+        for (metric, path, legend) in plots {
+            let rel = path.strip_prefix(dir).unwrap_or(path);
+            s.push_str(&format!("\n### {metric}\n\n![{metric}]({})\n\n", rel.display()));
+            for (run, colour) in legend {
+                s.push_str(&format!("- <span style=\"color:{colour}\">■</span> `{colour}` {run}\n"));
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_segments_and_wholes() {
+        assert!(glob("reward/*/mean", "reward/format/mean"));
+        assert!(!glob("reward/*/mean", "reward/format/std"));
+        assert!(glob("eval/*", "eval/pass@1"));
+        assert!(glob("loss", "loss") && !glob("loss", "loss2"));
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv(&[vec!["a,b".into(), "c\"d".into(), "e".into()]]), "\"a,b\",\"c\"\"d\",e\n");
+    }
+}
