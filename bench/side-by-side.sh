@@ -9,7 +9,8 @@ steps="${2:-3}"
 echo "== load: $(uptime)"
 echo "== recode bench step experiments/quickstart.toml --steps $steps"
 target/debug/recode bench step experiments/quickstart.toml --steps "$steps" \
-  --set generation.max_new_tokens=96 --set training.micro_batch_size=2 --set logging.progress=false
+  --set generation.max_new_tokens=96 --set "generation.stop_strings=[]" --set training.micro_batch_size=2 \
+  --set logging.progress=false
 echo "== load: $(uptime)"
 echo "== TRL GRPOTrainer, same shapes"
 "$py" bench/trl/grpo_step.py --steps "$steps"
