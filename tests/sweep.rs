@@ -1,0 +1,272 @@
+//! `recode sweep` end to end on the tiny model: parallel runs and their summaries, Ctrl-C and
+//! --resume, a failing run among finishing ones, spread over seeds, and the paper's reward
+//! ablation listed by --dry-run.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn recode(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recode")).current_dir(root()).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn record(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap()
+}
+
+fn runs(rec: &Value) -> Vec<Value> {
+    rec["runs"].as_array().unwrap().clone()
+}
+
+fn run<'a>(rec: &'a Value, name: &str) -> &'a Value {
+    rec["runs"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no run {name}"))
+}
+
+fn steps_logged(run_dir: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["step"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn four_runs_two_at_a_time_write_the_tables_csv_plots_and_tensorboard_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sw");
+    let o = recode(&["sweep", "ablations/tiny-rewards-lr.toml", "--jobs", "2", "--out", out.to_str().unwrap()]);
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    // Two runs start before the first one ends.
+    let events: Vec<&str> = log.lines().filter(|l| l.starts_with("[start]") || l.starts_with("[done]")).collect();
+    assert!(events.len() == 8 && events[0].starts_with("[start]") && events[1].starts_with("[start]"), "{events:#?}");
+
+    let rec = record(&out);
+    let names: Vec<&str> = rec["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["similarity-lr=0.003", "similarity-lr=0.01", "es-lr=0.003", "es-lr=0.01"]);
+    assert_eq!(rec["varied"], serde_json::json!(["reward", "training.lr"]));
+    for r in runs(&rec) {
+        assert_eq!(r["status"], "finished", "{r}");
+        assert_eq!((r["steps_done"].as_u64(), r["steps_total"].as_u64()), (Some(4), Some(4)));
+        let dir = out.join(r["run_dir"].as_str().unwrap());
+        // <sweep>/<run>/<timestamp>/tb: `tensorboard --logdir <sweep>` shows every run by name.
+        assert!(dir.starts_with(out.join(r["name"].as_str().unwrap())) && dir.join("tb").is_dir(), "{}", dir.display());
+        // The final value in the record is the last logged one.
+        let last: Value = serde_json::from_str(std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().last().unwrap()).unwrap();
+        assert_eq!(r["metrics"]["reward/total/mean"]["final"], last["reward/total/mean"]);
+    }
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "{csv}");
+    assert!(lines[0].starts_with("run,status,steps_done,steps_total,wall_s,reward,training.lr,reward/total/mean final"), "{}", lines[0]);
+    assert!(lines[1].starts_with("similarity-lr=0.003,finished,4,4,") && lines[1].contains(",similarity,0.003,"), "{}", lines[1]);
+    assert!(lines[3].contains(",es,0.003,"), "{}", lines[3]);
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("| similarity-lr=0.01 | finished | 4/4 |") && md.contains("plots/reward_total_mean.png"), "{md}");
+    let png = std::fs::read(out.join("plots/reward_total_mean.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+
+    // `summarise` rebuilds the same tables from the runs alone.
+    std::fs::remove_file(out.join("summary.csv")).unwrap();
+    std::fs::remove_file(out.join("summary.md")).unwrap();
+    let o = recode(&["sweep", "summarise", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(out.join("summary.csv")).unwrap(), csv);
+    assert_eq!(std::fs::read_to_string(out.join("summary.md")).unwrap(), md);
+
+    // The same folder again without --resume is refused rather than mixed up.
+    let o = recode(&["sweep", "ablations/tiny-rewards-lr.toml", "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("--resume"), "{}", text(&o));
+}
+
+#[test]
+fn an_interrupted_sweep_resumes_only_what_was_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sw");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["sweep", "ablations/tiny-rewards-lr.toml", "--jobs", "1", "--out", out.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // Long enough to interrupt the second run between checkpoints (~20 ms a step here).
+        a.extend(["--set", "training.steps=300", "--set", "training.checkpoint_every=10"].iter().map(|s| s.to_string()));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recode"))
+        .current_dir(root())
+        .args(args(&[]))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first run has finished and the second has a checkpoint, then Ctrl-C.
+    let t = Instant::now();
+    loop {
+        assert!(t.elapsed() < Duration::from_secs(300), "the sweep did not get to its second run");
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended before it was interrupted");
+        let first_done = std::fs::read_to_string(out.join("sweep.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .is_some_and(|r| r["runs"][0]["status"] == "finished");
+        let second_ckpt = std::fs::read_dir(out.join("similarity-lr=0.01"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| std::fs::read_dir(e.path().join("checkpoints")).into_iter().flatten().flatten().any(|c| c.file_name().to_string_lossy().starts_with("step-")));
+        if first_done && second_ckpt {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    let rec = record(&out);
+    assert_eq!(run(&rec, "similarity-lr=0.003")["status"], "finished");
+    assert_eq!(run(&rec, "similarity-lr=0.01")["status"], "interrupted");
+    assert_eq!(run(&rec, "es-lr=0.003")["status"], "pending");
+    assert_eq!(run(&rec, "es-lr=0.01")["status"], "pending");
+    let first_dir = run(&rec, "similarity-lr=0.003")["run_dir"].clone();
+    let second_dir = run(&rec, "similarity-lr=0.01")["run_dir"].clone();
+    assert!(second_dir.is_string(), "{rec}");
+
+    let a = args(&["--resume"]);
+    let o = recode(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let log = text(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("1 of 4 runs already finished; skipping them"), "{log}");
+    assert!(log.contains("[start] similarity-lr=0.01 (attempt 2, resuming from step "), "{log}");
+    assert!(!log.contains("[start] similarity-lr=0.003"), "{log}");
+    let rec = record(&out);
+    for r in runs(&rec) {
+        assert_eq!(r["status"], "finished", "{r}");
+        assert_eq!(r["steps_done"], 300);
+    }
+    // The finished run was left alone; the interrupted one continued in its own run directory.
+    assert_eq!(run(&rec, "similarity-lr=0.003")["run_dir"], first_dir);
+    assert_eq!(run(&rec, "similarity-lr=0.003")["attempts"], 1);
+    assert_eq!(run(&rec, "similarity-lr=0.01")["run_dir"], second_dir);
+    assert_eq!(run(&rec, "similarity-lr=0.01")["attempts"], 2);
+    assert_eq!(run(&rec, "es-lr=0.01")["attempts"], 1);
+    let steps = steps_logged(&out.join(second_dir.as_str().unwrap()));
+    assert_eq!(steps, (1..=300).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_failing_run_is_recorded_with_its_log_tail_and_the_others_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Exists (so validation passes) but holds no data rows: the run fails when it loads its data.
+    let junk = tmp.path().join("not-data.jsonl");
+    std::fs::write(&junk, "this is not JSON\n").unwrap();
+    let sweep = tmp.path().join("with-failure.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "base = {:?}\nset = {{ \"training.steps\" = 2, \"training.checkpoint_every\" = 0 }}\n\n\
+             [[variant]]\nname = \"ok\"\n\n[[variant]]\nname = \"broken\"\nset = {{ \"data.path\" = {:?} }}\n\n\
+             [[variant]]\nname = \"also-ok\"\nset = {{ \"training.lr\" = 0.003 }}\n",
+            root().join("experiments/tiny-grpo.toml").display().to_string(),
+            junk.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("sw");
+    let o = recode(&["sweep", sweep.to_str().unwrap(), "--jobs", "2", "--out", out.to_str().unwrap()]);
+    let log = text(&o);
+    // The exit code is the number of failed runs.
+    assert_eq!(o.status.code(), Some(1), "{log}");
+    assert!(log.contains("[FAILED] broken"), "{log}");
+    let rec = record(&out);
+    assert_eq!(run(&rec, "ok")["status"], "finished");
+    assert_eq!(run(&rec, "also-ok")["status"], "finished");
+    let broken = run(&rec, "broken");
+    assert_eq!(broken["status"], "failed");
+    assert_eq!(broken["exit_code"], 1);
+    let tail = broken["log_tail"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    assert!(tail.contains("not-data.jsonl"), "{tail}");
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("## Failed runs") && md.contains("### `broken` (exit code 1"), "{md}");
+}
+
+#[test]
+fn a_seeds_axis_gives_mean_std_and_a_t_interval_per_variant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sw");
+    let o = recode(&["sweep", "ablations/tiny-seeds.toml", "--jobs", "2", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rec = record(&out);
+    assert_eq!(runs(&rec).len(), 4);
+    let csv = std::fs::read_to_string(out.join("summary-variants.csv")).unwrap();
+    let rows: Vec<Vec<String>> = csv.lines().map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    assert_eq!(&rows[0][..3], ["variant", "finished", "training.lr"]);
+    let col = |name: &str| rows[0].iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name} in {csv}"));
+    for (row, group) in rows[1..].iter().zip(["lr=0.003", "lr=0.01"]) {
+        assert_eq!(row[0], group);
+        assert_eq!(row[1], "2/2");
+        for metric in ["reward/total/mean", "loss"] {
+            // Recomputed here from the two runs' final values: t(0.975, 1) = 12.7062.
+            let xs: Vec<f64> = [1, 2].iter().map(|s| run(&rec, &format!("{group}-seed={s}"))["metrics"][metric]["final"].as_f64().unwrap()).collect();
+            let mean = (xs[0] + xs[1]) / 2.0;
+            let std = ((xs[0] - mean).powi(2) + (xs[1] - mean).powi(2)).sqrt();
+            let ci = 12.7062 * std / 2f64.sqrt();
+            let got = |s: &str| row[col(&format!("{metric} {s}"))].parse::<f64>().unwrap();
+            assert!((got("mean") - mean).abs() < 1e-5, "{metric} mean {} vs {mean}", got("mean"));
+            assert!((got("std") - std).abs() < 1e-5, "{metric} std {} vs {std}", got("std"));
+            assert!((got("ci95") - ci).abs() < 1e-4, "{metric} ci95 {} vs {ci}", got("ci95"));
+        }
+    }
+    // The seeds differ, so the spread is real (a copy of one run would give std 0).
+    assert_ne!(run(&rec, "lr=0.01-seed=1")["metrics"]["loss"]["final"], run(&rec, "lr=0.01-seed=2")["metrics"]["loss"]["final"]);
+    assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("## Over seeds"));
+}
+
+#[test]
+fn dry_run_lists_the_paper_reward_variants_and_runs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sw");
+    let o = recode(&["sweep", "ablations/reward-variants.toml", "--dry-run", "--out", out.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: Vec<Vec<&str>> = stdout.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["run", "reward"], "{stdout}");
+    let expected = [
+        ("format", "format"),
+        ("format+em", "format+em"),
+        ("format+es", "format+es"),
+        ("format+em_star", "format+em_star"),
+        ("format+es_star", "format+es_star"),
+    ];
+    assert_eq!(rows[1..].iter().map(|r| (r[0], r[1])).collect::<Vec<_>>(), expected, "{stdout}");
+    assert!(!out.exists(), "a dry run created {}", out.display());
+}
+
+#[test]
+fn an_invalid_variant_stops_the_sweep_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sweep = tmp.path().join("typo.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "base = {:?}\n[[variant]]\nname = \"fine\"\n[[variant]]\nname = \"typo\"\nset = {{ \"training.lrr\" = 0.1 }}\n",
+            root().join("experiments/tiny-grpo.toml").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("sw");
+    let o = recode(&["sweep", sweep.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let log = text(&o);
+    assert!(!o.status.success());
+    assert!(log.contains("run `typo` (variant `typo`)") && log.contains("lrr"), "{log}");
+    assert!(!out.exists(), "the sweep started: {}", out.display());
+}
