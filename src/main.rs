@@ -44,6 +44,11 @@ enum Command {
     },
     /// Evaluate a model or given candidates on CodeUpdateArena or HumanEval.
     Eval(cmd::eval::EvalArgs),
+    /// The pinned Python environment evaluation programs run in (numpy 1.x, torch, sympy).
+    EvalEnv {
+        #[command(subcommand)]
+        command: cmd::evalenv::EvalEnvCommand,
+    },
     /// Benchmarks: generation, training step, rewards.
     Bench {
         #[command(subcommand)]
@@ -64,6 +69,7 @@ fn main() {
         Command::Score(a) => cmd::model::score(a),
         Command::Model { command } => cmd::model::model(command),
         Command::Eval(a) => cmd::eval::eval(a),
+        Command::EvalEnv { command } => cmd::evalenv::eval_env(command),
         Command::Bench { command } => cmd::bench::bench(command),
     };
     if let Err(e) = result {

@@ -371,6 +371,9 @@ pub struct EvalSpec {
     pub timeout_s: f64,
     /// Address-space limit per program, MiB.
     pub memory_mb: u64,
+    /// CodeUpdateArena: import the names the solution signature uses (`List`, `Tuple`, ...) in
+    /// each program's setup (a documented deviation from the original harness).
+    pub signature_imports: bool,
 }
 
 impl Default for EvalSpec {
@@ -389,6 +392,7 @@ impl Default for EvalSpec {
             workers: 2,
             timeout_s: 10.0,
             memory_mb: 2048,
+            signature_imports: true,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use recode_core::eval::cua::{self, CuaExample};
 use recode_core::eval::sandbox::Outcome;
-use recode_core::eval::{evaluate, evaluate_reference, load_problems, EvalOptions, Problem, PromptVariant};
+use recode_core::eval::{evaluate, evaluate_candidates, evaluate_reference, load_problems, Candidate, EvalOptions, Problem, PromptVariant};
 use std::path::{Path, PathBuf};
 
 fn sample_path() -> PathBuf {
@@ -53,7 +53,7 @@ fn errors_name_file_line_and_field() {
 #[test]
 fn program_order_and_install_statements() {
     let ex = sample();
-    let progs = ex[0].programs("CANDIDATE = 1", true).unwrap();
+    let progs = ex[0].programs("CANDIDATE = 1", true, true).unwrap();
     assert_eq!(progs.len(), 2, "one program per unit test");
     let p = &progs[1];
     let pos = |s: &str| p.find(s).unwrap_or_else(|| panic!("{s} missing in\n{p}"));
@@ -63,7 +63,7 @@ fn program_order_and_install_statements() {
     assert!(pos("CANDIDATE = 1") < pos("def test_one_hundred_percent"));
     assert!(p.trim_end().ends_with("test_one_hundred_percent()"));
     assert!(!p.contains("test_five_percent"));
-    let without = ex[0].programs("CANDIDATE = 1", false).unwrap();
+    let without = ex[0].programs("CANDIDATE = 1", false, true).unwrap();
     assert!(!without[0].contains("setattr(math, 'log', log)"));
     assert_eq!(
         ex[1].install_statement().unwrap(),
@@ -145,4 +145,65 @@ fn pass_at_k_with_several_samples_and_missing_packages() {
     assert!((r.overall.pass_at_k["pass@3"] - 1.0).abs() < 1e-12);
     assert!((r.overall.pass_at_k["pass@1"] - (1.0 + 1.0 + 1.0 / 3.0) / 3.0).abs() < 1e-12);
     assert!(r.to_json().contains("\"environment_skipped\": 1"));
+}
+
+/// The squared-distance example with its signature written in `typing` names, which neither the
+/// example's imports nor the candidate import.
+fn typed_problem() -> Problem {
+    let mut e = sample().remove(3);
+    assert!(!e.imports.contains("typing") && !e.update.imports.contains("typing"));
+    e.solution_signature =
+        "def squared_distance(p: Tuple[float, float], q: Union[Tuple[float, float], List[float]]) -> float:".into();
+    Problem::Cua(e)
+}
+
+const TYPED_CANDIDATE: &str = "import math\n\ndef squared_distance(p: Tuple[float, float], q: Union[Tuple[float, float], List[float]]) -> float:\n    return math.hypot(q[0] - p[0], q[1] - p[1], squared=True)\n";
+
+#[test]
+fn signature_names_are_importable_unless_switched_off() {
+    let problems = vec![typed_problem()];
+    let cands = vec![vec![TYPED_CANDIDATE.to_string()]];
+    let on = evaluate(&problems, &cands, &opts(), false).unwrap();
+    assert!(on.signature_imports);
+    assert!(on.problems[0].samples[0].outcome.passed(), "{:?}", on.problems[0].samples[0].outcome);
+    let Problem::Cua(e) = &problems[0] else { unreachable!() };
+    assert!(e.setup(true, true).unwrap().contains("from typing import List, Tuple, Union\n"));
+    assert!(!e.setup(true, false).unwrap().contains("typing"));
+    // Off, as CodeUpdateArena's own harness: defining the candidate raises NameError.
+    let off = evaluate(&problems, &cands, &EvalOptions { signature_imports: false, ..opts() }, false).unwrap();
+    assert!(!off.signature_imports);
+    match &off.problems[0].samples[0].outcome {
+        Outcome::Failed { reason } => {
+            assert!(reason.starts_with("candidate: NameError: name '") && reason.contains("is not defined"), "{reason}")
+        }
+        o => panic!("expected a NameError, got {o:?}"),
+    }
+    assert!(off.to_markdown().contains("signature imports off"));
+}
+
+#[test]
+fn report_keeps_completion_program_and_outcome_per_sample() {
+    let problems = load_problems("cua", &sample_path()).unwrap();
+    let completion = |p: &Problem| format!("<think>easy</think>\n<answer>\n```python\n{}```\n</answer>", p.reference_solution());
+    let mut cands: Vec<Vec<Candidate>> = problems.iter().map(|p| vec![Candidate::from_completion(&completion(p))]).collect();
+    cands[1].push(Candidate::from_completion("```python\ndef running_balance(opening, amounts):\n    raise ValueError('no idea')\n```"));
+    let r = evaluate_candidates(&problems, &cands, &opts(), false).unwrap();
+    let s0 = &r.problems[0].samples[0];
+    assert_eq!(s0.completion.as_deref(), Some(completion(&problems[0]).as_str()));
+    assert_eq!(s0.program.trim_end(), problems[0].reference_solution().trim_end());
+    assert!(s0.outcome.passed() && s0.output_tail.is_none());
+    let bad = &r.problems[1].samples[1];
+    assert!(matches!(&bad.outcome, Outcome::Failed { reason } if reason.contains("ValueError: no idea")), "{:?}", bad.outcome);
+    assert!(!r.python_env.version.is_empty() && !r.python_env.python.is_empty());
+    // The samples file: one line per sample, with what a re-score needs.
+    let lines: Vec<serde_json::Value> = r.samples_jsonl().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[2]["id"], r.problems[1].id.as_str());
+    assert_eq!((lines[2]["sample"].as_u64(), lines[2]["passed"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(lines[2]["outcome"]["kind"], "failed");
+    assert!(lines[2]["completion"].as_str().unwrap().contains("raise ValueError"));
+    assert!(lines[2]["program"].as_str().unwrap().starts_with("def running_balance"));
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(json["problems"][1]["samples"][1]["program"], lines[2]["program"]);
+    assert_eq!(json["signature_imports"], true);
 }

@@ -6,7 +6,6 @@ use clap::Args;
 use recode_core::api::{Policy, SamplingParams};
 use recode_core::eval::{self, prompts::PromptVariant, EvalOptions, Problem};
 use recode_core::spec::EvalSpec;
-use recode_core::task::code;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +23,8 @@ pub struct EvalArgs {
     /// Score the dataset's own reference solutions (checks the harness).
     #[arg(long, conflicts_with_all = ["candidates", "model", "run"])]
     reference: bool,
-    /// Score completions made elsewhere: JSON lines {"id": ..., "completion": ...} (several per id = n samples).
+    /// Score completions made elsewhere: JSON lines {"id": ..., "completion": ...} (several per id = n samples);
+    /// a line with "program" and no "completion" is run as is. A report's samples file re-scores as it is.
     #[arg(long, conflicts_with_all = ["model", "run"])]
     candidates: Option<PathBuf>,
     /// Generate with this model (a .gguf, an HF folder or a known id).
@@ -60,9 +60,24 @@ pub struct EvalArgs {
     /// Memory limit per program, MiB.
     #[arg(long, default_value_t = 2048)]
     memory_mb: u64,
-    /// Write the report as JSON here (the Markdown table is printed either way).
+    /// Write the report as JSON here (the Markdown table is printed either way), and every
+    /// sample (completion, program, outcome) as JSON lines beside it (`<out>.samples.jsonl`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Backend for --model (and, if given, instead of the run's for --run): cpu, wgpu or cuda.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Python that runs the programs (default: the pinned environment of `recode eval-env create`
+    /// when built, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Do not use the pinned evaluation environment even if it was built.
+    #[arg(long, conflicts_with = "python")]
+    no_eval_env: bool,
+    /// CodeUpdateArena: do not import the names of the solution signature (List, Tuple, ...) in
+    /// the setup, as the original harness (see README, Evaluation).
+    #[arg(long)]
+    no_signature_imports: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -82,6 +97,7 @@ impl EvalArgs {
             workers: self.workers,
             timeout_s: self.timeout,
             memory_mb: self.memory_mb,
+            signature_imports: !self.no_signature_imports,
             ..EvalSpec::default()
         }
     }
@@ -92,18 +108,21 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     if let Some(bad) = spec.k.iter().find(|&&k| k == 0 || k > spec.n_samples.max(1)) {
         bail!("--k {bad}: every k must be between 1 and --n ({})", spec.n_samples);
     }
-    let (problems, opts) = problems_and_options(&spec)?;
-    eprintln!("{} problems from {}", problems.len(), a.data.display());
+    let (problems, mut opts) = problems_and_options(&spec)?;
+    opts.sandbox.python = eval::evalenv::sandbox_python(a.python.as_deref(), !a.no_eval_env)?;
+    eprintln!("{} problems from {}; programs run with {}", problems.len(), a.data.display(), opts.sandbox.python.display());
     let report = if a.reference {
         eval::evaluate_reference(&problems, &opts, true)?
     } else if let Some(path) = &a.candidates {
         let cands = read_candidates(path, &problems)?;
-        eval::evaluate(&problems, &cands, &opts, true)?
+        eval::evaluate_candidates(&problems, &cands, &opts, true)?
     } else {
         let mut policy = if let Some(run) = &a.run {
-            policy_from_run(run)?
+            policy_from_run_on(run, a.backend.as_deref())?
         } else if let Some(model) = &a.model {
-            super::model::load_policy(&super::model::ModelArgs::new(model))?
+            let mut m = super::model::ModelArgs::new(model);
+            m.backend = a.backend.clone().unwrap_or(m.backend);
+            super::model::load_policy(&m)?
         } else {
             bail!("say what to evaluate: --reference, --candidates FILE, --model MODEL or --run RUN_DIR");
         };
@@ -113,7 +132,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     println!("{}", report.to_markdown());
     if let Some(out) = &a.out {
         recode_core::rundir::write_atomic(out, report.to_json().as_bytes())?;
-        eprintln!("report written to {}", out.display());
+        let samples = samples_path(out);
+        recode_core::rundir::write_atomic(&samples, report.samples_jsonl().as_bytes())?;
+        eprintln!("report written to {} (samples: {})", out.display(), samples.display());
     }
     Ok(())
 }
@@ -129,27 +150,36 @@ fn problems_and_options(spec: &EvalSpec) -> Result<(Vec<Problem>, EvalOptions)> 
     Ok((problems, opts))
 }
 
+/// `report.json` -> `report.samples.jsonl`.
+fn samples_path(out: &Path) -> PathBuf {
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
+    out.with_file_name(format!("{stem}.samples.jsonl"))
+}
+
 /// The code a completion proposes: the first python block in <answer>, else the first python
 /// block anywhere, else the whole text (HumanEval-style completions are bare code).
 pub fn extract_candidate(completion: &str) -> String {
-    code::answer_python_block(completion)
-        .or_else(|| code::first_python_block(completion))
-        .unwrap_or(completion)
-        .to_string()
+    eval::Candidate::from_completion(completion).program
 }
 
-fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<String>>> {
+fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<eval::Candidate>>> {
     #[derive(serde::Deserialize)]
     struct Line {
         id: String,
-        completion: String,
+        completion: Option<String>,
+        program: Option<String>,
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut by_id: BTreeMap<String, Vec<eval::Candidate>> = BTreeMap::new();
+    let expected = "expected {\"id\": str, \"completion\": str} (or \"program\": str)";
     for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let line: Line = serde_json::from_str(l)
-            .map_err(|e| anyhow!("{}:{}: expected {{\"id\": str, \"completion\": str}}: {e}", path.display(), i + 1))?;
-        by_id.entry(line.id).or_default().push(extract_candidate(&line.completion));
+        let line: Line = serde_json::from_str(l).map_err(|e| anyhow!("{}:{}: {expected}: {e}", path.display(), i + 1))?;
+        let cand = match (&line.completion, &line.program) {
+            (Some(c), _) => eval::Candidate::from_completion(c),
+            (None, Some(p)) => eval::Candidate::from_program(p),
+            (None, None) => bail!("{}:{}: {expected}", path.display(), i + 1),
+        };
+        by_id.entry(line.id).or_default().push(cand);
     }
     let known: std::collections::BTreeSet<&str> = problems.iter().map(|p| p.id()).collect();
     if let Some(unknown) = by_id.keys().find(|id| !known.contains(id.as_str())) {
@@ -166,7 +196,8 @@ pub fn training_evaluator<'a>(
     run_dir: PathBuf,
     seed: u64,
 ) -> Result<recode_core::trainer::Evaluator<'a>> {
-    let (problems, opts) = problems_and_options(spec)?;
+    let (problems, mut opts) = problems_and_options(spec)?;
+    opts.sandbox.python = eval::evalenv::sandbox_python(None, true)?;
     Ok(Box::new(move |policy: &mut dyn Policy, step: usize| {
         let cands = generate_candidates(policy, &problems, spec, seed, chat_template.as_deref())?;
         let report = eval::evaluate(&problems, &cands, &opts, false)?;
@@ -224,11 +255,23 @@ fn generate_candidates(
 
 /// The policy of a run: its resolved spec, with the newest checkpoint loaded.
 pub fn policy_from_run(run: &Path) -> Result<Box<dyn Policy>> {
+    policy_from_run_on(run, None)
+}
+
+/// `backend` (cpu, wgpu, cuda) replaces the run's own backend kind.
+pub fn policy_from_run_on(run: &Path, backend: Option<&str>) -> Result<Box<dyn Policy>> {
     let spec_path = run.join("spec.toml");
     let loaded = recode_core::config::load(&spec_path, &Default::default())?;
     let reg = crate::host::registry();
     let spec = &loaded.spec;
-    let ctx = recode_core::registry::ModelContext { spec: &spec.model, backend: &spec.backend, training: &spec.training, seed: spec.run.seed };
+    let mut backend_spec = spec.backend.clone();
+    if let Some(b) = backend {
+        backend_spec.kind = toml::Value::String(b.to_string())
+            .try_into()
+            .map_err(|_| anyhow!("--backend: expected cpu, wgpu or cuda, got `{b}`"))?;
+    }
+    let ctx = recode_core::registry::ModelContext { spec: &spec.model, backend: &backend_spec, training: &spec.training, seed: spec.run.seed };
+
     let mut policy = crate::host::build_policy(&reg, &ctx).with_context(|| format!("model of {}", spec_path.display()))?;
     let (step, ckpt) = recode_core::rundir::latest_checkpoint(run)?.ok_or_else(|| anyhow!("{} has no checkpoint", run.display()))?;
     policy.load(&ckpt.join("policy"))?;

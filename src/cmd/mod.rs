@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod eval;
+pub mod evalenv;
 pub mod misc;
 pub mod model;
 pub mod run;

@@ -10,7 +10,7 @@
 //! update_type, function_path, package, update_id. Text fields that the data card describes as
 //! "separated by \n" / "\n\n" are also accepted as lists of strings.
 
-use super::pysrc;
+use super::{pysrc, signature};
 use super::sandbox::{Job, TestCase};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -148,12 +148,15 @@ impl CuaExample {
     /// Every module the dataset's own code imports is loaded first, before the update: in
     /// CodeUpdateArena's harness they were already loaded, and a library importing the updated
     /// function later (numpy does `from itertools import product`) must not see the update.
-    pub fn setup(&self, with_update: bool) -> Result<String> {
-        let pre: String = pysrc::imported_modules(&self.dataset_code())
-            .into_iter()
-            .filter(|m| m != "__future__")
-            .map(|m| format!("import {m}\n"))
-            .collect();
+    /// With `signature_imports`, the names the solution signature uses (`List`, `Tuple`, ...)
+    /// are imported next, before the example's own imports (which win on a clash).
+    pub fn setup(&self, with_update: bool, signature_imports: bool) -> Result<String> {
+        let modules: Vec<String> =
+            pysrc::imported_modules(&self.dataset_code()).into_iter().filter(|m| m != "__future__").collect();
+        let mut pre: String = modules.iter().map(|m| format!("import {m}\n")).collect();
+        if signature_imports {
+            pre.push_str(&signature::imports_for(&self.solution_signature, &modules));
+        }
         let mut s = format!("{pre}{}\n\n{}\n", self.imports(), self.update.implementation);
         if with_update {
             s.push_str(&format!("\n{}\n", self.install_statement()?));
@@ -178,14 +181,14 @@ impl CuaExample {
     }
 
     /// All unit tests against `candidate`, in one process.
-    pub fn job(&self, candidate: &str, with_update: bool) -> Result<Job> {
-        Ok(Job { setup: self.setup(with_update)?, candidate: candidate.to_string(), tests: self.tests() })
+    pub fn job(&self, candidate: &str, with_update: bool, signature_imports: bool) -> Result<Job> {
+        Ok(Job { setup: self.setup(with_update, signature_imports)?, candidate: candidate.to_string(), tests: self.tests() })
     }
 
     /// One standalone program per unit test, as CodeUpdateArena runs them: imports, update
     /// implementation, install statement, candidate, test function, its call.
-    pub fn programs(&self, candidate: &str, with_update: bool) -> Result<Vec<String>> {
-        let setup = self.setup(with_update)?;
+    pub fn programs(&self, candidate: &str, with_update: bool, signature_imports: bool) -> Result<Vec<String>> {
+        let setup = self.setup(with_update, signature_imports)?;
         Ok(self
             .tests()
             .into_iter()

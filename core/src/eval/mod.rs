@@ -9,6 +9,7 @@
 //! without the update" rate. `cua::CuaExample::programs` gives the per-test standalone programs.
 
 pub mod cua;
+pub mod evalenv;
 pub mod humaneval;
 pub mod packages;
 pub mod passk;
@@ -17,10 +18,11 @@ pub mod pysrc;
 pub mod report;
 mod run;
 pub mod sandbox;
+pub mod signature;
 
 pub use prompts::{PromptVariant, PREFILL};
-pub use report::{EvalReport, GroupStats, ProblemResult, SampleResult};
-pub use run::{evaluate, evaluate_reference};
+pub use report::{Candidate, EvalReport, GroupStats, ProblemResult, SampleResult};
+pub use run::{evaluate, evaluate_candidates, evaluate_reference};
 
 use crate::api::ChatMessage;
 use crate::spec::EvalSpec;
@@ -81,10 +83,11 @@ impl Problem {
         matches!(self, Problem::Cua(_))
     }
 
-    /// The program checking `candidate` (all unit tests in one process).
-    pub fn job(&self, candidate: &str, with_update: bool) -> Result<Job> {
+    /// The program checking `candidate` (all unit tests in one process); `signature_imports`
+    /// imports the names of the solution signature first (CodeUpdateArena only).
+    pub fn job(&self, candidate: &str, with_update: bool, signature_imports: bool) -> Result<Job> {
         match self {
-            Problem::Cua(e) => e.job(candidate, with_update),
+            Problem::Cua(e) => e.job(candidate, with_update, signature_imports),
             Problem::HumanEval(t) => Ok(t.job(candidate)),
         }
     }
@@ -133,11 +136,13 @@ pub struct EvalOptions {
     pub without_update: bool,
     /// Benchmark name, for the report.
     pub benchmark: String,
+    /// Import the names the solution signature uses (`List`, `Tuple`, ...) in the setup.
+    pub signature_imports: bool,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { k: vec![1], workers: 2, sandbox: SandboxConfig::default(), without_update: true, benchmark: "cua".into() }
+        Self { k: vec![1], workers: 2, sandbox: SandboxConfig::default(), without_update: true, benchmark: "cua".into(), signature_imports: true }
     }
 }
 
@@ -154,6 +159,7 @@ impl EvalOptions {
             },
             without_update: true,
             benchmark: spec.benchmark.clone(),
+            signature_imports: spec.signature_imports,
         }
     }
 }

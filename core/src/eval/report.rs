@@ -1,13 +1,43 @@
 //! Evaluation results: per sample, per problem, aggregated, as JSON or a Markdown table.
 
 use super::passk::{mean_pass_at_k, pass_at_k};
+use super::packages::PythonEnv;
 use super::sandbox::{Isolation, Outcome};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// One sample to evaluate: what the model wrote, and the program taken from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    /// The raw completion (None when only a program was given, e.g. a reference solution).
+    pub completion: Option<String>,
+    pub program: String,
+}
+
+impl Candidate {
+    /// The program a completion proposes: the first python block in `<answer>`, else the first
+    /// python block anywhere, else the whole text (HumanEval-style completions are bare code).
+    pub fn from_completion(completion: &str) -> Self {
+        let program = crate::task::code::answer_python_block(completion)
+            .or_else(|| crate::task::code::first_python_block(completion))
+            .unwrap_or(completion)
+            .to_string();
+        Self { completion: Some(completion.to_string()), program }
+    }
+
+    pub fn from_program(program: &str) -> Self {
+        Self { completion: None, program: program.to_string() }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SampleResult {
+    /// What was evaluated.
+    pub completion: Option<String>,
+    pub program: String,
     pub outcome: Outcome,
+    /// The last part of what the program wrote to stderr/stdout, for samples that did not pass.
+    pub output_tail: Option<String>,
     /// The same candidate without the update installed (CodeUpdateArena problems only).
     pub without_update: Option<Outcome>,
     pub tests_passed: usize,
@@ -46,6 +76,10 @@ pub struct EvalReport {
     pub benchmark: String,
     pub k: Vec<usize>,
     pub isolation: Isolation,
+    /// The Python that ran the programs and the versions of the packages the problems import.
+    pub python_env: PythonEnv,
+    /// Whether the names of the solution signature were imported in the setup.
+    pub signature_imports: bool,
     pub overall: GroupStats,
     pub by_package: BTreeMap<String, GroupStats>,
     pub by_update_type: BTreeMap<String, GroupStats>,
@@ -104,6 +138,24 @@ impl EvalReport {
         serde_json::to_string_pretty(self).expect("report serialises")
     }
 
+    /// One JSON line per sample (as EvalPlus keeps samples): id, sample index, completion,
+    /// program, outcome. `recode eval --candidates` re-scores such a file.
+    pub fn samples_jsonl(&self) -> String {
+        let mut s = String::new();
+        for p in &self.problems {
+            for (i, x) in p.samples.iter().enumerate() {
+                let line = serde_json::json!({
+                    "id": p.id, "sample": i, "completion": x.completion, "program": x.program,
+                    "passed": x.outcome.passed(), "outcome": x.outcome, "without_update": x.without_update,
+                    "tests_passed": x.tests_passed, "tests_total": x.tests_total, "output_tail": x.output_tail,
+                });
+                s.push_str(&line.to_string());
+                s.push('\n');
+            }
+        }
+        s
+    }
+
     /// One table: overall, then per package, then per update type (pass@k in percent).
     pub fn to_markdown(&self) -> String {
         let ks: Vec<String> = self.k.iter().map(|&k| key(k)).collect();
@@ -140,6 +192,16 @@ impl EvalReport {
             i.pid_namespace,
             i.socket_guard,
             i.pids_cgroup
+        ));
+        let e = &self.python_env;
+        let pkgs: Vec<String> = e.packages.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        s.push_str(&format!(
+            "Python {} ({}{}){}; signature imports {}.\n",
+            e.version,
+            e.python,
+            if e.pinned_requirements_hash.is_some() { ", pinned eval-env" } else { "" },
+            if pkgs.is_empty() { String::new() } else { format!(": {}", pkgs.join(", ")) },
+            if self.signature_imports { "on" } else { "off" },
         ));
         s
     }

@@ -1,6 +1,6 @@
 //! Running every candidate of every problem through a bounded pool of sandboxed workers.
 
-use super::report::{group, EvalReport, ProblemResult, SampleResult};
+use super::report::{group, Candidate, EvalReport, ProblemResult, SampleResult};
 use super::sandbox::{Outcome, RunResult, Sandbox};
 use super::{packages, EvalOptions, Problem};
 use anyhow::{bail, Result};
@@ -12,12 +12,24 @@ use std::time::Instant;
 
 /// Evaluates `candidates[i]` (n extracted programs each) against `problems[i]`.
 pub fn evaluate(problems: &[Problem], candidates: &[Vec<String>], opts: &EvalOptions, progress: bool) -> Result<EvalReport> {
+    let cands: Vec<Vec<Candidate>> =
+        candidates.iter().map(|c| c.iter().map(|p| Candidate::from_program(p)).collect()).collect();
+    evaluate_candidates(problems, &cands, opts, progress)
+}
+
+/// Evaluates `candidates[i]` (n samples each) against `problems[i]`; the report keeps every
+/// sample's completion, program and outcome.
+pub fn evaluate_candidates(problems: &[Problem], candidates: &[Vec<Candidate>], opts: &EvalOptions, progress: bool) -> Result<EvalReport> {
     if problems.len() != candidates.len() {
         bail!("{} problems but {} candidate lists", problems.len(), candidates.len());
     }
     let start = Instant::now();
     let sb = Sandbox::new(opts.sandbox.clone())?;
     let python = sb.config().python.clone();
+    let mut all_modules: Vec<String> = problems.iter().flat_map(|p| p.required_modules()).collect();
+    all_modules.sort();
+    all_modules.dedup();
+    let python_env = packages::python_env(&python, &all_modules);
     // Problems whose own code needs a package that is not installed are not run.
     let env: Vec<Option<String>> = problems
         .iter()
@@ -52,7 +64,7 @@ pub fn evaluate(problems: &[Problem], candidates: &[Vec<String>], opts: &EvalOpt
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(pi, si, with_update)) = work.get(i) else { break };
-                let r = match problems[pi].job(&candidates[pi][si], with_update) {
+                let r = match problems[pi].job(&candidates[pi][si].program, with_update, opts.signature_imports) {
                     Ok(job) => sb.run(&job),
                     Err(e) => RunResult {
                         outcome: Outcome::SandboxError { message: format!("{e:#}") },
@@ -74,23 +86,32 @@ pub fn evaluate(problems: &[Problem], candidates: &[Vec<String>], opts: &EvalOpt
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for (pi, p) in problems.iter().enumerate() {
         let samples: Vec<SampleResult> = (0..candidates[pi].len())
-            .map(|si| match &env[pi] {
-                Some(detail) => SampleResult {
-                    outcome: Outcome::Environment { detail: detail.clone() },
-                    without_update: None,
-                    tests_passed: 0,
-                    tests_total: 0,
-                    wall_s: 0.0,
-                },
-                None => {
-                    let r = results.remove(&(pi, si, true)).expect("every work item ran");
-                    let wo = results.remove(&(pi, si, false)).map(|r| r.outcome);
-                    SampleResult {
-                        tests_passed: r.tests.iter().filter(|t| t.ok).count(),
-                        tests_total: p.job("", true).map(|j| j.tests.len()).unwrap_or(0),
-                        outcome: r.outcome,
-                        without_update: wo,
-                        wall_s: r.wall_s,
+            .map(|si| {
+                let cand = &candidates[pi][si];
+                match &env[pi] {
+                    Some(detail) => SampleResult {
+                        completion: cand.completion.clone(),
+                        program: cand.program.clone(),
+                        outcome: Outcome::Environment { detail: detail.clone() },
+                        output_tail: None,
+                        without_update: None,
+                        tests_passed: 0,
+                        tests_total: 0,
+                        wall_s: 0.0,
+                    },
+                    None => {
+                        let r = results.remove(&(pi, si, true)).expect("every work item ran");
+                        let wo = results.remove(&(pi, si, false)).map(|r| r.outcome);
+                        SampleResult {
+                            completion: cand.completion.clone(),
+                            program: cand.program.clone(),
+                            output_tail: (!r.outcome.passed()).then(|| tail(&r.stderr, OUTPUT_TAIL)).flatten(),
+                            tests_passed: r.tests.iter().filter(|t| t.ok).count(),
+                            tests_total: p.job("", true, opts.signature_imports).map(|j| j.tests.len()).unwrap_or(0),
+                            outcome: r.outcome,
+                            without_update: wo,
+                            wall_s: r.wall_s,
+                        }
                     }
                 }
             })
@@ -112,6 +133,8 @@ pub fn evaluate(problems: &[Problem], candidates: &[Vec<String>], opts: &EvalOpt
         benchmark: opts.benchmark.clone(),
         k: opts.k.clone(),
         isolation: sb.isolation().clone(),
+        python_env,
+        signature_imports: opts.signature_imports,
         overall: group(per_problem.iter(), &opts.k),
         by_package: by(|p| &p.package),
         by_update_type: by(|p| &p.update_type),
@@ -123,6 +146,20 @@ pub fn evaluate(problems: &[Problem], candidates: &[Vec<String>], opts: &EvalOpt
 
 /// Self-check: each problem's own reference solution as its single candidate.
 pub fn evaluate_reference(problems: &[Problem], opts: &EvalOptions, progress: bool) -> Result<EvalReport> {
-    let candidates: Vec<Vec<String>> = problems.iter().map(|p| vec![p.reference_solution()]).collect();
-    evaluate(problems, &candidates, opts, progress)
+    let candidates: Vec<Vec<Candidate>> =
+        problems.iter().map(|p| vec![Candidate::from_program(&p.reference_solution())]).collect();
+    evaluate_candidates(problems, &candidates, opts, progress)
+}
+
+/// Characters of program output kept for a sample that did not pass.
+const OUTPUT_TAIL: usize = 2000;
+
+/// The last `max` characters of `text` (None when it is blank).
+fn tail(text: &str, max: usize) -> Option<String> {
+    let t = text.trim_end();
+    if t.trim().is_empty() {
+        return None;
+    }
+    let start = t.char_indices().rev().nth(max.saturating_sub(1)).map_or(0, |(i, _)| i);
+    Some(t[start..].to_string())
 }

@@ -35,8 +35,12 @@ pub struct SandboxConfig {
     /// Wall-time limit per unit test: a job with T tests gets T times this (as when
     /// CodeUpdateArena runs each test as its own program).
     pub timeout: Duration,
-    /// Address-space limit, MiB.
+    /// Address-space limit of the candidate and its tests, MiB, on top of what the setup
+    /// (trusted dataset code: imports, the update) mapped: importing the CUDA build of torch
+    /// alone maps ~3 GiB of shared libraries without using that much memory.
     pub memory_mb: u64,
+    /// Address space the setup may map beyond `memory_mb`, MiB (the limit before the candidate).
+    pub setup_headroom_mb: u64,
     /// Largest file the program may write, MiB (also the size of the private /tmp).
     pub file_mb: u64,
     /// Tasks (processes and threads) per job.
@@ -54,6 +58,7 @@ impl Default for SandboxConfig {
             python: "python3".into(),
             timeout: Duration::from_secs(10),
             memory_mb: 2048,
+            setup_headroom_mb: 6144,
             file_mb: 16,
             max_tasks: 32,
             output_cap: 1 << 20,
@@ -164,12 +169,13 @@ impl Sandbox {
 
     fn spawn_and_wait(&self, job: &Job, cgroup: Option<&Path>, workdir: Option<&Path>) -> Result<RunResult> {
         let nonce = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
-        let payload = job.to_json(&nonce, self.isolation.socket_guard);
         let mb = 1u64 << 20;
+        let payload = job.to_json(&nonce, self.isolation.socket_guard, self.cfg.memory_mb * mb);
         let budget = self.cfg.timeout * job.tests.len().max(1) as u32;
         let mut limits = vec![
             (libc::RLIMIT_CPU, budget.as_secs() + 2),
-            (libc::RLIMIT_AS, self.cfg.memory_mb * mb),
+            // Lowered by the driver to (mapped after setup + memory_mb) before the candidate runs.
+            (libc::RLIMIT_AS, (self.cfg.memory_mb + self.cfg.setup_headroom_mb) * mb),
             (libc::RLIMIT_FSIZE, self.cfg.file_mb * mb),
             (libc::RLIMIT_NOFILE, 256),
             (libc::RLIMIT_CORE, 0),

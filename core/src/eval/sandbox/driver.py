@@ -35,6 +35,22 @@ def _block_network():
     socket.getaddrinfo = refuse
 
 
+def _limit_memory(extra):
+    # After the (trusted) setup: the candidate may map `extra` bytes beyond what is mapped now.
+    import resource
+
+    try:
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return  # keep the harness's limit (memory_mb + setup headroom)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = mapped + extra
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def _main():
     job = _json.loads(_sys.stdin.read())
     nonce = job.pop("nonce")
@@ -58,6 +74,8 @@ def _main():
             return _tail(e)
 
     result["setup_error"] = run(job["setup"], "<update>", g)
+    if job.get("memory_bytes"):
+        _limit_memory(job["memory_bytes"])
     if result["setup_error"] is None:
         result["candidate_error"] = run(job["candidate"], "<candidate>", g)
     if result["setup_error"] is None and result["candidate_error"] is None:

@@ -28,9 +28,10 @@ pub struct Job {
 }
 
 impl Job {
-    pub(crate) fn to_json(&self, nonce: &str, block_network: bool) -> String {
+    /// `memory_bytes`: address space the candidate and tests may add to what the setup mapped.
+    pub(crate) fn to_json(&self, nonce: &str, block_network: bool, memory_bytes: u64) -> String {
         serde_json::json!({
-            "nonce": nonce, "block_network": block_network,
+            "nonce": nonce, "block_network": block_network, "memory_bytes": memory_bytes,
             "setup": self.setup, "candidate": self.candidate, "tests": self.tests,
         })
         .to_string()
