@@ -139,6 +139,11 @@ fn an_interrupted_sweep_resumes_only_what_was_missing() {
     let first_dir = run(&rec, "similarity-lr=0.003")["run_dir"].clone();
     let second_dir = run(&rec, "similarity-lr=0.01")["run_dir"].clone();
     assert!(second_dir.is_string(), "{rec}");
+    // The interrupted child is gone: its metrics stop growing (it logged ~50 steps a second).
+    let logged = steps_logged(&out.join(second_dir.as_str().unwrap())).len();
+    assert!(logged < 300, "the second run finished before the interrupt reached it");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(steps_logged(&out.join(second_dir.as_str().unwrap())).len(), logged, "the interrupted run is still running");
 
     let a = args(&["--resume"]);
     let o = recode(&a.iter().map(String::as_str).collect::<Vec<_>>());

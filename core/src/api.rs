@@ -94,11 +94,42 @@ pub struct SamplingParams {
     /// Generation stops once the decoded completion contains one of these (the string is kept).
     pub stop_strings: Vec<String>,
     pub seed: u64,
+    /// One generator per row, so what a row samples does not depend on the batch it is in: row r
+    /// draws from ChaCha8 seeded with `row_seeds[r].seed`, on stream `row_seeds[r].stream`.
+    /// Empty: row r uses `seed` on stream r (training). A policy that cannot honour it refuses it.
+    pub row_seeds: Vec<RowSeed>,
+}
+
+/// The generator of one row of a generation call (see `SamplingParams::row_seeds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSeed {
+    pub seed: u64,
+    pub stream: u64,
+}
+
+impl SamplingParams {
+    /// Row `r`'s generator; an error when `row_seeds` is set but does not have one per row.
+    pub fn row_seed(&self, r: usize, rows: usize) -> Result<RowSeed> {
+        if self.row_seeds.is_empty() {
+            return Ok(RowSeed { seed: self.seed, stream: r as u64 });
+        }
+        anyhow::ensure!(self.row_seeds.len() == rows, "sampling: {} row seeds for {rows} prompts", self.row_seeds.len());
+        Ok(self.row_seeds[r])
+    }
 }
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { max_new_tokens: 256, temperature: 1.0, top_p: 1.0, top_k: 0, stop_token_ids: vec![], stop_strings: vec![], seed: 0 }
+        Self {
+            max_new_tokens: 256,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            stop_token_ids: vec![],
+            stop_strings: vec![],
+            seed: 0,
+            row_seeds: vec![],
+        }
     }
 }
 

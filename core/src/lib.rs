@@ -10,6 +10,7 @@ pub mod build;
 pub mod chat;
 pub mod config;
 pub mod plugin_abi;
+pub mod progress;
 pub mod registry;
 pub mod rundir;
 pub mod spec;

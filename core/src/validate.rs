@@ -116,6 +116,7 @@ pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>
         p.push("eval.k", format!("every k must be in 1..=n_samples ({}), got {k}", e.n_samples));
     }
     p.range("eval.workers", e.workers >= 1, "at least 1", e.workers);
+    p.range("eval.batch_size", e.batch_size >= 1, "at least 1", e.batch_size);
     p.range("eval.timeout_s", e.timeout_s > 0.0, "a positive number of seconds", e.timeout_s);
     p.file("eval.data", &e.data);
     if e.every > 0 && e.data.is_empty() {

@@ -3,8 +3,8 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use recode_core::api::{Policy, SamplingParams};
-use recode_core::eval::{self, prompts::PromptVariant, EvalOptions, Problem};
+use recode_core::api::Policy;
+use recode_core::eval::{self, EvalOptions, Problem};
 use recode_core::spec::EvalSpec;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,10 @@ pub struct EvalArgs {
     top_p: f64,
     #[arg(long, default_value_t = 1024)]
     max_new_tokens: usize,
+    /// Rows generated together, across problems and samples (each row has its own seed, so the
+    /// report does not depend on it).
+    #[arg(long, default_value_t = EvalSpec::default().batch_size)]
+    batch_size: usize,
     /// Prompt variant: recode, no_update, update_prepended.
     #[arg(long, default_value = "recode")]
     prompt: String,
@@ -92,6 +96,7 @@ impl EvalArgs {
             temperature: self.temperature,
             top_p: self.top_p,
             max_new_tokens: self.max_new_tokens,
+            batch_size: self.batch_size,
             prompt: self.prompt.clone(),
             limit: self.limit,
             workers: self.workers,
@@ -126,8 +131,17 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         } else {
             bail!("say what to evaluate: --reference, --candidates FILE, --model MODEL or --run RUN_DIR");
         };
-        let cands = generate_candidates(policy.as_mut(), &problems, &spec, a.seed, None)?;
-        eval::evaluate(&problems, &cands, &opts, true)?
+        let (report, g) = eval::evaluate_policy(policy.as_mut(), &problems, &spec, &opts, a.seed, None, true)?;
+        eprintln!(
+            "generated {} tokens for {} rows in {:.1}s ({:.1} tokens/s, batch {}); generation and execution {:.1}s",
+            g.tokens,
+            g.rows,
+            g.seconds,
+            g.tokens_per_s(),
+            spec.batch_size,
+            report.wall_s
+        );
+        report
     };
     println!("{}", report.to_markdown());
     if let Some(out) = &a.out {
@@ -140,7 +154,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 }
 
 /// The spec's problems (at most `limit`) and the harness options.
-fn problems_and_options(spec: &EvalSpec) -> Result<(Vec<Problem>, EvalOptions)> {
+pub fn problems_and_options(spec: &EvalSpec) -> Result<(Vec<Problem>, EvalOptions)> {
     let mut problems = eval::load_problems(&spec.benchmark, Path::new(&spec.data))?;
     if spec.limit > 0 {
         problems.truncate(spec.limit);
@@ -154,12 +168,6 @@ fn problems_and_options(spec: &EvalSpec) -> Result<(Vec<Problem>, EvalOptions)> 
 fn samples_path(out: &Path) -> PathBuf {
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
     out.with_file_name(format!("{stem}.samples.jsonl"))
-}
-
-/// The code a completion proposes: the first python block in <answer>, else the first python
-/// block anywhere, else the whole text (HumanEval-style completions are bare code).
-pub fn extract_candidate(completion: &str) -> String {
-    eval::Candidate::from_completion(completion).program
 }
 
 fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<eval::Candidate>>> {
@@ -199,8 +207,7 @@ pub fn training_evaluator<'a>(
     let (problems, mut opts) = problems_and_options(spec)?;
     opts.sandbox.python = eval::evalenv::sandbox_python(None, true)?;
     Ok(Box::new(move |policy: &mut dyn Policy, step: usize| {
-        let cands = generate_candidates(policy, &problems, spec, seed, chat_template.as_deref())?;
-        let report = eval::evaluate(&problems, &cands, &opts, false)?;
+        let (report, _) = eval::evaluate_policy(policy, &problems, spec, &opts, seed, chat_template.as_deref(), false)?;
         recode_core::rundir::write_atomic(&run_dir.join(format!("eval-step-{step:06}.json")), report.to_json().as_bytes())?;
         let mut m = recode_core::trainer::Metrics::new();
         for (k, v) in &report.overall.pass_at_k {
@@ -211,46 +218,6 @@ pub fn training_evaluator<'a>(
         }
         Ok(m)
     }))
-}
-
-/// `template` overrides the model's own chat template.
-fn generate_candidates(
-    policy: &mut dyn Policy,
-    problems: &[Problem],
-    spec: &EvalSpec,
-    seed: u64,
-    template: Option<&str>,
-) -> Result<Vec<Vec<String>>> {
-    let variant: PromptVariant = spec.prompt.parse()?;
-    let template = match template {
-        Some(t) => t.to_string(),
-        None => policy.codec().chat_template().ok_or_else(|| anyhow!("the model ships no chat template; set prompt.chat_template"))?,
-    };
-    let bar = indicatif::ProgressBar::new(problems.len() as u64).with_prefix("generate");
-    bar.set_style(super::progress_style());
-    let mut out = Vec::with_capacity(problems.len());
-    for (i, p) in problems.iter().enumerate() {
-        let mut msgs = p.prompt_messages(variant);
-        let prefill = matches!(p, Problem::Cua(_)) && variant == PromptVariant::Recode;
-        if prefill {
-            msgs.push(recode_core::api::ChatMessage { role: "assistant".into(), content: eval::PREFILL.into() });
-        }
-        let text = recode_core::chat::render(&template, &msgs, !prefill, prefill)?;
-        let ids = policy.codec().encode(&text)?;
-        let prompts = vec![ids; spec.n_samples];
-        let params = SamplingParams {
-            max_new_tokens: spec.max_new_tokens,
-            temperature: spec.temperature,
-            top_p: spec.top_p,
-            seed: recode_core::trainer::data_order::derive_seed(seed, &[i as u64]),
-            ..SamplingParams::default()
-        };
-        let gens = policy.generate(&prompts, &params)?;
-        out.push(gens.iter().map(|g| extract_candidate(&g.text)).collect());
-        bar.inc(1);
-    }
-    bar.finish();
-    Ok(out)
 }
 
 /// The policy of a run: its resolved spec, with the newest checkpoint loaded.
@@ -271,7 +238,6 @@ pub fn policy_from_run_on(run: &Path, backend: Option<&str>) -> Result<Box<dyn P
             .map_err(|_| anyhow!("--backend: expected cpu, wgpu or cuda, got `{b}`"))?;
     }
     let ctx = recode_core::registry::ModelContext { spec: &spec.model, backend: &backend_spec, training: &spec.training, seed: spec.run.seed };
-
     let mut policy = crate::host::build_policy(&reg, &ctx).with_context(|| format!("model of {}", spec_path.display()))?;
     let (step, ckpt) = recode_core::rundir::latest_checkpoint(run)?.ok_or_else(|| anyhow!("{} has no checkpoint", run.display()))?;
     policy.load(&ckpt.join("policy"))?;

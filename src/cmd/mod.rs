@@ -1,4 +1,6 @@
 pub mod bench;
+mod bench_eval;
+mod bench_step;
 pub mod eval;
 pub mod evalenv;
 pub mod misc;
@@ -29,10 +31,4 @@ pub fn load_checked_as(path: &Path, sets: &[String], complete: bool) -> Result<L
     }
     recode_core::build::check_plugins(&reg, &loaded.spec).map_err(|e| anyhow::anyhow!("invalid spec {}: {e:#}", path.display()))?;
     Ok(loaded)
-}
-
-pub fn progress_style() -> indicatif::ProgressStyle {
-    indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta}) {msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ")
 }

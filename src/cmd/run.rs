@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use recode_core::build;
+use recode_core::progress::Progress;
 use recode_core::registry::ModelContext;
 use recode_core::rundir::{latest_checkpoint, RunDir};
 use recode_core::spec::Spec;
@@ -95,19 +96,19 @@ pub fn train(spec: &Spec, annotated: &str, resume: Option<&str>, max_steps: Opti
     let start_step = trainer.state.step;
     let total = spec.training.steps;
     let stop_at = max_steps.map(|m| (start_step + m).min(total)).unwrap_or(total);
-    let bar = indicatif::ProgressBar::new(total as u64).with_position(start_step as u64).with_prefix("train");
-    bar.set_style(super::progress_style());
-    if !spec.logging.progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    // A bar on a terminal, a line every few seconds in a log file.
+    let mode = recode_core::progress::Mode::auto(spec.logging.progress);
+    let bar = std::sync::Arc::new(Progress::new("train", "steps", total as u64, start_step as u64, mode));
     let bar2 = bar.clone();
     trainer.on_step = Some(Box::new(move |step, m: &Metrics| {
-        bar2.set_position(step as u64);
+        let get = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
         bar2.set_message(format!(
-            "reward {:.3} loss {:.4}",
-            m.get("reward/total/mean").unwrap_or(&f64::NAN),
-            m.get("loss").unwrap_or(&f64::NAN)
+            "reward {:.3} loss {:.4}, generation {:.1} tokens/s",
+            get("reward/total/mean"),
+            get("loss"),
+            get("throughput/tokens_per_s")
         ));
+        bar2.set_position(step as u64);
     }));
     let t0 = Instant::now();
     let history = if stop_at < total {

@@ -10,6 +10,7 @@
 
 pub mod cua;
 pub mod evalenv;
+pub mod generate;
 pub mod humaneval;
 pub mod packages;
 pub mod passk;
@@ -22,7 +23,8 @@ pub mod signature;
 
 pub use prompts::{PromptVariant, PREFILL};
 pub use report::{Candidate, EvalReport, GroupStats, ProblemResult, SampleResult};
-pub use run::{evaluate, evaluate_candidates, evaluate_reference};
+pub use generate::{evaluate_policy, GenStats};
+pub use run::{evaluate, evaluate_candidates, evaluate_reference, evaluate_streaming};
 
 use crate::api::ChatMessage;
 use crate::spec::EvalSpec;

@@ -1,13 +1,14 @@
-//! Running every candidate of every problem through a bounded pool of sandboxed workers.
+//! Running every candidate of every problem through a bounded pool of sandboxed workers, as
+//! candidates arrive (so execution overlaps generation).
 
 use super::report::{group, Candidate, EvalReport, ProblemResult, SampleResult};
 use super::sandbox::{Outcome, RunResult, Sandbox};
 use super::{packages, EvalOptions, Problem};
-use anyhow::{bail, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::progress::{Mode, Progress};
+use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 /// Evaluates `candidates[i]` (n extracted programs each) against `problems[i]`.
@@ -23,6 +24,26 @@ pub fn evaluate_candidates(problems: &[Problem], candidates: &[Vec<Candidate>], 
     if problems.len() != candidates.len() {
         bail!("{} problems but {} candidate lists", problems.len(), candidates.len());
     }
+    let bar = Progress::new("execute", "problems", problems.len() as u64, 0, Mode::auto(progress));
+    let (report, ()) = evaluate_streaming(problems, opts, &|done| bar.set_position(done as u64), |submit| {
+        for (pi, c) in candidates.iter().enumerate() {
+            submit(pi, c.clone())?;
+        }
+        Ok(())
+    })?;
+    bar.finish();
+    Ok(report)
+}
+
+/// Evaluates candidates while they are still being made: `produce` runs on the calling thread (a
+/// model need not be `Send`) and hands each problem's samples to `submit` once; sandbox workers
+/// run what was submitted meanwhile. `executed(n)` reports n problems fully executed.
+pub fn evaluate_streaming<T>(
+    problems: &[Problem],
+    opts: &EvalOptions,
+    executed: &(dyn Fn(usize) + Sync),
+    produce: impl FnOnce(&mut dyn FnMut(usize, Vec<Candidate>) -> Result<()>) -> Result<T>,
+) -> Result<(EvalReport, T)> {
     let start = Instant::now();
     let sb = Sandbox::new(opts.sandbox.clone())?;
     let python = sb.config().python.clone();
@@ -38,33 +59,24 @@ pub fn evaluate_candidates(problems: &[Problem], candidates: &[Vec<Candidate>], 
             (!missing.is_empty()).then(|| format!("missing python packages: {}", missing.join(", ")))
         })
         .collect();
-    // Work items: (problem, sample, with_update).
-    let mut work = Vec::new();
-    for (pi, p) in problems.iter().enumerate() {
-        if env[pi].is_some() {
-            continue;
-        }
-        for si in 0..candidates[pi].len() {
-            work.push((pi, si, true));
-            if opts.without_update && p.has_update() {
-                work.push((pi, si, false));
-            }
-        }
-    }
-    let remaining: Vec<AtomicUsize> =
-        problems.iter().enumerate().map(|(pi, _)| AtomicUsize::new(work.iter().filter(|w| w.0 == pi).count())).collect();
-    let bar = if progress { ProgressBar::new(problems.len() as u64) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("eval {bar:30} {pos}/{len} problems [{elapsed_precise}<{eta_precise}]").unwrap());
-    // Problems with nothing to run (skipped, or no candidates) are done already.
-    bar.inc(remaining.iter().filter(|r| r.load(Ordering::Relaxed) == 0).count() as u64);
+    // Work items: (problem, sample, with_update, program).
+    let (tx, rx) = mpsc::channel::<(usize, usize, bool, String)>();
+    let rx = Mutex::new(rx);
+    let remaining: Vec<AtomicUsize> = problems.iter().map(|_| AtomicUsize::new(0)).collect();
+    let finished = AtomicUsize::new(0);
+    let cancel = AtomicBool::new(false);
     let results: Mutex<BTreeMap<(usize, usize, bool), RunResult>> = Mutex::new(BTreeMap::new());
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
+    let mut candidates: Vec<Option<Vec<Candidate>>> = vec![None; problems.len()];
+    let problem_done = || executed(finished.fetch_add(1, Ordering::AcqRel) + 1);
+    let produced = std::thread::scope(|s| {
         for _ in 0..opts.workers.max(1) {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(pi, si, with_update)) = work.get(i) else { break };
-                let r = match problems[pi].job(&candidates[pi][si].program, with_update, opts.signature_imports) {
+                let item = rx.lock().unwrap().recv();
+                let Ok((pi, si, with_update, program)) = item else { break };
+                if cancel.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let r = match problems[pi].job(&program, with_update, opts.signature_imports) {
                     Ok(job) => sb.run(&job),
                     Err(e) => RunResult {
                         outcome: Outcome::SandboxError { message: format!("{e:#}") },
@@ -75,19 +87,52 @@ pub fn evaluate_candidates(problems: &[Problem], candidates: &[Vec<Candidate>], 
                 };
                 results.lock().unwrap().insert((pi, si, with_update), r);
                 if remaining[pi].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    bar.inc(1);
+                    problem_done();
                 }
             });
         }
-    });
-    bar.finish_and_clear();
+        let mut submit = |pi: usize, cands: Vec<Candidate>| -> Result<()> {
+            let p = problems.get(pi).ok_or_else(|| anyhow!("candidates for problem {pi} of {}", problems.len()))?;
+            if candidates[pi].is_some() {
+                bail!("candidates of problem {} submitted twice", p.id());
+            }
+            let mut items = vec![];
+            if env[pi].is_none() {
+                for (si, c) in cands.iter().enumerate() {
+                    items.push((pi, si, true, c.program.clone()));
+                    if opts.without_update && p.has_update() {
+                        items.push((pi, si, false, c.program.clone()));
+                    }
+                }
+            }
+            candidates[pi] = Some(cands);
+            // Problems with nothing to run (skipped, or no candidates) are done already.
+            if items.is_empty() {
+                problem_done();
+            }
+            remaining[pi].store(items.len(), Ordering::Release);
+            for it in items {
+                tx.send(it).map_err(|_| anyhow!("the sandbox workers stopped"))?;
+            }
+            Ok(())
+        };
+        let produced = produce(&mut submit);
+        // No more work: the workers finish what is queued and stop.
+        drop(submit);
+        drop(tx);
+        if produced.is_err() {
+            cancel.store(true, Ordering::Relaxed);
+        }
+        produced
+    })?;
     let mut results = results.into_inner().unwrap();
     let mut per_problem = Vec::with_capacity(problems.len());
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for (pi, p) in problems.iter().enumerate() {
-        let samples: Vec<SampleResult> = (0..candidates[pi].len())
+        let cands = candidates[pi].take().ok_or_else(|| anyhow!("problem {} was never given candidates", p.id()))?;
+        let samples: Vec<SampleResult> = (0..cands.len())
             .map(|si| {
-                let cand = &candidates[pi][si];
+                let cand = &cands[si];
                 match &env[pi] {
                     Some(detail) => SampleResult {
                         completion: cand.completion.clone(),
@@ -129,7 +174,7 @@ pub fn evaluate_candidates(problems: &[Problem], candidates: &[Vec<Candidate>], 
             .map(|k| (k.to_string(), group(per_problem.iter().filter(|p| f(p) == k), &opts.k)))
             .collect::<BTreeMap<_, _>>()
     };
-    Ok(EvalReport {
+    let report = EvalReport {
         benchmark: opts.benchmark.clone(),
         k: opts.k.clone(),
         isolation: sb.isolation().clone(),
@@ -141,7 +186,8 @@ pub fn evaluate_candidates(problems: &[Problem], candidates: &[Vec<Candidate>], 
         outcomes,
         problems: per_problem,
         wall_s: start.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((report, produced))
 }
 
 /// Self-check: each problem's own reference solution as its single candidate.

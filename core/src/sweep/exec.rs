@@ -400,3 +400,58 @@ fn progress_line(dir: &Path, run: &RunRecord, r: &Running) -> String {
         .unwrap_or_else(|| "starting".into());
     format!("  [{}] {step}, {}", run.name, duration(r.started.elapsed().as_secs_f64()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, LoadOptions};
+    use crate::sweep::plan::{expand, ExpandOptions};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A sweep of `n` runs in `dir`, run by `script` instead of `recode` (it gets `run SPEC`).
+    fn setup(dir: &Path, n: usize, script: &str) -> (Plan, ExecOptions) {
+        std::fs::write(dir.join("base.toml"), "[[reward]]\nname = \"format\"\n").unwrap();
+        let lrs: Vec<String> = (1..=n).map(|i| format!("0.{i}")).collect();
+        std::fs::write(dir.join("s.toml"), format!("base = \"base.toml\"\n[grid]\n\"training.lr\" = [{}]\n", lrs.join(", "))).unwrap();
+        let prog = dir.join("fake-recode");
+        std::fs::write(&prog, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let opts = ExpandOptions { sets: vec![], dir: Some(dir.join("sw")) };
+        let plan = expand(&dir.join("s.toml"), &opts, &|b, s| load(b, &LoadOptions { sets: s.to_vec(), env: false })).unwrap();
+        (plan, ExecOptions::new(prog))
+    }
+
+    fn log(plan: &Plan, run: usize) -> String {
+        std::fs::read_to_string(plan.dir.join(format!("logs/{}.log", plan.runs[run].name))).unwrap()
+    }
+
+    #[test]
+    fn each_running_run_gets_a_gpu_of_its_own() {
+        let d = tempfile::tempdir().unwrap();
+        let (plan, mut opts) = setup(d.path(), 3, "echo \"gpu=$CUDA_VISIBLE_DEVICES device=$RECODE_BACKEND__DEVICE\"; sleep 0.5");
+        opts.jobs = 4;
+        opts.gpus = vec!["3".into(), "5".into()];
+        let out = run(&plan, &opts, &|_| {}).unwrap();
+        assert_eq!((out.failed, out.record.count(Status::Finished)), (0, 3));
+        let gpu = |i: usize| log(&plan, i).lines().find_map(|l| l.strip_prefix("gpu=").map(str::to_string)).unwrap();
+        // The first two start together (two GPUs, so two at a time despite jobs = 4).
+        assert_eq!((gpu(0), gpu(1)), ("3 device=0".to_string(), "5 device=0".to_string()));
+        assert!(["3 device=0", "5 device=0"].contains(&gpu(2).as_str()));
+    }
+
+    #[test]
+    fn a_run_over_its_time_limit_is_stopped_and_recorded_as_failed() {
+        let d = tempfile::tempdir().unwrap();
+        let (plan, mut opts) = setup(d.path(), 2, "case \"$2\" in *0.1.toml) sleep 60;; *) echo fine;; esac");
+        opts.jobs = 2;
+        opts.run_timeout = Some(Duration::from_millis(500));
+        let t = Instant::now();
+        let out = run(&plan, &opts, &|_| {}).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        let slow = &out.record.runs[0];
+        assert_eq!((slow.status, out.failed), (Status::Failed, 1));
+        assert!(slow.log_tail.iter().any(|l| l.contains("run timeout")), "{:?}", slow.log_tail);
+        assert_eq!(out.record.runs[1].status, Status::Finished);
+        assert!(log(&plan, 1).contains("fine"));
+    }
+}

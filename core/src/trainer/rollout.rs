@@ -74,6 +74,7 @@ impl Trainer<'_> {
                 stop_token_ids: vec![],
                 stop_strings: gen.stop_strings.clone(),
                 seed: derive_seed(seed, &[chunk_no as u64]),
+                row_seeds: vec![],
             };
             let out = self.policy.generate(chunk, &params)?;
             ensure!(out.len() == chunk.len(), "model returned {} completions for {} prompts", out.len(), chunk.len());

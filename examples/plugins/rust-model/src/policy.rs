@@ -162,9 +162,18 @@ impl<B: Backend> Policy for WindowPolicy<B> {
         let (pad, mut stop) = (self.codec.pad_id(), self.codec.eos_ids());
         stop.extend(&p.stop_token_ids);
         let vocab = self.codec.vocab_size();
+        // Without row seeds, row r uses seed + r; with them, the named seed and stream.
         let mut rngs: Vec<ChaCha8Rng> = (0..prompts.len())
-            .map(|r| ChaCha8Rng::seed_from_u64(p.seed.wrapping_add(r as u64)))
-            .collect();
+            .map(|r| {
+                if p.row_seeds.is_empty() {
+                    return Ok(ChaCha8Rng::seed_from_u64(p.seed.wrapping_add(r as u64)));
+                }
+                let rs = p.row_seed(r, prompts.len())?;
+                let mut g = ChaCha8Rng::seed_from_u64(rs.seed);
+                g.set_stream(rs.stream);
+                Ok(g)
+            })
+            .collect::<Result<_>>()?;
         let mut out: Vec<Generation> = prompts
             .iter()
             .map(|_| Generation {
