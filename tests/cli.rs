@@ -277,3 +277,22 @@ fn wgpu_backend_matches_cpu_on_the_tiny_model() {
         assert!((a - b).abs() < 1e-4, "cpu {a} vs wgpu {b}");
     }
 }
+
+/// Without a terminal (stderr is a pipe here), progress is printed as lines a log file can show.
+#[test]
+fn progress_is_printed_as_lines_without_a_terminal() {
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_recode")).args(args).current_dir(root()).env("RECODE_PROGRESS_SECS", "0").output().unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        err
+    };
+    let err = run(&["eval", "--bench", "cua", "--data", "data/cua-sample.jsonl", "--reference"]);
+    assert!(err.lines().any(|l| l.starts_with("execute: 4/4 problems, ") && l.contains("elapsed")), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = format!("run.output_dir={:?}", dir.path().display().to_string());
+    let err = run(&["run", "experiments/tiny-grpo.toml", "--set", "training.steps=2", "--set", "logging.progress=true", "--set", &out_dir]);
+    let first = err.lines().find(|l| l.starts_with("train: 1/2 steps, ")).unwrap_or_else(|| panic!("no step line:\n{err}"));
+    assert!(first.contains("about") && first.contains("left") && first.contains("tokens/s"), "{first}");
+    assert!(err.lines().any(|l| l.starts_with("train: 2/2 steps, ")), "{err}");
+}
