@@ -243,8 +243,12 @@ pub struct GenerationSpec {
     pub top_k: usize,
     /// Stop once the completion contains one of these.
     pub stop_strings: Vec<String>,
-    /// Sequences decoded together (memory vs speed).
+    /// Sequences decoded together (memory vs speed). All prompts x G of a step go through
+    /// generation in batches of at most this many rows; a group's rows share one prompt prefill.
     pub batch_size: usize,
+    /// KV-cache budget of one generation batch, in positions: a batch holds at most
+    /// batch_tokens / (longest prompt + max_new_tokens) rows (at least one). 0 = no budget.
+    pub batch_tokens: usize,
     /// DAPO dynamic sampling: at most this many generation rounds to fill a batch with kept groups.
     pub max_num_gen_batches: usize,
 }
@@ -259,6 +263,7 @@ impl Default for GenerationSpec {
             top_k: 0,
             stop_strings: vec![],
             batch_size: 8,
+            batch_tokens: 65536,
             max_num_gen_batches: 4,
         }
     }

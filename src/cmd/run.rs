@@ -149,7 +149,7 @@ fn hparams(spec: &Spec) -> BTreeMap<String, HParamValue> {
 fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[Metrics], wall: f64) -> Result<String> {
     let mut phase = BTreeMap::new();
     for m in history {
-        for k in ["time/generation_s", "time/scoring_s", "time/reference_s", "time/update_s"] {
+        for k in ["time/generation_s", "time/scoring_s", "time/reference_s", "time/old_logprobs_s", "time/update_s"] {
             *phase.entry(k.trim_start_matches("time/").trim_end_matches("_s").to_string()).or_insert(0.0) += m.get(k).copied().unwrap_or(0.0);
         }
     }
@@ -211,4 +211,3 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
-

@@ -65,7 +65,9 @@ impl Trainer<'_> {
         let flat: Vec<Vec<u32>> = prompts.iter().flat_map(|(_, p)| std::iter::repeat_n(p.clone(), g)).collect();
         let gen = &self.spec.generation;
         let mut gens = Vec::with_capacity(flat.len());
-        for (chunk_no, chunk) in flat.chunks(gen.batch_size.max(1)).enumerate() {
+        let longest = flat.iter().map(Vec::len).max().unwrap_or(0) + gen.max_new_tokens;
+        let by_tokens = if gen.batch_tokens > 0 { (gen.batch_tokens / longest.max(1)).max(1) } else { usize::MAX };
+        for (chunk_no, chunk) in flat.chunks(gen.batch_size.min(by_tokens).max(1)).enumerate() {
             let params = SamplingParams {
                 max_new_tokens: gen.max_new_tokens,
                 temperature: gen.temperature,
@@ -186,6 +188,7 @@ impl Trainer<'_> {
         let truncated = all.iter().flat_map(|gr| gr.gens.iter()).filter(|x| x.finish == crate::api::FinishReason::Length).count();
         m.insert("completion/truncated_frac".into(), truncated as f64 / lens.len().max(1) as f64);
         m.insert("throughput/tokens_per_s".into(), gen_tokens / t_gen.max(1e-9));
+        m.insert("tokens/generated".into(), gen_tokens);
         m.insert("time/generation_s".into(), t_gen);
         m.insert("time/scoring_s".into(), t_score);
         trl_rollout_metrics(&mut m, &all, &spec.generation);
@@ -211,10 +214,17 @@ impl Trainer<'_> {
             .iter()
             .flat_map(|gr| gr.gens.iter().map(|x| Sequence { prompt: gr.prompt.clone(), completion: x.tokens.clone() }))
             .collect();
+        // Prompt + completion tokens of one pass over the kept sequences (reference, old policy, update).
+        let pass_tokens: usize = seqs.iter().map(|s| s.prompt.len() + s.completion.len()).sum();
+        m.insert("tokens/per_pass".into(), pass_tokens as f64);
         let t = Instant::now();
+        // No reference pass when the algorithm has no KL term (beta = 0, DAPO).
         let ref_logp = if self.algorithm.needs_reference() { Some(self.policy.logprobs(&seqs, false)?) } else { None };
-        let old_logp = if spec.training.num_iterations > 1 { Some(self.policy.logprobs(&seqs, true)?) } else { None };
         m.insert("time/reference_s".into(), t.elapsed().as_secs_f64());
+        // With one pass per rollout the old policy is the current one (its log-probs detached).
+        let t = Instant::now();
+        let old_logp = if spec.training.num_iterations > 1 { Some(self.policy.logprobs(&seqs, true)?) } else { None };
+        m.insert("time/old_logprobs_s".into(), t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         let adv32: Vec<f32> = adv.iter().map(|&a| a as f32).collect();
