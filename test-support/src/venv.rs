@@ -53,7 +53,7 @@ fn lock(dir: &Path) -> Result<File, String> {
 
 fn make(dir: &Path, python: &Path, requirements: &str) -> Result<(), String> {
     let start = Instant::now();
-    crate::say(&format!("making the tests' Python environment in {} (once; about a minute)", dir.display()));
+    crate::say(&format!("making the tests' Python environment in {} (once; about 40 s)", dir.display()));
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove the old {}: {e}", dir.display()))?;
     }
