@@ -199,8 +199,9 @@ pub fn generate<B: Backend>(
     // A stop string of n bytes lies within the last n tokens once it appears; one more token
     // absorbs a character split across tokens, so only that tail is decoded at each step.
     let stop_window = p.stop_strings.iter().map(|s| s.len()).max().unwrap_or(0) + 2;
-    // `live[i]`: the prompt row at batch position i. Finished rows leave the batch (their cache
-    // rows are dropped) once a quarter of it has finished.
+    // `live[i]`: the prompt row at batch position i; `valid` and `next_pos` are indexed by batch
+    // position too. Finished rows leave the batch (their cache rows are dropped) once a quarter
+    // of it has finished.
     let mut live: Vec<usize> = (0..b).collect();
     let mut done = vec![false; b];
     let mut next_pos: Vec<usize> = prompts.iter().map(|x| x.len()).collect();
@@ -230,17 +231,17 @@ pub fn generate<B: Backend>(
             let keep: Vec<usize> = (0..live.len()).filter(|&i| !done[live[i]]).collect();
             caches = caches.iter().map(|c| c.gather_rows(&keep, &device)).collect();
             live = keep.iter().map(|&i| live[i]).collect();
+            valid = keep.iter().map(|&i| std::mem::take(&mut valid[i])).collect();
+            next_pos = keep.iter().map(|&i| next_pos[i]).collect();
         }
         let feed: Vec<u32> = live.iter().map(|&r| if done[r] { pad } else { *out[r].tokens.last().expect("sampled") }).collect();
         let past = pmax + step;
-        for &r in &live {
-            valid[r].push(true);
+        for row in valid.iter_mut() {
+            row.push(true);
         }
-        let rows_valid: Vec<Vec<bool>> = live.iter().map(|&r| valid[r].clone()).collect();
-        let rows_pos: Vec<usize> = live.iter().map(|&r| next_pos[r]).collect();
-        let st = Step::new(cfg, &rows_pos, &rows_valid, past, &device);
-        for &r in &live {
-            next_pos[r] += 1;
+        let st = Step::new(cfg, &next_pos, &valid, past, &device);
+        for np in next_pos.iter_mut() {
+            *np += 1;
         }
         let h = model.hidden(&feed, &st, Some(&mut caches), fwd);
         logits = to_f32(model.logits(h));
@@ -356,10 +357,16 @@ fn shared_prompt_logprobs<B: Backend>(model: &Transformer<B>, group: &[&Sequence
         let hc = model.hidden(&ids, &st, Some(&mut caches), fwd).reshape([g, t, hs]);
         h = Tensor::cat(vec![h, hc], 1);
     }
-    let lp_all = log_softmax(model.logits(h.reshape([g * cmax, hs])), 1);
-    let targets: Vec<i64> = group.iter().flat_map(|s| (0..cmax).map(move |j| s.completion.get(j).copied().unwrap_or(0) as i64)).collect();
-    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [g * cmax, 1]), &device);
-    Ok(lp_all.gather(1, targets).reshape([g, cmax]))
+    Ok(token_logprobs(model, h.reshape([g * cmax, hs]), group.iter().map(|s| &s.completion[..]), cmax))
+}
+
+/// Log-probs `[rows, cmax]` of each row's completion tokens from the hidden states that predict
+/// them (`[rows * cmax, hidden]`); columns past a row's completion hold garbage.
+fn token_logprobs<'a, B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, completions: impl Iterator<Item = &'a [u32]>, cmax: usize) -> Tensor<B, 2> {
+    let targets: Vec<i64> = completions.flat_map(|c| (0..cmax).map(move |j| c.get(j).copied().unwrap_or(0) as i64)).collect();
+    let rows = targets.len() / cmax;
+    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [rows * cmax, 1]), &model.device());
+    log_softmax(model.logits(h), 1).gather(1, targets).reshape([rows, cmax])
 }
 
 /// Every row packed into one batch (prompts left-padded, completions right-padded).
@@ -372,11 +379,7 @@ pub fn packed_logprobs<B: Backend>(model: &Transformer<B>, seqs: &[Sequence], pa
     let st = Step::new(&model.cfg, &pos, &valid, 0, &device);
     let h = model.hidden(&ids, &st, None, fwd);
     let h = h.reshape([b, l, hs]).slice([0..b, pmax - 1..pmax - 1 + cmax, 0..hs]).reshape([b * cmax, hs]);
-    let lp = log_softmax(model.logits(h), 1);
-    let targets: Vec<i64> =
-        seqs.iter().flat_map(|s| (0..cmax).map(move |j| s.completion.get(j).copied().unwrap_or(0) as i64)).collect();
-    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [b * cmax, 1]), &device);
-    Ok(lp.gather(1, targets).reshape([b, cmax]))
+    Ok(token_logprobs(model, h, seqs.iter().map(|s| &s.completion[..]), cmax))
 }
 
 /// Trim a `[b, cmax]` log-prob tensor to per-row completion lengths.
