@@ -91,6 +91,27 @@ fn comparable(m: &serde_json::Map<String, Value>) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The sampled trajectory (rewards, lengths, advantages) must be bit-identical. Scalars reduced
+/// over gradients may differ in the last digits: burn's CPU backward does not sum in a fixed
+/// order across processes (measured: grad_norm varies by ~1e-6 relative between two identical
+/// fresh runs).
+fn assert_same_trajectory(a: &[serde_json::Map<String, Value>], b: &[serde_json::Map<String, Value>]) {
+    assert_eq!(a.len(), b.len(), "number of logged steps");
+    for (x, y) in a.iter().zip(b) {
+        let (cx, cy) = (comparable(x), comparable(y));
+        assert_eq!(cx.len(), cy.len());
+        for ((kx, vx), (ky, vy)) in cx.iter().zip(&cy) {
+            assert_eq!(kx, ky);
+            let reduced = ["grad_norm", "loss", "kl", "clip_frac", "ratio_mean"].contains(&kx.as_str());
+            if reduced {
+                assert!((vx - vy).abs() <= 1e-5 * vx.abs().max(vy.abs()).max(1e-3), "step {}: {kx} {vx} vs {vy}", x["step"]);
+            } else {
+                assert_eq!(vx, vy, "step {}: {kx}", x["step"]);
+            }
+        }
+    }
+}
+
 #[test]
 fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -104,24 +125,7 @@ fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
     assert_eq!(resumed, part, "resume continues in the same run directory");
     let (a, b) = (metrics(&full), metrics(&resumed));
     assert_eq!(a.len(), 6);
-    assert_eq!(b.len(), 6);
-    for (x, y) in a.iter().zip(&b) {
-        let (cx, cy) = (comparable(x), comparable(y));
-        assert_eq!(cx.len(), cy.len());
-        for ((kx, vx), (ky, vy)) in cx.iter().zip(&cy) {
-            assert_eq!(kx, ky);
-            // The sampled trajectory (rewards, lengths, advantages) must be bit-identical. Scalars
-            // reduced over gradients may differ in the last digits: burn's CPU backward does not
-            // sum in a fixed order across processes (measured: grad_norm varies by ~1e-6
-            // relative between two identical fresh runs).
-            let reduced = ["grad_norm", "loss", "kl", "clip_frac", "ratio_mean"].contains(&kx.as_str());
-            if reduced {
-                assert!((vx - vy).abs() <= 1e-5 * vx.abs().max(vy.abs()).max(1e-3), "step {}: {kx} {vx} vs {vy}", x["step"]);
-            } else {
-                assert_eq!(vx, vy, "step {}: {kx}", x["step"]);
-            }
-        }
-    }
+    assert_same_trajectory(&a, &b);
     // Loss and reward really moved, so equality is not trivial.
     assert!(series(&a, "loss").iter().any(|l| *l != 0.0));
 }
@@ -178,4 +182,191 @@ fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
     assert!(hist.contains(&"reward/total") && hist.contains(&"advantage"), "{hist:?}");
     let plugins = tb["plugins"].to_string();
     assert!(plugins.contains("text") && plugins.contains("hparams"), "{plugins}");
+}
+
+/// Runs `recode run` with extra environment and returns (success, stderr).
+fn run_raw(spec: &str, out: &Path, sets: &[&str], extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_recode"));
+    cmd.current_dir(root()).args(["run", spec, "--set", &format!("run.output_dir={:?}", out.display().to_string())]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    cmd.args(extra).envs(env.iter().copied());
+    let o = cmd.output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn run_dir_of(stderr: &str) -> Option<PathBuf> {
+    stderr.lines().find_map(|l| l.strip_prefix("run directory: ")).map(|l| PathBuf::from(l.trim()))
+}
+
+/// Every file of a checkpoint's policy folder, by name.
+fn policy_files(ckpt: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![ckpt.join("policy")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path().strip_prefix(ckpt).unwrap().display().to_string(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_nan_injected_into_real_grpo_and_dapo_runs_skips_that_update_and_keeps_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    for spec in ["experiments/tiny-grpo.toml", "experiments/tiny-dapo.toml"] {
+        let sets = ["training.steps=4", "training.checkpoint_every=1", "training.num_iterations=1"];
+        // Optimiser step 2 is rollout step 2's only pass.
+        let (ok, err) = run_raw(spec, dir.path(), &sets, &[], &[("RECODE_INJECT_NONFINITE", "2")]);
+        assert!(ok, "{spec} with a NaN injected stopped:\n{err}");
+        let run_dir = run_dir_of(&err).unwrap();
+        let m = metrics(&run_dir);
+        assert_eq!(series(&m, "update/skipped"), vec![0.0, 1.0, 0.0, 0.0], "{spec}");
+        assert!(m.iter().all(|x| x["loss"].as_f64().unwrap().is_finite()), "{spec}: a NaN reached the logged loss");
+        let summary: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["skipped_updates"], 1, "{spec}");
+        let log = std::fs::read_to_string(run_dir.join("log.txt")).unwrap();
+        assert!(log.contains("non-finite current log-prob at row 0, token 0: update skipped"), "{spec}: {log}");
+        // The skipped step left weights and optimiser state exactly as the step before; the
+        // steps around it did change them. burn writes the optimiser's per-parameter map in hash
+        // order, so its file is compared as a multiset of bytes (an AdamW step rewrites the
+        // moments, which changes that multiset); the weights are compared byte for byte.
+        let ck = |s: usize| {
+            let mut f = policy_files(&run_dir.join(format!("checkpoints/step-{s:06}")));
+            for (name, bytes) in f.iter_mut() {
+                if name.ends_with("optimizer.mpk") {
+                    bytes.sort_unstable();
+                }
+            }
+            f
+        };
+        assert!(ck(1) == ck(2), "{spec}: the skipped update changed the saved policy");
+        assert!(ck(2) != ck(3) && ck(3) != ck(4), "{spec}: the updates after it must change the saved policy");
+    }
+}
+
+#[test]
+fn resume_under_a_different_spec_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = ["training.steps=4", "training.checkpoint_every=1", "run.name=\"tiny-strict\""];
+    let part = run("experiments/tiny-grpo.toml", dir.path(), &sets, &["--max-steps", "2"]);
+    let resume = ["--resume", part.to_str().unwrap()];
+    let mut changed = sets.to_vec();
+    changed.push("training.lr=0.02");
+    let (ok, err) = run_raw("experiments/tiny-grpo.toml", dir.path(), &changed, &resume, &[]);
+    assert!(!ok, "a resume under another lr was accepted");
+    assert!(err.contains("training.lr: 0.01 -> 0.02") && err.contains("--allow-spec-change"), "{err}");
+    assert_eq!(metrics(&part).len(), 2, "a refused resume must not touch the run");
+    let mut allowed = resume.to_vec();
+    allowed.push("--allow-spec-change");
+    let (ok, err) = run_raw("experiments/tiny-grpo.toml", dir.path(), &changed, &allowed, &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("warning: resuming under a changed spec: training.lr: 0.01 -> 0.02"), "{err}");
+    assert_eq!(metrics(&part).len(), 4);
+}
+
+/// A small deterministic generator for the kill times (the test must be reproducible).
+fn next_delay(state: &mut u64) -> std::time::Duration {
+    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    std::time::Duration::from_millis(100 + (*state >> 33) % 600)
+}
+
+#[test]
+fn a_run_killed_at_random_points_and_resumed_logs_the_uninterrupted_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 tiny steps take about 4 s here; kills land 0.1-0.7 s into each attempt.
+    let sets = ["training.steps=200", "training.checkpoint_every=1"];
+    let full = run("experiments/tiny-grpo.toml", dir.path(), &sets, &[]);
+    let mut sets_k = sets.to_vec();
+    sets_k.push("run.name=\"tiny-killed\"");
+    let (mut rng, mut kills, mut run_dir): (u64, usize, Option<PathBuf>) = (7, 0, None);
+    let log_path = dir.path().join("attempt.log");
+    for attempt in 0..40 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_recode"));
+        cmd.current_dir(root()).args(["run", "experiments/tiny-grpo.toml", "--set", &format!("run.output_dir={:?}", dir.path().display().to_string())]);
+        for s in &sets_k {
+            cmd.args(["--set", s]);
+        }
+        let resumable = run_dir.as_ref().is_some_and(|d| d.join("checkpoints").read_dir().is_ok_and(|mut r| r.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-")))));
+        if resumable {
+            cmd.args(["--resume", run_dir.as_ref().unwrap().to_str().unwrap()]);
+        }
+        cmd.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log_path).unwrap());
+        let mut child = cmd.spawn().unwrap();
+        let status = if kills < 4 {
+            let delay = next_delay(&mut rng);
+            let t = std::time::Instant::now();
+            loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break Some(s);
+                }
+                if t.elapsed() >= delay {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    kills += 1;
+                    eprintln!("attempt {attempt}: killed after {delay:?} (resumed: {resumable})");
+                    break None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        } else {
+            Some(child.wait().unwrap())
+        };
+        let err = std::fs::read_to_string(&log_path).unwrap();
+        if run_dir.is_none() || !resumable {
+            run_dir = run_dir_of(&err).or(run_dir);
+        }
+        if let Some(s) = status {
+            assert!(s.success(), "attempt {attempt} failed:\n{err}");
+            break;
+        }
+    }
+    assert!(kills >= 4, "the run finished before it could be killed 4 times");
+    let killed = run_dir.unwrap();
+    assert_same_trajectory(&metrics(&full), &metrics(&killed));
+    assert_eq!(metrics(&killed).len(), 200);
+    // TensorBoard sees each step once per tag, as in the uninterrupted run.
+    let Some(python) = recode_test_support::python("TensorBoard's reader on a resumed run's events") else { return };
+    let o = Command::new(python).arg(root().join("tests/reference/read_tensorboard.py")).arg(killed.join("tb")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tb: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let steps: Vec<u64> = tb["scalars"]["reward/total/mean"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=200).collect::<Vec<u64>>(), "TensorBoard steps after kills and resumes");
+}
+
+#[test]
+fn heldout_rows_are_scored_at_step_zero_and_during_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [
+        "training.steps=20",
+        "data.heldout_fraction=0.25",
+        "heldout.every=10",
+        "heldout.rewards=[\"similarity\", \"em\"]",
+        "run.name=\"tiny-heldout\"",
+    ];
+    let run_dir = run("experiments/tiny-grpo.toml", dir.path(), &sets, &[]);
+    let lines: Vec<Value> = std::fs::read_to_string(run_dir.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<u64> = lines.iter().map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![0, 10, 20], "held-out scored at the baseline, every 10 steps and at the end");
+    for l in &lines {
+        assert_eq!(l["heldout/items"], 2.0, "8 rows, a quarter held out: {l}");
+        let exact = l["heldout/exact_rate"].as_f64().unwrap();
+        assert!([0.0, 0.5, 1.0].contains(&exact), "{l}");
+    }
+    let sim: Vec<f64> = lines.iter().map(|l| l["heldout/similarity"].as_f64().unwrap()).collect();
+    eprintln!("held-out similarity by step 0/10/20: {sim:?}");
+    // The synthetic task has one answer for every prompt, so what is learned carries over to the
+    // held-out prompts: greedy similarity on them must rise.
+    assert!(sim[2] > sim[0] + 0.1, "held-out similarity did not improve: {sim:?}");
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["heldout"].as_array().unwrap().len(), 3);
 }

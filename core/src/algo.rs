@@ -278,7 +278,9 @@ pub fn policy_gradient_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<Los
             g += cfg.beta * dkl;
             kl_sum += kl;
         }
-        ensure!(l.is_finite() && g.is_finite(), "non-finite loss at token {i} (logp {lp}, old_logp {old}, advantage {adv})");
+        if !(l.is_finite() && g.is_finite()) {
+            return Ok(LossOutput::non_finite(b.logp.len()));
+        }
         out.loss += w[i] * l;
         out.grad[i] = (w[i] * g) as f32;
         tokens += 1.0;

@@ -60,6 +60,15 @@ pub struct LossOutput {
     pub metrics: Vec<(String, f64)>,
 }
 
+impl LossOutput {
+    /// What an algorithm returns when a token's loss or gradient is not finite: the trainer then
+    /// skips the whole update (keeping the last good weights and optimiser state) and logs it,
+    /// instead of the run stopping on an error.
+    pub fn non_finite(tokens: usize) -> Self {
+        Self { loss: f64::NAN, grad: vec![0.0; tokens], metrics: vec![] }
+    }
+}
+
 /// An RL algorithm at the level of plain arrays.
 pub trait Algorithm: Send + Sync {
     fn name(&self) -> &str;

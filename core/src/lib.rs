@@ -12,6 +12,7 @@ pub mod config;
 pub mod plugin_abi;
 pub mod progress;
 pub mod registry;
+pub mod resume;
 pub mod rundir;
 pub mod spec;
 pub mod sweep;

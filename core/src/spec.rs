@@ -26,6 +26,7 @@ pub struct Spec {
     pub training: TrainingSpec,
     pub logging: LoggingSpec,
     pub eval: EvalSpec,
+    pub heldout: HeldoutSpec,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -329,6 +330,33 @@ impl Default for TrainingSpec {
             checkpoint_every: 50,
             keep_checkpoints: 3,
         }
+    }
+}
+
+/// Scoring the held-out split (`data.heldout_fraction`) during training: greedy completions of
+/// migrations the run never trains on, scored by reward functions. Logged at step 0 (the
+/// untrained baseline), every `every` steps and at the end, as `heldout/<reward>` (mean) and
+/// `heldout/exact_rate` (share with an exact migration, from `em`) in TensorBoard, eval.jsonl
+/// and summary.json.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeldoutSpec {
+    /// Score every N steps (0 = never); also at step 0 and at the last step when on.
+    pub every: usize,
+    /// Score at most this many held-out rows, the first of the seeded split (0 = all).
+    pub limit: usize,
+    /// Completion budget (0 = generation.max_new_tokens); generation.stop_strings apply.
+    pub max_new_tokens: usize,
+    /// Rows generated together (0 = generation.batch_size).
+    pub batch_size: usize,
+    /// Built-in reward names, each logged as its mean (default options, e.g. code from the
+    /// first python block).
+    pub rewards: Vec<String>,
+}
+
+impl Default for HeldoutSpec {
+    fn default() -> Self {
+        Self { every: 0, limit: 32, max_new_tokens: 0, batch_size: 0, rewards: ["format", "em_star", "es_star", "em"].map(String::from).to_vec() }
     }
 }
 

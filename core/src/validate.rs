@@ -108,6 +108,13 @@ pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>
     p.range("training.micro_batch_size", t.micro_batch_size >= 1, "at least 1", t.micro_batch_size);
     p.range("training.max_grad_norm", t.max_grad_norm >= 0.0, "a norm >= 0 (0 disables clipping)", t.max_grad_norm);
 
+    let h = &s.heldout;
+    if h.every > 0 {
+        p.range("heldout.rewards", !h.rewards.is_empty(), "at least one reward name", format!("{:?}", h.rewards));
+        if s.data.heldout_fraction <= 0.0 {
+            p.push("heldout.every", "scoring the held-out split needs data.heldout_fraction > 0".into());
+        }
+    }
     let e = &s.eval;
     p.range("eval.benchmark", ["cua", "humaneval"].contains(&e.benchmark.as_str()), "\"cua\" or \"humaneval\"", &e.benchmark);
     p.range("eval.prompt", ["recode", "no_update", "update_prepended"].contains(&e.prompt.as_str()), "\"recode\", \"no_update\" or \"update_prepended\"", &e.prompt);

@@ -27,20 +27,33 @@ pub struct RunArgs {
     /// Stop after this many steps of this invocation (the run keeps its planned length; use with --resume).
     #[arg(long)]
     max_steps: Option<usize>,
+    /// With --resume: continue even if the resolved spec differs from the checkpoint's (the
+    /// differing keys are printed and logged); without it such a resume is refused.
+    #[arg(long, requires = "resume")]
+    allow_spec_change: bool,
+}
+
+/// How `train` starts: fresh, or from a run directory's newest checkpoint.
+#[derive(Default)]
+pub struct Resume<'a> {
+    /// None: a fresh run; Some(""): the newest resumable run of the spec's name; Some(dir).
+    pub from: Option<&'a str>,
+    pub allow_spec_change: bool,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
     let loaded = super::load_checked(&a.spec, &a.sets)?;
-    let summary = train(&loaded.spec, &loaded.annotated_toml()?, a.resume.as_deref(), a.max_steps)?;
+    let resume = Resume { from: a.resume.as_deref(), allow_spec_change: a.allow_spec_change };
+    let summary = train(&loaded.spec, &loaded.annotated_toml()?, resume, a.max_steps)?;
     println!("{}", summary);
     Ok(())
 }
 
 /// Build everything a spec names and train. Returns a human-readable summary.
-pub fn train(spec: &Spec, annotated: &str, resume: Option<&str>, max_steps: Option<usize>) -> Result<String> {
+pub fn train(spec: &Spec, annotated: &str, resume: Resume<'_>, max_steps: Option<usize>) -> Result<String> {
     let reg = crate::host::registry();
     let out_dir = PathBuf::from(&spec.run.output_dir);
-    let (run, checkpoint) = match resume {
+    let (run, checkpoint) = match resume.from {
         None => (RunDir::create(&out_dir, &spec.run.name)?, None),
         Some(dir) => {
             let root = if dir.is_empty() { RunDir::latest_resumable(&out_dir, &spec.run.name)? } else { PathBuf::from(dir) };
@@ -66,17 +79,35 @@ pub fn train(spec: &Spec, annotated: &str, resume: Option<&str>, max_steps: Opti
     let mut policy = crate::host::build_policy(&reg, &ctx)?;
     eprintln!("model loaded in {:.1}s ({} trainable parameters)", t.elapsed().as_secs_f64(), policy.trainable_parameters());
     let template = policy.codec().chat_template();
-    let items = dataset
-        .train
-        .iter()
-        .map(|row| {
-            Ok(TaskItem {
-                id: format!("{}:{}", row.dependency.to_lowercase(), row.line),
-                prompt: prompt::render_prompt(&spec.prompt, row, template.as_deref())?,
-                target: row.new_code.clone(),
+    let to_items = |rows: &[data::Row]| {
+        rows.iter()
+            .map(|row| {
+                Ok(TaskItem {
+                    id: format!("{}:{}", row.dependency.to_lowercase(), row.line),
+                    prompt: prompt::render_prompt(&spec.prompt, row, template.as_deref())?,
+                    target: row.new_code.clone(),
+                })
             })
+            .collect::<Result<Vec<_>>>()
+    };
+    let items = to_items(&dataset.train)?;
+    let heldout = if spec.heldout.every > 0 {
+        let h = &spec.heldout;
+        let limit = if h.limit == 0 { dataset.heldout.len() } else { h.limit.min(dataset.heldout.len()) };
+        let reward_specs: Vec<recode_core::spec::RewardSpec> =
+            h.rewards.iter().map(|name| recode_core::spec::RewardSpec { name: name.clone(), ..Default::default() }).collect();
+        Some(recode_core::trainer::heldout::Heldout {
+            items: to_items(&dataset.heldout[..limit])?,
+            rewards: build::weighted_rewards(&reg, &reward_specs).context("heldout.rewards")?,
+            every: h.every,
+            max_new_tokens: if h.max_new_tokens == 0 { spec.generation.max_new_tokens } else { h.max_new_tokens },
+            batch_size: if h.batch_size == 0 { spec.generation.batch_size } else { h.batch_size },
+            stop_strings: spec.generation.stop_strings.clone(),
+            max_prompt_tokens: spec.prompt.max_prompt_tokens,
         })
-        .collect::<Result<Vec<_>>>()?;
+    } else {
+        None
+    };
     let rewards = build::weighted_rewards(&reg, &spec.reward)?;
     let labels: Vec<String> = rewards.iter().map(|r| r.label.clone()).collect();
     let algorithm = build::spec_algorithm(&reg, spec)?;
@@ -86,8 +117,12 @@ pub fn train(spec: &Spec, annotated: &str, resume: Option<&str>, max_steps: Opti
         let template = (!spec.prompt.chat_template.is_empty()).then(|| spec.prompt.chat_template.clone());
         trainer.evaluator = Some(super::eval::training_evaluator(&spec.eval, template, run_root, spec.run.seed)?);
     }
+    trainer.allow_spec_change = resume.allow_spec_change;
+    trainer.heldout = heldout;
     if let Some(ckpt) = &checkpoint {
-        trainer.resume_from(ckpt)?;
+        for d in trainer.resume_from(ckpt)? {
+            eprintln!("warning: resuming under a changed spec: {d}");
+        }
         eprintln!("resumed from {} (step {})", ckpt.display(), trainer.state.step);
     }
     if let Some(b) = trainer.board.as_mut() {
@@ -165,6 +200,7 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
             serde_json::Value::Object(o)
         })
         .collect();
+    let heldout = heldout_lines(&trainer.run.root);
     let summary = serde_json::json!({
         "run_dir": trainer.run.root.display().to_string(),
         "steps_completed": trainer.state.step,
@@ -174,6 +210,7 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
         "phase_time_s": phase,
         "final": history.last(),
         "steps": per_step,
+        "heldout": heldout,
     });
     trainer.run.write_file("summary.json", serde_json::to_string_pretty(&summary)?.as_bytes())?;
 
@@ -195,6 +232,20 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
         "\nwall time {wall:.1}s; phases: {}\n",
         phase.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect::<Vec<_>>().join(", ")
     ));
+    if let (Some(first), Some(last)) = (heldout.first(), heldout.last()) {
+        let show = |v: &serde_json::Value| {
+            ["exact_rate", "es_star", "em_star", "format"]
+                .iter()
+                .filter_map(|k| v.get(format!("heldout/{k}")).and_then(|x| x.as_f64()).map(|x| format!("{k} {x:.3}")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let items = last.get("heldout/items").and_then(|x| x.as_f64()).unwrap_or(0.0);
+        out.push_str(&format!("held-out ({items} items, greedy): step {} {}\n", first["step"], show(first)));
+        if heldout.len() > 1 {
+            out.push_str(&format!("                          step {} {}\n", last["step"], show(last)));
+        }
+    }
     let samples = std::fs::read_to_string(trainer.run.root.join("log.txt")).unwrap_or_default();
     if let Some(pos) = samples.rfind("samples at step") {
         let sample: String = samples[pos..].lines().take(24).collect::<Vec<_>>().join("\n");
@@ -206,6 +257,15 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
         trainer.run.root.display()
     ));
     Ok(out)
+}
+
+/// The held-out scores logged in eval.jsonl, in step order.
+fn heldout_lines(run_root: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run_root.join(recode_core::trainer::EVAL_FILE)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("heldout/items").is_some())
+        .collect()
 }
 
 fn truncate(s: &str, n: usize) -> String {

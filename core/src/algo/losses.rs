@@ -4,7 +4,7 @@
 
 use super::{kl_k3, rollout_is_weights, token_weights, validate_batch, Aggregation, PgLossConfig, RolloutIs};
 use crate::api::{LossBatch, LossOutput};
-use anyhow::{ensure, Result};
+use anyhow::Result;
 
 /// verl clamps GSPO's log sequence ratio at 10 for numerical stability (no gradient above).
 pub const GSPO_MAX_LOG_RATIO: f64 = 10.0;
@@ -72,7 +72,9 @@ pub fn gspo_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<LossOutput> {
                 g += w[i] * cfg.beta * dkl;
                 c.kl += kl;
             }
-            ensure!(l.is_finite() && g.is_finite(), "non-finite GSPO loss at token {i} (row {r}, log ratio {log_s}, advantage {adv})");
+            if !(l.is_finite() && g.is_finite()) {
+                return Ok(LossOutput::non_finite(b.logp.len()));
+            }
             out.loss += w[i] * l;
             out.grad[i] = g as f32;
             c.tokens += 1.0;
@@ -139,7 +141,9 @@ pub fn cispo_loss(b: &LossBatch<'_>, cfg: &CispoConfig) -> Result<LossOutput> {
             g += cfg.beta * dkl;
             c.kl += kl;
         }
-        ensure!(l.is_finite() && g.is_finite(), "non-finite CISPO loss at token {i} (logp {lp}, old_logp {old}, advantage {adv})");
+        if !(l.is_finite() && g.is_finite()) {
+            return Ok(LossOutput::non_finite(b.logp.len()));
+        }
         out.loss += w[i] * l;
         out.grad[i] = (w[i] * g) as f32;
         c.tokens += 1.0;

@@ -2,6 +2,7 @@
 //! groups) → old/reference log-probs → optimisation passes in micro-batches → log → checkpoint.
 
 pub mod data_order;
+pub mod heldout;
 pub mod rollout;
 pub mod schedule;
 
@@ -40,6 +41,10 @@ pub struct TrainerState {
     pub seed: u64,
     /// Updates skipped because the loss or gradient was not finite.
     pub skipped_updates: usize,
+    /// sha256 of the resolved spec (`resume::spec_hash`); the flattened spec itself is in the
+    /// checkpoint's `spec.json`, so a resume under another spec can name what changed.
+    #[serde(default)]
+    pub spec_hash: String,
 }
 
 /// Scalars of one step, by TensorBoard tag.
@@ -63,9 +68,15 @@ pub struct Trainer<'a> {
     pub on_step: Option<Box<dyn FnMut(usize, &Metrics) + 'a>>,
     /// Evaluates the policy every `eval.every` steps; its scalars are logged under `eval/`.
     pub evaluator: Option<Evaluator<'a>>,
+    /// Scores the held-out split at step 0 and every `heldout.every` steps (`heldout/` scalars).
+    pub heldout: Option<heldout::Heldout>,
     prompt_cache: Vec<Option<Option<Vec<u32>>>>,
     /// The prompt order; `state.cursor` is the position in it.
     order: data_order::DataOrder,
+    /// The resolved spec by dotted key, saved in every checkpoint.
+    spec_flat: BTreeMap<String, String>,
+    /// Resume even when the spec differs from the checkpoint's (the differences are logged).
+    pub allow_spec_change: bool,
 }
 
 pub const TRAINER_STATE_FILE: &str = "trainer.json";
@@ -84,48 +95,54 @@ impl<'a> Trainer<'a> {
         anyhow::ensure!(!rewards.is_empty(), "no rewards configured: add at least one [[reward]]");
         let board = if spec.logging.tensorboard { Some(Board::new(&run.tb_dir())) } else { None };
         let n = items.len();
+        let spec_flat = crate::resume::flatten_spec(spec)?;
+        let spec_hash = crate::resume::spec_hash(&spec_flat);
         Ok(Self {
             spec,
             policy,
             rewards,
             algorithm,
             items,
-            state: TrainerState { seed: spec.run.seed, ..TrainerState::default() },
+            state: TrainerState { seed: spec.run.seed, spec_hash, ..TrainerState::default() },
             run,
             board,
             on_step: None,
             evaluator: None,
+            heldout: None,
             prompt_cache: vec![None; n],
             order: data_order::DataOrder::new(n, spec.run.seed, spec.data.shuffle),
+            spec_flat,
+            allow_spec_change: false,
         })
     }
 
-    /// Restore policy and trainer state from a checkpoint folder; drop metrics logged after it.
-    pub fn resume_from(&mut self, ckpt: &Path) -> Result<()> {
+    /// Restore policy and trainer state from a checkpoint folder, after checking that it was
+    /// trained under the same spec; cut the metrics, eval lines and TensorBoard events logged
+    /// after it, so the resumed run's logs read as one uninterrupted run. Returns the spec
+    /// differences that `allow_spec_change` let through.
+    pub fn resume_from(&mut self, ckpt: &Path) -> Result<Vec<String>> {
+        let allowed = crate::resume::check_spec(ckpt, &self.spec_flat, self.allow_spec_change)?;
         let text = std::fs::read_to_string(ckpt.join(TRAINER_STATE_FILE))
             .with_context(|| format!("checkpoint {} has no {TRAINER_STATE_FILE}", ckpt.display()))?;
+        let spec_hash = std::mem::take(&mut self.state.spec_hash);
         self.state = serde_json::from_str(&text)
             .with_context(|| format!("{}: invalid trainer state", ckpt.join(TRAINER_STATE_FILE).display()))?;
+        self.state.spec_hash = spec_hash;
         self.policy.load(&ckpt.join("policy"))?;
-        let metrics_path = self.run.root.join(METRICS_FILE);
-        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
-            let kept: Vec<&str> = text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                        .is_some_and(|s| s as usize <= self.state.step)
-                })
-                .collect();
-            let mut body = kept.join("\n");
-            if !body.is_empty() {
-                body.push('\n');
-            }
-            write_atomic(&metrics_path, body.as_bytes())?;
+        let step = self.state.step;
+        crate::resume::cut_jsonl(&self.run.root.join(METRICS_FILE), step)?;
+        crate::resume::cut_jsonl(&self.run.root.join(EVAL_FILE), step)?;
+        // The open event file must not be rewritten under its writer: close it, cut, reopen.
+        let had_board = self.board.take().is_some();
+        let dropped = crate::resume::cut_events(&self.run.tb_dir(), step)?;
+        if had_board {
+            self.board = Some(Board::new(&self.run.tb_dir()));
         }
-        self.run.log(&format!("resumed from {} at step {}", ckpt.display(), self.state.step));
-        Ok(())
+        self.run.log(&format!("resumed from {} at step {step} ({dropped} TensorBoard events after it dropped)", ckpt.display()));
+        for d in &allowed {
+            self.run.log(&format!("resumed under a changed spec (--allow-spec-change): {d}"));
+        }
+        Ok(allowed)
     }
 
     /// Run until `training.steps`; returns the metrics of every step run.
@@ -138,18 +155,24 @@ impl<'a> Trainer<'a> {
     pub fn train_until(&mut self, stop: usize) -> Result<Vec<Metrics>> {
         let mut all = Vec::new();
         let total = self.spec.training.steps;
+        if self.state.step == 0 && stop > 0 {
+            self.score_heldout(0, total)?;
+        }
         while self.state.step < stop.min(total) {
             let step = self.state.step + 1;
             let metrics = self.step(step)?;
             self.state.step = step;
             self.log_step(step, &metrics)?;
-            let every = self.spec.training.checkpoint_every;
-            if step == total || (every > 0 && step % every == 0) {
-                self.save_checkpoint()?;
-            }
+            // Evaluations before the checkpoint: a run killed in between redoes the step and
+            // its evaluations on resume (their lines after the checkpoint are cut).
             let eval_every = self.spec.eval.every;
             if eval_every > 0 && (step % eval_every == 0 || step == total) {
                 self.evaluate(step)?;
+            }
+            self.score_heldout(step, total)?;
+            let every = self.spec.training.checkpoint_every;
+            if step == total || (every > 0 && step % every == 0) {
+                self.save_checkpoint()?;
             }
             if let Some(cb) = self.on_step.as_mut() {
                 cb(step, &metrics);
@@ -162,18 +185,31 @@ impl<'a> Trainer<'a> {
         Ok(all)
     }
 
+    fn score_heldout(&mut self, step: usize, total: usize) -> Result<()> {
+        let Some(h) = self.heldout.as_ref().filter(|h| h.due(step, total)) else { return Ok(()) };
+        let t = std::time::Instant::now();
+        let mut scalars = h.evaluate(&mut *self.policy)?;
+        scalars.insert("heldout/time_s".into(), t.elapsed().as_secs_f64());
+        self.record_eval(step, &scalars, "")
+    }
+
     fn evaluate(&mut self, step: usize) -> Result<()> {
         let Some(ev) = self.evaluator.as_mut() else { return Ok(()) };
         let scalars = ev(&mut *self.policy, step)?;
+        self.record_eval(step, &scalars, "eval/")
+    }
+
+    /// One evaluation's scalars: TensorBoard (tags prefixed by `tb_prefix`), eval.jsonl, log.txt.
+    fn record_eval(&mut self, step: usize, scalars: &Metrics, tb_prefix: &str) -> Result<()> {
         if let Some(b) = self.board.as_mut() {
-            for (k, v) in &scalars {
-                b.scalar(&format!("eval/{k}"), *v, step);
+            for (k, v) in scalars {
+                b.scalar(&format!("{tb_prefix}{k}"), *v, step);
             }
             b.flush();
         }
         let mut line = serde_json::Map::new();
         line.insert("step".into(), step.into());
-        for (k, v) in &scalars {
+        for (k, v) in scalars {
             line.insert(k.clone(), serde_json::json!(v));
         }
         let path = self.run.root.join(EVAL_FILE);
@@ -186,10 +222,12 @@ impl<'a> Trainer<'a> {
 
     pub fn save_checkpoint(&mut self) -> Result<()> {
         let state = serde_json::to_vec_pretty(&self.state)?;
+        let spec_json = serde_json::to_vec_pretty(&self.spec_flat)?;
         let policy = &*self.policy;
         let path = self.run.checkpoint(self.state.step, self.spec.training.keep_checkpoints, |dir| {
             std::fs::create_dir_all(dir.join("policy"))?;
             policy.save(&dir.join("policy"))?;
+            write_atomic(&dir.join(crate::resume::SPEC_FILE), &spec_json)?;
             write_atomic(&dir.join(TRAINER_STATE_FILE), &state)
         })?;
         self.run.log(&format!("checkpoint {}", path.display()));

@@ -265,6 +265,8 @@ impl Trainer<'_> {
         let micro = spec.training.micro_batch_size.max(1);
         let mut loss_sum = 0.0;
         let mut finite = true;
+        let mut why = String::new();
+        let inject = fault_injection_at().contains(&(self.state.optimizer_step + 1));
         for start in (0..seqs.len()).step_by(micro) {
             let end = (start + micro).min(seqs.len());
             let algorithm = &*self.algorithm;
@@ -280,7 +282,10 @@ impl Trainer<'_> {
                     }
                     out
                 };
-                let cur = pad(logp);
+                let mut cur = pad(logp);
+                if inject && start == 0 && !cur.is_empty() {
+                    cur[0] = f32::NAN;
+                }
                 let old_flat = old.map(|o| pad(&o[start..end])).unwrap_or_else(|| cur.clone());
                 let ref_flat = reference.map(|r| pad(&r[start..end]));
                 let sampler_flat = sampler.map(|s| pad(&s[start..end]));
@@ -306,10 +311,21 @@ impl Trainer<'_> {
                     norm_rows,
                     norm_tokens,
                 };
-                let out = algorithm.loss(&batch)?;
+                // A non-finite input never reaches the algorithm: the whole update is skipped.
+                let bad_input = [("current", Some(&cur[..])), ("old", Some(&old_flat[..])), ("reference", ref_flat.as_deref()), ("sampler", sampler_flat.as_deref())]
+                    .into_iter()
+                    .find_map(|(name, v)| v.and_then(|v| first_non_finite(v, &mask)).map(|i| (name, i)));
+                if let Some((name, i)) = bad_input {
+                    finite = false;
+                    why = format!("non-finite {name} log-prob at row {}, token {}", start + i / cols.max(1), i % cols.max(1));
+                }
+                let out = if finite { algorithm.loss(&batch)? } else { crate::api::LossOutput::non_finite(rows * cols) };
                 ensure!(out.grad.len() == rows * cols, "algorithm returned {} gradients for {} tokens", out.grad.len(), rows * cols);
                 let tokens: f64 = mask.iter().map(|&x| x as f64).sum();
                 if !out.loss.is_finite() || out.grad.iter().any(|x| !x.is_finite()) {
+                    if finite {
+                        why = format!("algorithm `{}` returned a non-finite loss or gradient", algorithm.name());
+                    }
                     finite = false;
                 } else {
                     loss_sum += out.loss;
@@ -342,7 +358,7 @@ impl Trainer<'_> {
             self.policy.discard_gradients()?;
             self.state.skipped_updates += 1;
             stats.skipped += 1;
-            self.run.log("non-finite loss or gradient: update skipped");
+            self.run.log(&format!("optimiser step {}: {why}: update skipped, weights and optimiser state kept", self.state.optimizer_step));
             return Ok(());
         }
         let clip = (spec.training.max_grad_norm > 0.0).then_some(spec.training.max_grad_norm);
@@ -425,4 +441,17 @@ struct UpdateStats {
     passes: usize,
     skipped: usize,
     metrics: std::collections::BTreeMap<String, (f64, f64)>,
+}
+
+/// Index of the first unmasked non-finite value.
+fn first_non_finite(v: &[f32], mask: &[f32]) -> Option<usize> {
+    v.iter().zip(mask).position(|(x, m)| *m != 0.0 && !x.is_finite())
+}
+
+/// Optimiser steps (1-based, comma-separated) whose current log-probs get a NaN injected, from
+/// `RECODE_INJECT_NONFINITE`: a fault injection for testing the non-finite guard on real runs.
+fn fault_injection_at() -> Vec<usize> {
+    std::env::var("RECODE_INJECT_NONFINITE")
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }

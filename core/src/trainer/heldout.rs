@@ -1,0 +1,76 @@
+//! Held-out scoring during training: greedy completions of migrations the run never trains on,
+//! scored by reward functions (`[heldout]` in the spec). This measures what ReCode training is
+//! for, unseen migrations getting better, at step 0 (the baseline) and as the run goes.
+
+use super::{Metrics, TaskItem, WeightedReward};
+use crate::api::{Policy, RewardInput, SamplingParams};
+use anyhow::{ensure, Result};
+
+pub struct Heldout {
+    pub items: Vec<TaskItem>,
+    /// Each reward's mean is logged as `heldout/<label>` (weights are not used).
+    pub rewards: Vec<WeightedReward>,
+    pub every: usize,
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    pub stop_strings: Vec<String>,
+    /// Prompts longer than this are left out (0 = no limit), as in training.
+    pub max_prompt_tokens: usize,
+}
+
+impl Heldout {
+    /// Whether to score after `step` (step 0 is the baseline before any update).
+    pub fn due(&self, step: usize, total: usize) -> bool {
+        self.every > 0 && (step == 0 || step % self.every == 0 || step == total)
+    }
+
+    /// Greedy completions of every held-out item, scored. Metrics: `heldout/<label>` (mean over
+    /// items), `heldout/exact_rate` (share scoring 1 under `em`, when it is among the rewards),
+    /// `heldout/items` and `heldout/length_mean` (completion tokens).
+    pub fn evaluate(&self, policy: &mut dyn Policy) -> Result<Metrics> {
+        let mut prompts = Vec::new();
+        let mut kept = Vec::new();
+        for item in &self.items {
+            let ids = policy.codec().encode(&item.prompt)?;
+            if self.max_prompt_tokens == 0 || ids.len() <= self.max_prompt_tokens {
+                prompts.push(ids);
+                kept.push(item);
+            }
+        }
+        ensure!(!kept.is_empty(), "no held-out prompt fits prompt.max_prompt_tokens ({} held-out rows)", self.items.len());
+        let params = SamplingParams {
+            max_new_tokens: self.max_new_tokens,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            stop_token_ids: vec![],
+            stop_strings: self.stop_strings.clone(),
+            seed: 0,
+            row_seeds: vec![],
+        };
+        let mut gens = Vec::with_capacity(prompts.len());
+        for chunk in prompts.chunks(self.batch_size.max(1)) {
+            let out = policy.generate(chunk, &params)?;
+            ensure!(out.len() == chunk.len(), "model returned {} completions for {} held-out prompts", out.len(), chunk.len());
+            gens.extend(out);
+        }
+        let inputs: Vec<RewardInput> = kept
+            .iter()
+            .zip(&gens)
+            .map(|(item, g)| RewardInput { prompt: &item.prompt, completion: &g.text, target: &item.target, completion_tokens: g.tokens.len() })
+            .collect();
+        let n = inputs.len() as f64;
+        let mut m = Metrics::new();
+        for r in &self.rewards {
+            let scores = r.reward.score(&inputs)?;
+            ensure!(scores.len() == inputs.len(), "reward `{}` returned {} scores for {} held-out completions", r.label, scores.len(), inputs.len());
+            m.insert(format!("heldout/{}", r.label), scores.iter().sum::<f64>() / n);
+            if r.reward.name() == "em" {
+                m.insert("heldout/exact_rate".into(), scores.iter().filter(|s| **s == 1.0).count() as f64 / n);
+            }
+        }
+        m.insert("heldout/items".into(), n);
+        m.insert("heldout/length_mean".into(), gens.iter().map(|g| g.tokens.len() as f64).sum::<f64>() / n);
+        Ok(m)
+    }
+}
