@@ -38,6 +38,10 @@ pub struct SweepArgs {
     /// Seconds between progress lines of the running runs (0: only start and end lines).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     progress_every: f64,
+    /// Where runs go: `local` (child processes here, --jobs at once) or `slurm` (one `sbatch
+    /// --array` job, resources from the sweep file's `[slurm]`; with --dry-run, prints the script).
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    executor: String,
 }
 
 #[derive(Subcommand)]
@@ -56,18 +60,26 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     let Some(file) = &a.file else { bail!("name a sweep file, or `recode sweep summarise DIR`") };
     let opts = ExpandOptions { sets: a.sets.clone(), dir: a.out.clone() };
     let plan = sweep::expand(file, &opts, &|base, sets| super::load_checked(base, sets))?;
+    let mut exec = ExecOptions::new(std::env::current_exe()?);
     if a.dry_run {
         print!("{}", plan.describe());
+        if a.executor == "slurm" {
+            println!("\nsbatch script:\n{}", sweep::slurm::dry_run_script(&plan, &exec)?);
+        }
         return Ok(());
     }
-    let mut exec = ExecOptions::new(std::env::current_exe()?);
     exec.jobs = a.jobs.unwrap_or(if a.gpus.is_empty() { 1 } else { a.gpus.len() });
     exec.resume = a.resume;
     exec.gpus = a.gpus.clone();
     exec.run_timeout = a.run_timeout.map(Duration::from_secs_f64);
     exec.progress_every = Duration::from_secs_f64(a.progress_every.max(0.0));
-    eprintln!("sweep `{}`: {} runs, {} at a time, in {}", plan.name, plan.runs.len(), exec.jobs, plan.dir.display());
-    let out = sweep::run(&plan, &exec, &|line| eprintln!("{line}"))?;
+    let out = if a.executor == "slurm" {
+        eprintln!("sweep `{}`: {} runs as one Slurm array job, in {}", plan.name, plan.runs.len(), plan.dir.display());
+        sweep::slurm::run(&plan, &exec, &|line| eprintln!("{line}"))?
+    } else {
+        eprintln!("sweep `{}`: {} runs, {} at a time, in {}", plan.name, plan.runs.len(), exec.jobs, plan.dir.display());
+        sweep::run(&plan, &exec, &|line| eprintln!("{line}"))?
+    };
     print!("\n{}", sweep::summary::runs_text(&out.record));
     println!("\nsummary: {} (and summary.csv, sweep.json, plots/)", plan.dir.join("summary.md").display());
     println!("TensorBoard: tensorboard --logdir {}", plan.dir.display());

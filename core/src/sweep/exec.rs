@@ -47,19 +47,19 @@ pub struct Outcome {
     pub interrupted: bool,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+pub(super) static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
 /// SIGINT and SIGTERM set [`STOP`] while this lives; the previous handlers come back on drop.
-struct SignalGuard {
+pub(super) struct SignalGuard {
     old: [libc::sighandler_t; 2],
 }
 
 impl SignalGuard {
-    fn install() -> Self {
+    pub(super) fn install() -> Self {
         STOP.store(false, Ordering::SeqCst);
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -90,7 +90,7 @@ struct Running {
 
 /// The record of a fresh sweep, or of the one in the folder when resuming (runs the plan no longer
 /// has are kept as they are; new ones are added).
-fn initial_record(plan: &Plan, resume: bool) -> Result<SweepRecord> {
+pub(super) fn initial_record(plan: &Plan, resume: bool) -> Result<SweepRecord> {
     let dir = &plan.dir;
     let previous = if dir.join(SWEEP_FILE).exists() {
         if !resume {
@@ -161,24 +161,32 @@ fn initial_record(plan: &Plan, resume: bool) -> Result<SweepRecord> {
     })
 }
 
-/// Run (or continue) the sweep; `report` gets one line per event (start, end, progress).
-pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Outcome> {
+/// The sweep folder ready to run: its record (fresh or continued) saved, every run's resolved
+/// spec written; returns the record and the runs still to do.
+pub(super) fn prepare(plan: &Plan, resume: bool, report: &dyn Fn(&str)) -> Result<(SweepRecord, Vec<usize>)> {
     let dir = &plan.dir;
     for sub in ["specs", "logs"] {
         std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
     }
-    let mut rec = initial_record(plan, opts.resume)?;
+    let rec = initial_record(plan, resume)?;
     for r in &plan.runs {
         write_atomic(&dir.join(format!("specs/{}.toml", r.name)), r.annotated.as_bytes())?;
     }
     rec.save(dir)?;
     let planned: Vec<(usize, &PlannedRun)> =
         plan.runs.iter().map(|p| (rec.runs.iter().position(|r| r.name == p.name).expect("record has every planned run"), p)).collect();
-    let mut pending: Vec<usize> = planned.iter().map(|(i, _)| *i).filter(|i| rec.runs[*i].status != Status::Finished).collect();
+    let pending: Vec<usize> = planned.iter().map(|(i, _)| *i).filter(|i| rec.runs[*i].status != Status::Finished).collect();
     let skipped = planned.len() - pending.len();
     if skipped > 0 {
         report(&format!("[sweep] {skipped} of {} runs already finished; skipping them", planned.len()));
     }
+    Ok((rec, pending))
+}
+
+/// Run (or continue) the sweep; `report` gets one line per event (start, end, progress).
+pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Outcome> {
+    let dir = &plan.dir;
+    let (mut rec, mut pending) = prepare(plan, opts.resume, report)?;
     let jobs = if opts.gpus.is_empty() { opts.jobs.max(1) } else { opts.jobs.max(1).min(opts.gpus.len()) };
     let total = pending.len();
     let t0 = Instant::now();
@@ -334,19 +342,32 @@ fn run_dir_from(dir: &Path, output: &str) -> Option<String> {
 }
 
 fn finish(dir: &Path, run: &mut RunRecord, r: &Running, status: Option<std::process::ExitStatus>, tail: usize) {
-    let output = attempt_output(dir, run, r.log_offset);
+    let attempt = Attempt { log_offset: r.log_offset, wall_s: r.started.elapsed().as_secs_f64(), timed_out: r.timed_out };
+    record_end(dir, run, &attempt, status, tail);
+}
+
+/// What the record needs of one finished attempt, however it ran (child process or Slurm task).
+pub(super) struct Attempt {
+    /// Where this attempt's output starts in the run's log.
+    pub log_offset: u64,
+    pub wall_s: f64,
+    pub timed_out: bool,
+}
+
+pub(super) fn record_end(dir: &Path, run: &mut RunRecord, a: &Attempt, status: Option<std::process::ExitStatus>, tail: usize) {
+    let output = attempt_output(dir, run, a.log_offset);
     if let Some(d) = run_dir_from(dir, &output) {
         run.run_dir = Some(d);
     }
-    run.wall_s += r.started.elapsed().as_secs_f64();
+    run.wall_s += a.wall_s;
     run.exit_code = status.and_then(|s| s.code());
-    let ok = status.is_some_and(|s| s.success()) && !r.timed_out;
+    let ok = status.is_some_and(|s| s.success()) && !a.timed_out;
     run.status = if ok { Status::Finished } else { Status::Failed };
     if !ok {
         let lines: Vec<&str> = output.lines().collect();
         run.log_tail = lines[lines.len().saturating_sub(tail)..].iter().map(|s| s.to_string()).collect();
         use std::os::unix::process::ExitStatusExt;
-        if r.timed_out {
+        if a.timed_out {
             run.log_tail.push("(stopped by the sweep: run timeout)".into());
         } else if let Some(sig) = status.and_then(|s| s.signal()) {
             run.log_tail.push(format!("(killed by signal {sig})"));

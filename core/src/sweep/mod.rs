@@ -10,11 +10,13 @@
 //! <sweep dir>/specs/<run>.toml    the resolved spec each run was started with
 //! <sweep dir>/logs/<run>.log      the run's stdout and stderr (every attempt)
 //! <sweep dir>/<run>/<timestamp>/  the run directory (tb/ inside: `tensorboard --logdir <sweep dir>`)
+//! <sweep dir>/slurm/              with `--executor slurm`: the array scripts, job ids, task output, exit codes
 //! ```
 
 pub mod exec;
 pub mod plan;
 pub mod plot;
+pub mod slurm;
 pub mod stats;
 pub mod summary;
 

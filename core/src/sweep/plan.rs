@@ -51,6 +51,8 @@ struct SweepFile {
     grid: BTreeMap<String, Vec<toml::Value>>,
     #[serde(default)]
     zip: BTreeMap<String, Vec<toml::Value>>,
+    #[serde(default)]
+    slurm: super::slurm::SlurmSpec,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +101,8 @@ pub struct Plan {
     pub varied: Vec<String>,
     /// Summary metric patterns.
     pub metrics: Vec<String>,
+    /// Job settings for `--executor slurm` (`[slurm]` in the sweep file).
+    pub slurm: super::slurm::SlurmSpec,
 }
 
 /// How a sweep file is expanded.
@@ -258,7 +262,7 @@ pub fn expand(file: &Path, opts: &ExpandOptions, validate: Validator<'_>) -> Res
     }
     let varied = varied_keys(&runs)?;
     let metrics = if f.metrics.is_empty() { DEFAULT_METRICS.iter().map(|s| s.to_string()).collect() } else { f.metrics };
-    Ok(Plan { name, file: file.to_path_buf(), base, dir, runs, varied, metrics })
+    Ok(Plan { name, file: file.to_path_buf(), base, dir, runs, varied, metrics, slurm: f.slurm })
 }
 
 /// `training.lr` -> `lr`, unless two axis keys end the same; then the whole key.
