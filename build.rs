@@ -14,7 +14,8 @@ fn main() {
             println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{dir}");
         }
     }
-    // Dependencies' dylibs stay in deps/ beside the binary; a copied binary finds them beside itself.
-    println!("cargo:rustc-link-arg-bins=-Wl,-rpath,$ORIGIN/deps:$ORIGIN");
+    // Dependencies' dylibs stay in deps/ beside the binary; a copied binary finds them beside
+    // itself, and one installed by `recode install --prefix P` (P/bin) finds them in P/lib/recode.
+    println!("cargo:rustc-link-arg-bins=-Wl,-rpath,$ORIGIN/deps:$ORIGIN:$ORIGIN/../lib/recode");
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -49,6 +49,8 @@ enum Command {
         #[command(subcommand)]
         command: cmd::evalenv::EvalEnvCommand,
     },
+    /// Install this binary and the shared libraries it needs under a prefix (for cluster nodes).
+    Install(cmd::install::InstallArgs),
     /// Benchmarks: generation, training step, rewards.
     Bench {
         #[command(subcommand)]
@@ -70,6 +72,7 @@ fn main() {
         Command::Model { command } => cmd::model::model(command),
         Command::Eval(a) => cmd::eval::eval(a),
         Command::EvalEnv { command } => cmd::evalenv::eval_env(command),
+        Command::Install(a) => cmd::install::install(a),
         Command::Bench { command } => cmd::bench::bench(command),
     };
     if let Err(e) = result {

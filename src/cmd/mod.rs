@@ -3,6 +3,7 @@ mod bench_eval;
 mod bench_step;
 pub mod eval;
 pub mod evalenv;
+pub mod install;
 pub mod misc;
 pub mod model;
 pub mod run;
