@@ -2,7 +2,8 @@
 
 use crate::api::{Algorithm, Reward};
 use crate::plugin_abi;
-use crate::registry::Registry;
+use crate::api::Policy;
+use crate::registry::{ModelContext, PluginKind, Registry};
 use crate::spec::{Options, RewardSpec, Spec};
 use crate::trainer::WeightedReward;
 use crate::validate::is_library_path;
@@ -71,4 +72,23 @@ pub fn check_plugins(reg: &Registry, spec: &Spec) -> Result<()> {
     weighted_rewards(reg, &spec.reward)?;
     spec_algorithm(reg, spec)?;
     Ok(())
+}
+
+/// The policy a spec's `[model]` names: a built-in plugin, or a Rust model plugin library loaded
+/// from the path in `model.plugin` (fingerprint-checked; see `plugin_abi::load_model_plugin`).
+/// One builder for training, evaluation and scoring.
+pub fn policy(reg: &Registry, ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
+    let name = &ctx.spec.plugin;
+    match reg.model(name) {
+        Some(factory) => plugin_abi::create_policy(&format!("`{name}`"), factory, ctx),
+        None => {
+            let path = Path::new(name);
+            if !path.exists() {
+                anyhow::bail!("model.plugin `{name}`: not a built-in model plugin ({}) and no such file", reg.names(PluginKind::Model).join(", "));
+            }
+            let (factory, info) = plugin_abi::load_model_plugin(path)?;
+            eprintln!("model plugin `{}` {} from {}", info.name, info.version, path.display());
+            plugin_abi::create_policy(&format!("`{}` ({})", info.name, path.display()), factory, ctx)
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub mod spec;
 pub mod sweep;
 pub mod task;
 pub mod tb;
+pub mod train;
 pub mod trainer;
 pub mod validate;
 pub mod eval;

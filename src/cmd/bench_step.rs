@@ -42,7 +42,7 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
         s.generation.max_new_tokens,
         s.backend.kind,
     );
-    super::run::train(s, &loaded.annotated_toml()?, super::run::Resume::default(), None)?;
+    recode_core::train::run(&crate::host::registry(), s, &loaded.annotated_toml()?, recode_core::train::Resume::default(), None, &|l| eprintln!("{l}"))?;
     let summary = find_summary(&out)?;
     let history: Vec<Value> = summary["steps"].as_array().cloned().unwrap_or_default();
     print_table(&history, s.algorithm.name.as_str());

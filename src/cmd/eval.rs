@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use recode_core::api::Policy;
-use recode_core::eval::{self, EvalOptions, Problem};
+use recode_core::eval::{self, Problem};
 use recode_core::spec::EvalSpec;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -153,16 +153,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The spec's problems (at most `limit`) and the harness options.
-pub fn problems_and_options(spec: &EvalSpec) -> Result<(Vec<Problem>, EvalOptions)> {
-    let mut problems = eval::load_problems(&spec.benchmark, Path::new(&spec.data))?;
-    if spec.limit > 0 {
-        problems.truncate(spec.limit);
-    }
-    let mut opts = EvalOptions::from_spec(spec);
-    opts.benchmark = spec.benchmark.clone();
-    Ok((problems, opts))
-}
+pub use recode_core::eval::training::problems_and_options;
 
 /// `report.json` -> `report.samples.jsonl`.
 fn samples_path(out: &Path) -> PathBuf {
@@ -196,30 +187,6 @@ fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<eval::Ca
     Ok(problems.iter().map(|p| by_id.remove(p.id()).unwrap_or_default()).collect())
 }
 
-/// The evaluator `recode run` calls every `eval.every` steps: generate, execute, report pass@k
-/// (with and without the update) as scalars; the full report goes to `eval-step-N.json`.
-pub fn training_evaluator<'a>(
-    spec: &'a EvalSpec,
-    chat_template: Option<String>,
-    run_dir: PathBuf,
-    seed: u64,
-) -> Result<recode_core::trainer::Evaluator<'a>> {
-    let (problems, mut opts) = problems_and_options(spec)?;
-    opts.sandbox.python = eval::evalenv::sandbox_python(None, true)?;
-    Ok(Box::new(move |policy: &mut dyn Policy, step: usize| {
-        let (report, _) = eval::evaluate_policy(policy, &problems, spec, &opts, seed, chat_template.as_deref(), false)?;
-        recode_core::rundir::write_atomic(&run_dir.join(format!("eval-step-{step:06}.json")), report.to_json().as_bytes())?;
-        let mut m = recode_core::trainer::Metrics::new();
-        for (k, v) in &report.overall.pass_at_k {
-            m.insert(k.clone(), *v);
-        }
-        for (k, v) in &report.overall.pass_at_k_without_update {
-            m.insert(format!("{k}_without_update"), *v);
-        }
-        Ok(m)
-    }))
-}
-
 /// The policy of a run: its resolved spec, with the newest checkpoint loaded.
 pub fn policy_from_run(run: &Path) -> Result<Box<dyn Policy>> {
     policy_from_run_on(run, None)
@@ -238,7 +205,7 @@ pub fn policy_from_run_on(run: &Path, backend: Option<&str>) -> Result<Box<dyn P
             .map_err(|_| anyhow!("--backend: expected cpu, wgpu or cuda, got `{b}`"))?;
     }
     let ctx = recode_core::registry::ModelContext { spec: &spec.model, backend: &backend_spec, training: &spec.training, seed: spec.run.seed };
-    let mut policy = crate::host::build_policy(&reg, &ctx).with_context(|| format!("model of {}", spec_path.display()))?;
+    let mut policy = recode_core::build::policy(&reg, &ctx).with_context(|| format!("model of {}", spec_path.display()))?;
     let (step, ckpt) = recode_core::rundir::latest_checkpoint(run)?.ok_or_else(|| anyhow!("{} has no checkpoint", run.display()))?;
     policy.load(&ckpt.join("policy"))?;
     eprintln!("loaded {} (step {step})", ckpt.display());

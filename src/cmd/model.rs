@@ -45,8 +45,7 @@ pub fn load_policy(a: &ModelArgs) -> Result<Box<dyn Policy>> {
         .try_into()
         .map_err(|_| anyhow!("--backend: expected cpu, wgpu or cuda, got `{}`", a.backend))?;
     let backend = BackendSpec { kind, ..BackendSpec::default() };
-    let factory = reg.model(&spec.plugin).ok_or_else(|| anyhow!("built-in model plugin missing"))?;
-    factory(&ModelContext { spec: &spec, backend: &backend, training: &TrainingSpec::default(), seed: 0 })
+    recode_core::build::policy(&reg, &ModelContext { spec: &spec, backend: &backend, training: &TrainingSpec::default(), seed: 0 })
 }
 
 #[derive(Args)]

@@ -17,6 +17,7 @@ pub mod passk;
 pub mod prompts;
 pub mod pysrc;
 pub mod report;
+pub mod training;
 mod run;
 pub mod sandbox;
 pub mod signature;
