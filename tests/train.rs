@@ -369,4 +369,12 @@ fn heldout_rows_are_scored_at_step_zero_and_during_training() {
     assert!(sim[2] > sim[0] + 0.1, "held-out similarity did not improve: {sim:?}");
     let summary: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["heldout"].as_array().unwrap().len(), 3);
+    // `--max-steps 0`: the baseline alone, the same numbers, no training step.
+    let mut sets0 = sets.to_vec();
+    sets0[4] = "run.name=\"tiny-baseline\"";
+    let base = run("experiments/tiny-grpo.toml", dir.path(), &sets0, &["--max-steps", "0"]);
+    let only: Vec<Value> = std::fs::read_to_string(base.join("eval.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["heldout/similarity"], lines[0]["heldout/similarity"]);
+    assert!(!base.join("metrics.jsonl").exists() || metrics(&base).is_empty(), "--max-steps 0 trained");
 }

@@ -155,7 +155,8 @@ impl<'a> Trainer<'a> {
     pub fn train_until(&mut self, stop: usize) -> Result<Vec<Metrics>> {
         let mut all = Vec::new();
         let total = self.spec.training.steps;
-        if self.state.step == 0 && stop > 0 {
+        // The untrained baseline (also with `stop` = 0: `recode run --max-steps 0` scores only it).
+        if self.state.step == 0 {
             self.score_heldout(0, total)?;
         }
         while self.state.step < stop.min(total) {
