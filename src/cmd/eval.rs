@@ -84,6 +84,10 @@ pub struct EvalArgs {
     no_signature_imports: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where no isolation works here (no root, no unprivileged user namespaces), run the programs
+    /// anyway, unconfined (they can read and change your files), instead of refusing.
+    #[arg(long)]
+    unsafe_no_sandbox: bool,
 }
 
 impl EvalArgs {
@@ -103,6 +107,7 @@ impl EvalArgs {
             timeout_s: self.timeout,
             memory_mb: self.memory_mb,
             signature_imports: !self.no_signature_imports,
+            unsafe_no_sandbox: self.unsafe_no_sandbox,
             ..EvalSpec::default()
         }
     }
@@ -144,6 +149,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         report
     };
     println!("{}", report.to_markdown());
+    warn_sandbox(&report);
     if let Some(out) = &a.out {
         recode_core::rundir::write_atomic(out, report.to_json().as_bytes())?;
         let samples = samples_path(out);
@@ -151,6 +157,20 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         eprintln!("report written to {} (samples: {})", out.display(), samples.display());
     }
     Ok(())
+}
+
+/// Sandbox errors and the unsafe mode, on stderr where they cannot be missed.
+pub fn warn_sandbox(report: &eval::EvalReport) {
+    if report.sandbox_errors > 0 {
+        eprintln!(
+            "warning: {} program(s) ended in a sandbox error and are left out of n (first: {})",
+            report.sandbox_errors,
+            report.first_sandbox_error.as_deref().unwrap_or("-")
+        );
+    }
+    if report.isolation.mode == "unsafe_no_sandbox" {
+        eprintln!("warning: --unsafe-no-sandbox: the programs ran without isolation");
+    }
 }
 
 /// The spec's problems (at most `limit`) and the harness options.
@@ -208,6 +228,7 @@ pub fn training_evaluator<'a>(
     opts.sandbox.python = eval::evalenv::sandbox_python(None, true)?;
     Ok(Box::new(move |policy: &mut dyn Policy, step: usize| {
         let (report, _) = eval::evaluate_policy(policy, &problems, spec, &opts, seed, chat_template.as_deref(), false)?;
+        warn_sandbox(&report);
         recode_core::rundir::write_atomic(&run_dir.join(format!("eval-step-{step:06}.json")), report.to_json().as_bytes())?;
         let mut m = recode_core::trainer::Metrics::new();
         for (k, v) in &report.overall.pass_at_k {
