@@ -61,7 +61,7 @@ pub struct EvalArgs {
     /// Wall-time limit per unit test, seconds.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
-    /// Memory limit per program, MiB.
+    /// Memory per program, MiB (with the memory cgroup: the whole job tree, plus 1024 MiB for the setup).
     #[arg(long, default_value_t = 2048)]
     memory_mb: u64,
     /// Write the report as JSON here (the Markdown table is printed either way), and every
