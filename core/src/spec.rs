@@ -406,8 +406,12 @@ pub struct EvalSpec {
     pub workers: usize,
     /// Wall-time limit per program, seconds.
     pub timeout_s: f64,
-    /// Address-space limit per program, MiB.
+    /// Memory per program, MiB (the job's memory cgroup: `memory_mb` plus the setup's allowance;
+    /// an address-space limit where no memory cgroup works).
     pub memory_mb: u64,
+    /// Where no isolation works (no root, no unprivileged user namespaces), run model-written
+    /// code anyway, unconfined, instead of refusing (`--unsafe-no-sandbox`). Reports say so.
+    pub unsafe_no_sandbox: bool,
     /// CodeUpdateArena: import the names the solution signature uses (`List`, `Tuple`, ...) in
     /// each program's setup (a documented deviation from the original harness).
     pub signature_imports: bool,
@@ -430,6 +434,7 @@ impl Default for EvalSpec {
             workers: 2,
             timeout_s: 10.0,
             memory_mb: 2048,
+            unsafe_no_sandbox: false,
             signature_imports: true,
         }
     }

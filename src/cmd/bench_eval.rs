@@ -36,6 +36,9 @@ pub struct BenchEvalArgs {
     /// Programs run in parallel.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// As for `recode eval`: run without isolation where none works, instead of refusing.
+    #[arg(long)]
+    unsafe_no_sandbox: bool,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     backend: String,
@@ -67,6 +70,7 @@ pub fn bench_eval(a: BenchEvalArgs) -> Result<()> {
         max_new_tokens: a.max_new_tokens,
         limit: a.limit,
         workers: a.workers,
+        unsafe_no_sandbox: a.unsafe_no_sandbox,
         ..EvalSpec::default()
     };
     let (problems, mut opts) = super::eval::problems_and_options(&base)?;

@@ -61,7 +61,7 @@ pub struct EvalArgs {
     /// Wall-time limit per unit test, seconds.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
-    /// Memory limit per program, MiB.
+    /// Memory per program, MiB (with the memory cgroup: the whole job tree, plus 1024 MiB for the setup).
     #[arg(long, default_value_t = 2048)]
     memory_mb: u64,
     /// Write the report as JSON here (the Markdown table is printed either way), and every
@@ -84,6 +84,10 @@ pub struct EvalArgs {
     no_signature_imports: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where no isolation works here (no root, no unprivileged user namespaces), run the programs
+    /// anyway, unconfined (they can read and change your files), instead of refusing.
+    #[arg(long)]
+    unsafe_no_sandbox: bool,
 }
 
 impl EvalArgs {
@@ -103,6 +107,7 @@ impl EvalArgs {
             timeout_s: self.timeout,
             memory_mb: self.memory_mb,
             signature_imports: !self.no_signature_imports,
+            unsafe_no_sandbox: self.unsafe_no_sandbox,
             ..EvalSpec::default()
         }
     }
@@ -144,6 +149,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         report
     };
     println!("{}", report.to_markdown());
+    eval::training::warn_sandbox(&report);
     if let Some(out) = &a.out {
         recode_core::rundir::write_atomic(out, report.to_json().as_bytes())?;
         let samples = samples_path(out);

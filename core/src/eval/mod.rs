@@ -158,6 +158,7 @@ impl EvalOptions {
                 // Per unit test: a program with T tests gets T x timeout_s (see SandboxConfig).
                 timeout: Duration::from_secs_f64(spec.timeout_s.max(0.1)),
                 memory_mb: spec.memory_mb,
+                unsafe_no_sandbox: spec.unsafe_no_sandbox,
                 ..SandboxConfig::default()
             },
             without_update: true,

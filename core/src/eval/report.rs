@@ -85,6 +85,10 @@ pub struct EvalReport {
     pub by_update_type: BTreeMap<String, GroupStats>,
     /// Tally of sample outcomes (with the update).
     pub outcomes: BTreeMap<String, usize>,
+    /// Programs (with or without the update) that ended in a harness failure: not counted in
+    /// n, so reported here and by the CLI.
+    pub sandbox_errors: usize,
+    pub first_sandbox_error: Option<String>,
     pub problems: Vec<ProblemResult>,
     pub wall_s: f64,
 }
@@ -184,15 +188,23 @@ impl EvalReport {
         let tally: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let i = &self.isolation;
         s.push_str(&format!(
-            "\nOutcomes: {}. Wall time {:.1}s. Sandbox: netns {}, mount ns {}, pid ns {}, socket guard {}, pids cgroup {}.\n",
+            "\nOutcomes: {}. Wall time {:.1}s. Sandbox: {} (uid {}), fresh root {}, seccomp {}, pids cgroup {}, memory cgroup {}.\n",
             tally.join(", "),
             self.wall_s,
-            i.net_namespace,
-            i.mount_namespace,
-            i.pid_namespace,
-            i.socket_guard,
-            i.pids_cgroup
+            i.mode,
+            i.uid,
+            i.private_root,
+            i.seccomp,
+            i.pids_cgroup,
+            i.memory_cgroup
         ));
+        if self.sandbox_errors > 0 {
+            s.push_str(&format!(
+                "**Sandbox errors: {}** (left out of n; first: {}).\n",
+                self.sandbox_errors,
+                self.first_sandbox_error.as_deref().unwrap_or("-")
+            ));
+        }
         let e = &self.python_env;
         let pkgs: Vec<String> = e.packages.iter().map(|(k, v)| format!("{k} {v}")).collect();
         s.push_str(&format!(

@@ -126,6 +126,14 @@ pub fn evaluate_streaming<T>(
         produced
     })?;
     let mut results = results.into_inner().unwrap();
+    let errors: Vec<&str> = results
+        .values()
+        .filter_map(|r| match &r.outcome {
+            Outcome::SandboxError { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    let (sandbox_errors, first_sandbox_error) = (errors.len(), errors.first().map(|m| m.to_string()));
     let mut per_problem = Vec::with_capacity(problems.len());
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for (pi, p) in problems.iter().enumerate() {
@@ -184,6 +192,8 @@ pub fn evaluate_streaming<T>(
         by_package: by(|p| &p.package),
         by_update_type: by(|p| &p.update_type),
         outcomes,
+        sandbox_errors,
+        first_sandbox_error,
         problems: per_problem,
         wall_s: start.elapsed().as_secs_f64(),
     };

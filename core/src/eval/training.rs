@@ -29,6 +29,7 @@ pub fn training_evaluator<'a>(
     opts.sandbox.python = evalenv::sandbox_python(None, true)?;
     Ok(Box::new(move |policy: &mut dyn Policy, step: usize| {
         let (report, _) = evaluate_policy(policy, &problems, spec, &opts, seed, chat_template.as_deref(), false)?;
+        warn_sandbox(&report);
         crate::rundir::write_atomic(&run_dir.join(format!("eval-step-{step:06}.json")), report.to_json().as_bytes())?;
         let mut m = crate::trainer::Metrics::new();
         for (k, v) in &report.overall.pass_at_k {
@@ -41,3 +42,17 @@ pub fn training_evaluator<'a>(
     }))
 }
 
+
+/// Sandbox errors and the unsafe mode, on stderr where they cannot be missed.
+pub fn warn_sandbox(report: &super::EvalReport) {
+    if report.sandbox_errors > 0 {
+        eprintln!(
+            "warning: {} program(s) ended in a sandbox error and are left out of n (first: {})",
+            report.sandbox_errors,
+            report.first_sandbox_error.as_deref().unwrap_or("-")
+        );
+    }
+    if report.isolation.mode == "unsafe_no_sandbox" {
+        eprintln!("warning: --unsafe-no-sandbox: the programs ran without isolation");
+    }
+}
