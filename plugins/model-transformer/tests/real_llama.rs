@@ -89,10 +89,11 @@ fn argmax(row: &[f64]) -> usize {
     (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap()
 }
 
-/// Tolerances, from f32 (Rust) against f64 (numpy) over 30 layers on the same dequantised weights:
-/// logits within `LOGIT_TOL` absolute (logits here span about -20..30), log-probs within `LOGPROB_TOL`.
-const LOGIT_TOL: f64 = 2e-3;
-const LOGPROB_TOL: f64 = 2e-3;
+/// Tolerances, f32 (Rust) against f64 (numpy) over 30 layers on the same dequantised weights:
+/// absolute, with logits up to about 40 in size. Measured: at most 9.1e-5 on the logits of these
+/// three sequences (45, 16 and 19 tokens); the bound leaves about 5x room for other CPUs' rounding.
+const LOGIT_TOL: f64 = 5e-4;
+const LOGPROB_TOL: f64 = 5e-4;
 
 #[test]
 fn smollm2_logits_and_greedy_answer_match_a_numpy_forward_of_the_gguf() {
@@ -166,5 +167,12 @@ fn smollm2_chat_template_and_a_code_answer() {
     let g = p.generate(&[prompt], &params).unwrap().remove(0);
     eprintln!("{} tokens in {:.1}s ({:?}):\n{}", g.tokens.len(), t.elapsed().as_secs_f64(), g.finish, g.text);
     assert_eq!(g.finish, FinishReason::Eos, "the answer should end at <|im_end|> within 200 tokens");
-    assert!(g.text.contains("def "), "a Python function was asked for: {:?}", g.text);
+    // The first ```python block defines a function that sums (model-written code runs only in the
+    // evaluation sandbox); its name is the model's choice, so the test takes the first one defined.
+    let code = g.text.split("```python").nth(1).and_then(|s| s.split("```").next()).expect("a ```python block");
+    use recode_core::eval::sandbox::{Job, Sandbox, SandboxConfig, TestCase};
+    let test = "def test_sum():\n    import types\n    fns = [f for n, f in list(globals().items()) if isinstance(f, types.FunctionType) and n != 'test_sum']\n    assert fns, 'no function defined'\n    assert fns[0]([1, 2, 3.5]) == 6.5 and fns[0]([]) == 0\n";
+    let job = Job { setup: String::new(), candidate: code.to_string(), tests: vec![TestCase { name: "test_sum".into(), code: test.into(), call: "test_sum()".into() }] };
+    let r = Sandbox::new(SandboxConfig::default()).expect("the evaluation sandbox").run(&job);
+    assert!(r.outcome.passed(), "generated code failed: {:?}\n{}\n{code}", r.outcome, r.stderr);
 }
