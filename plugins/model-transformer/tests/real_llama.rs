@@ -49,24 +49,24 @@ fn chat_prompt(p: &TransformerPolicy<B>, user: &str) -> Vec<u32> {
     p.codec().encode(&text).unwrap()
 }
 
-/// Logits of every position of each sequence from the numpy reference; `None` after "skipped:
-/// why" when the tests' Python cannot be made.
-fn reference(model: &Path, seqs: &[Vec<u32>], vocab: usize) -> Option<Vec<Vec<f64>>> {
+/// Logits of the last `keep[i]` positions of each sequence from the numpy reference; `None` after
+/// "skipped: why" when the tests' Python cannot be made.
+fn reference(model: &Path, seqs: &[Vec<u32>], keep: &[usize], vocab: usize) -> Option<Vec<Vec<f64>>> {
     let python = recode_test_support::python("the numpy reference of the SmolLM2 GGUF")?;
     let dir = tempfile::tempdir().unwrap();
     let (req, out) = (dir.path().join("req.json"), dir.path().join("logits.bin"));
-    std::fs::write(&req, serde_json::json!({ "seqs": seqs }).to_string()).unwrap();
+    std::fs::write(&req, serde_json::json!({ "seqs": seqs, "keep_last": keep }).to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/gguf_llama_ref.py");
     let o = Command::new(python).arg(script).arg(model).arg(&req).arg(&out).output().unwrap();
     assert!(o.status.success(), "reference failed: {}", String::from_utf8_lossy(&o.stderr));
     let bytes = std::fs::read(&out).unwrap();
     let all: Vec<f64> = bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect();
-    assert_eq!(all.len(), seqs.iter().map(|s| s.len() * vocab).sum::<usize>(), "reference output size");
+    assert_eq!(all.len(), keep.iter().sum::<usize>() * vocab, "reference output size");
     let mut rest = &all[..];
     Some(
-        seqs.iter()
-            .map(|s| {
-                let (head, tail) = rest.split_at(s.len() * vocab);
+        keep.iter()
+            .map(|&n| {
+                let (head, tail) = rest.split_at(n * vocab);
                 rest = tail;
                 head.to_vec()
             })
@@ -90,8 +90,9 @@ fn argmax(row: &[f64]) -> usize {
 }
 
 /// Tolerances, f32 (Rust) against f64 (numpy) over 30 layers on the same dequantised weights:
-/// absolute, with logits up to about 40 in size. Measured: at most 9.1e-5 on the logits of these
-/// three sequences (45, 16 and 19 tokens); the bound leaves about 5x room for other CPUs' rounding.
+/// absolute, with logits up to about 40 in size. Measured: at most 9.1e-5 on the logits of the
+/// three short sequences (45, 16 and 19 tokens); the bound leaves about 5x room for other CPUs'
+/// rounding.
 const LOGIT_TOL: f64 = 5e-4;
 const LOGPROB_TOL: f64 = 5e-4;
 
@@ -116,9 +117,17 @@ fn smollm2_logits_and_greedy_answer_match_a_numpy_forward_of_the_gguf() {
     eprintln!("greedy answer: {:?} ({:?})", g.text, g.finish);
     let mut seqs = prompts.clone();
     seqs[0].extend(&g.tokens);
-    let Some(want) = reference(&path, &seqs, vocab) else { return };
-    for (i, (ids, want)) in seqs.iter().zip(&want).enumerate() {
+    let mut keep: Vec<usize> = seqs.iter().map(Vec::len).collect();
+    // A prompt as long as a training prompt (about 600 tokens: rope far from position 0), its last
+    // 16 positions compared.
+    let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/gguf_llama_ref.py")).unwrap();
+    let long = p.codec().encode(&src.repeat(3)).unwrap()[..600].to_vec();
+    seqs.push(long);
+    keep.push(16);
+    let Some(want) = reference(&path, &seqs, &keep, vocab) else { return };
+    for (i, ((ids, want), &n)) in seqs.iter().zip(&want).zip(&keep).enumerate() {
         let got = full_logits(&m, ids);
+        let got = &got[(ids.len() - n) * vocab..];
         let err = got.iter().zip(want).map(|(&a, &b)| (a as f64 - b).abs()).fold(0.0, f64::max);
         let span = want.iter().fold(0f64, |a, b| a.max(b.abs()));
         eprintln!("sequence {i} ({} tokens): max |logit diff| {err:.2e} (|logits| up to {span:.1})", ids.len());
@@ -131,13 +140,16 @@ fn smollm2_logits_and_greedy_answer_match_a_numpy_forward_of_the_gguf() {
         let best = argmax(row);
         assert!(best == t as usize || row[best] - row[t as usize] < 1e-3, "greedy token {j} ({t}) is not the reference argmax {best}");
     }
-    // The batched, padded log-prob path (what training uses) on the three sequences.
-    let split: Vec<Sequence> = seqs.iter().map(|s| Sequence { prompt: s[..s.len() / 2].to_vec(), completion: s[s.len() / 2..].to_vec() }).collect();
+    // The batched, padded log-prob path (what training uses): the short sequences split in half,
+    // and the long one with its last 15 tokens as the completion (predicted from the kept rows).
+    let mut split: Vec<Sequence> = seqs[..3].iter().map(|s| Sequence { prompt: s[..s.len() / 2].to_vec(), completion: s[s.len() / 2..].to_vec() }).collect();
+    split.push(Sequence { prompt: seqs[3][..585].to_vec(), completion: seqs[3][585..].to_vec() });
     let lp = p.logprobs(&split, false).unwrap();
     for (i, (s, row)) in split.iter().zip(&lp).enumerate() {
-        let pl = s.prompt.len();
+        // Index of the reference row that predicts completion token 0.
+        let first = s.prompt.len() - 1 - (s.prompt.len() + s.completion.len() - keep[i]);
         for (j, (&t, &got)) in s.completion.iter().zip(row).enumerate() {
-            let w = log_softmax_at(&want[i][(pl - 1 + j) * vocab..(pl + j) * vocab], t as usize);
+            let w = log_softmax_at(&want[i][(first + j) * vocab..(first + j + 1) * vocab], t as usize);
             assert!((got as f64 - w).abs() <= LOGPROB_TOL, "sequence {i} completion token {j}: log-prob {got} vs reference {w}");
         }
     }
@@ -168,10 +180,11 @@ fn smollm2_chat_template_and_a_code_answer() {
     eprintln!("{} tokens in {:.1}s ({:?}):\n{}", g.tokens.len(), t.elapsed().as_secs_f64(), g.finish, g.text);
     assert_eq!(g.finish, FinishReason::Eos, "the answer should end at <|im_end|> within 200 tokens");
     // The first ```python block defines a function that sums (model-written code runs only in the
-    // evaluation sandbox); its name is the model's choice, so the test takes the first one defined.
+    // evaluation sandbox); its name is the model's choice, so the test calls the first one defined.
     let code = g.text.split("```python").nth(1).and_then(|s| s.split("```").next()).expect("a ```python block");
+    let name = code.split("def ").nth(1).and_then(|s| s.split('(').next()).map(str::trim).expect("a def in the code block");
     use recode_core::eval::sandbox::{Job, Sandbox, SandboxConfig, TestCase};
-    let test = "def test_sum():\n    import types\n    fns = [f for n, f in list(globals().items()) if isinstance(f, types.FunctionType) and n != 'test_sum']\n    assert fns, 'no function defined'\n    assert fns[0]([1, 2, 3.5]) == 6.5 and fns[0]([]) == 0\n";
+    let test = format!("def test_sum():\n    assert {name}([1, 2, 3.5]) == 6.5 and {name}([]) == 0\n");
     let job = Job { setup: String::new(), candidate: code.to_string(), tests: vec![TestCase { name: "test_sum".into(), code: test.into(), call: "test_sum()".into() }] };
     let r = Sandbox::new(SandboxConfig::default()).expect("the evaluation sandbox").run(&job);
     assert!(r.outcome.passed(), "generated code failed: {:?}\n{}\n{code}", r.outcome, r.stderr);

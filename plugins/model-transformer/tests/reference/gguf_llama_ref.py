@@ -2,9 +2,9 @@
 """Independent float64 numpy forward of a llama-architecture GGUF file, as llama.cpp computes it.
 
 usage: gguf_llama_ref.py MODEL.gguf REQUEST.json OUT.bin
-REQUEST: {"seqs": [[ids], ...]}
-OUT: the logits of every position of every sequence, float64 little-endian, sequences one after
-another ([len(seq) x vocab] each, row-major).
+REQUEST: {"seqs": [[ids], ...], "keep_last": [n, ...] (optional)}
+OUT: the logits of the last n positions of each sequence (every position without keep_last),
+float64 little-endian, sequences one after another ([n x vocab] each, row-major).
 
 Independent of the Rust side on the points that matter: the `gguf` package (llama.cpp's own Python
 reader) parses and dequantises the tensors; Q and K are used as stored, with llama.cpp's rope on
@@ -55,7 +55,7 @@ def rope_pairs(x, theta):
     return out
 
 
-def forward(m, ids):
+def forward(m, ids, keep_last=None):
     nh = m.meta("llama.attention.head_count")
     kvh = m.meta("llama.attention.head_count_kv", nh)
     eps = m.meta("llama.attention.layer_norm_rms_epsilon")
@@ -82,7 +82,7 @@ def forward(m, ids):
         g = h @ m.w(f"{p}.ffn_gate.weight").T
         u = h @ m.w(f"{p}.ffn_up.weight").T
         x = x + (g / (1 + np.exp(-g)) * u) @ m.w(f"{p}.ffn_down.weight").T
-    x = rms_norm(x, m.w("output_norm.weight"), eps)
+    x = rms_norm(x[-(keep_last or T):], m.w("output_norm.weight"), eps)
     head = m.w("output.weight") if "output.weight" in m.t else emb  # tied when absent
     return x @ head.T
 
@@ -90,10 +90,11 @@ def forward(m, ids):
 def main():
     model, req_path, out_path = sys.argv[1:4]
     m = Gguf(model)
-    seqs = json.load(open(req_path))["seqs"]
+    req = json.load(open(req_path))
+    keep = req.get("keep_last") or [None] * len(req["seqs"])
     with open(out_path, "wb") as out:
-        for ids in seqs:
-            out.write(forward(m, np.array(ids)).astype("<f8").tobytes())
+        for ids, n in zip(req["seqs"], keep):
+            out.write(forward(m, np.array(ids), n).astype("<f8").tobytes())
 
 
 if __name__ == "__main__":
