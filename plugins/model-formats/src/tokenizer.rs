@@ -130,15 +130,22 @@ impl Codec {
             Ok(spm_tokenizer_json(&tokens, &scores, &types, prefix))
         } else {
             let pre = g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
-            let (pattern, nfc, ignore_merges) = match pre {
-                "qwen2" => (QWEN2_PATTERN, true, false),
-                "llama-bpe" | "llama3" => (LLAMA3_PATTERN, false, true),
-                "default" | "gpt2" => (GPT2_PATTERN, false, false),
-                p => bail!("{file}: tokenizer.ggml.pre {p:?} is not supported (qwen2, llama-bpe, gpt2)"),
+            // SmolLM's tokenizer.json splits every digit off first (`Digits`, individual), then
+            // applies GPT-2's split; llama.cpp's "smollm" pre-tokenizer does the same.
+            let (pattern, nfc, ignore_merges, digits) = match pre {
+                "qwen2" => (QWEN2_PATTERN, true, false, false),
+                "llama-bpe" | "llama3" => (LLAMA3_PATTERN, false, true, false),
+                "default" | "gpt2" => (GPT2_PATTERN, false, false, false),
+                "smollm" => (GPT2_PATTERN, false, false, true),
+                p => bail!("{file}: tokenizer.ggml.pre {p:?} is not supported (qwen2, llama-bpe, gpt2, smollm)"),
             };
             let merges = g.get_str_array("tokenizer.ggml.merges")?;
             gpt2_tokenizer_json(&tokens, &merges, &types, pattern, nfc).map(|mut j| {
                 j["model"]["ignore_merges"] = json!(ignore_merges);
+                if digits {
+                    let split = j["pre_tokenizer"]["pretokenizers"].as_array_mut().expect("a Sequence pre-tokenizer");
+                    split.insert(0, json!({"type": "Digits", "individual_digits": true}));
+                }
                 j
             })
         }

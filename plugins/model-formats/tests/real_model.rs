@@ -1,13 +1,15 @@
-//! Checks on the real cached Qwen2.5-Coder-0.5B-Instruct GGUF; skipped when it is not cached.
+//! Checks on the real cached Qwen2.5-Coder-0.5B-Instruct and SmolLM2-135M-Instruct GGUFs; each is
+//! skipped when its model is not cached.
 
 use recode_core::api::TextCodec;
 use recode_model_formats::{fetch, Architecture, Codec, GgmlType, GgufFile};
 use std::time::Instant;
 
 const ID: &str = "qwen2.5-coder-0.5b-instruct";
+const SMOLLM: &str = "smollm2-135m-instruct";
 
-fn cached() -> Option<GgufFile> {
-    match fetch::resolve_model(ID, false) {
+fn cached(id: &str) -> Option<GgufFile> {
+    match fetch::resolve_model(id, false) {
         Ok(p) => {
             let t = Instant::now();
             let g = GgufFile::open(p).unwrap();
@@ -15,7 +17,7 @@ fn cached() -> Option<GgufFile> {
             Some(g)
         }
         Err(e) => {
-            recode_test_support::skip(&format!("real-model test needs the cached model ({e:#})"));
+            recode_test_support::skip(&format!("real-model test needs the cached model {id} ({e:#})"));
             None
         }
     }
@@ -23,7 +25,7 @@ fn cached() -> Option<GgufFile> {
 
 #[test]
 fn real_model_config_tokenizer_and_weights() {
-    let Some(g) = cached() else { return };
+    let Some(g) = cached(ID) else { return };
     let cfg = g.model_config().unwrap();
     assert_eq!(cfg.architecture, Architecture::Qwen2);
     assert_eq!((cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads), (24, 896, 14, 2));
@@ -81,4 +83,48 @@ fn real_model_config_tokenizer_and_weights() {
     assert_eq!(shape, [896]);
     assert!(norm.iter().any(|&x| x != 0.0));
     assert_eq!(g.hf_tensor_names().len(), g.tensors().len());
+}
+
+#[test]
+fn smollm2_config_tokenizer_and_weights() {
+    let Some(g) = cached(SMOLLM) else { return };
+    let cfg = g.model_config().unwrap();
+    assert_eq!(cfg.architecture, Architecture::Llama);
+    assert_eq!((cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads), (30, 576, 9, 3));
+    assert_eq!((cfg.intermediate_size, cfg.head_dim, cfg.vocab_size), (1536, 64, 49152));
+    assert_eq!(cfg.rope_theta, 1e5);
+    // Stored as f32 in the file.
+    assert!((cfg.rms_norm_eps - 1e-5).abs() < 1e-12, "{}", cfg.rms_norm_eps);
+    assert!(cfg.tie_word_embeddings && !cfg.attention_bias, "no output.weight: lm_head is the embedding; no q/k/v bias");
+
+    let c = Codec::from_gguf(&g).unwrap();
+    // Ids of whole-word tokens looked up in the file's token list ("What" = 1780, "Ġis" = 314, ...):
+    // a chat turn must encode to exactly those.
+    let turn = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>";
+    assert_eq!(c.encode(turn).unwrap(), [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1]);
+    for (text, id) in [("<|im_start|>", 1), ("<|im_end|>", 2), ("<|endoftext|>", 0)] {
+        assert_eq!(c.encode(text).unwrap(), [id], "{text} is one special token");
+    }
+    // Every digit is its own token (the file's tokenizer.ggml.pre is "smollm").
+    let digits = c.encode("2024").unwrap();
+    assert_eq!(digits.len(), 4);
+    assert_eq!(digits.iter().map(|&i| c.id_to_token(i).unwrap()).collect::<String>(), "2024");
+    let code = "def add(a, b):\n    return a + b\n\n\nif __name__ == \"__main__\":\n\tprint(add(1, 23))  # ü ✓\n";
+    assert_eq!(c.decode(&c.encode(code).unwrap()).unwrap(), code);
+    assert_eq!(c.eos_ids().first(), Some(&2), "tokenizer.ggml.eos_token_id is <|im_end|>");
+    assert_eq!(c.pad_id(), 2);
+    assert!(c.chat_template().unwrap().contains("<|im_start|>assistant"));
+
+    let mut types: Vec<_> = g.tensors().iter().map(|t| t.ggml_type).collect();
+    types.sort_by_key(|t| t.id());
+    types.dedup();
+    assert_eq!(types, [GgmlType::F32, GgmlType::Q4_1, GgmlType::Q8_0]);
+    for name in g.tensor_names() {
+        let (shape, v) = g.dequantize(name).unwrap();
+        assert_eq!(shape.iter().product::<usize>(), v.len());
+        assert!(v.iter().all(|x| x.is_finite()), "{name} has non-finite values");
+    }
+    assert_eq!(g.tensor_info("token_embd.weight").unwrap().shape(), [49152, 576]);
+    assert_eq!(g.tensor_info("blk.0.attn_k.weight").unwrap().shape(), [192, 576]);
+    assert!(!g.has_tensor("output.weight"));
 }
