@@ -170,7 +170,7 @@ impl Sandbox {
     fn spawn_and_wait(&self, job: &Job, cgroup: Option<&Path>, workdir: Option<&Path>) -> Result<RunResult> {
         let nonce = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
         let mb = 1u64 << 20;
-        let payload = job.to_json(&nonce, self.isolation.socket_guard, self.cfg.memory_mb * mb);
+        let payload = job.payload(&nonce, self.isolation.socket_guard, self.cfg.memory_mb * mb, self.cfg.timeout);
         let budget = self.cfg.timeout * job.tests.len().max(1) as u32;
         let mut limits = vec![
             (libc::RLIMIT_CPU, budget.as_secs() + 2),

@@ -44,6 +44,7 @@ import time as _time
 import traceback as _tb
 
 _MAX_MSG = 1 << 31
+_BUILTIN_NAMES = frozenset(dir(_builtins))
 
 
 def _tail(exc, limit=600):
@@ -402,7 +403,7 @@ class _Chan:
         if not self.alive:
             raise RuntimeError("the candidate's process of an earlier test is gone")
         self.send(("op", op, args, kwargs), list(args) + list(kwargs.values()))
-        return self.wait()
+        return self.wait(op)
 
     def receive(self):
         try:
@@ -418,13 +419,18 @@ class _Chan:
             raise _BadMessage("message")
         return node, _Decoder(self, blobs)
 
-    def wait(self):
+    def wait(self, op):
         while True:
             node, d = self.receive()
             if node[0] == "reply" and len(node) == 2:
                 return d.dec(node[1])
             if node[0] == "raise" and len(node) == 2:
-                raise d.exception(node[1])
+                exc = d.exception(node[1])
+                # StopIteration only ends an iteration (a call raising it would end the test's
+                # map()/all() early, as if every item passed); exits stay the child's own.
+                if (isinstance(exc, StopIteration) and op != "next") or not isinstance(exc, Exception):
+                    exc = CandidateError("%s: %s" % (type(exc).__name__, exc))
+                raise exc
             if node[0] == "op" and len(node) == 4:
                 self.serve(node, d)
                 continue
@@ -1044,8 +1050,10 @@ def _main():
             except _Timeout:
                 stop = True  # defining the candidate never ends: no test would run either
                 raise
+            # The setup's names and builtins stay T's (a candidate's own `abs` or `len` must not
+            # run the test's checks), and so do dunder names.
             ns = dict(g)
-            ns.update((k, v) for k, v in names.items() if k not in g)  # setup names stay T's
+            ns.update((k, v) for k, v in names.items() if k not in g and k not in _BUILTIN_NAMES and not k.startswith("__"))
             exec(compile(t["code"] + "\n" + t["call"] + "\n", "<test:%s>" % t["name"], "exec"), ns)
             entry["ok"] = True
         except _CandidateFailed as e:

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::time::Duration;
 
 /// One unit test: `code` defines it (plus any shared helpers), `call` runs it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -18,8 +19,9 @@ impl TestCase {
     }
 }
 
-/// A program in three parts, run in one process: `setup` (e.g. installing an API update), then
-/// the `candidate`, then each test in its own copy of the resulting globals.
+/// A program in three parts: `setup` (e.g. installing an API update, trusted), then the
+/// `candidate`, then each test. The driver runs setup and tests in its own (trusted) process and
+/// the candidate in a fresh child process per test (see driver.py).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Job {
     pub setup: String,
@@ -28,13 +30,18 @@ pub struct Job {
 }
 
 impl Job {
-    /// `memory_bytes`: address space the candidate and tests may add to what the setup mapped.
-    pub(crate) fn to_json(&self, nonce: &str, block_network: bool, memory_bytes: u64) -> String {
-        serde_json::json!({
-            "nonce": nonce, "block_network": block_network, "memory_bytes": memory_bytes,
+    /// The driver's stdin: the byte length of the job's JSON, a newline, the JSON, then the
+    /// nonce, which the driver reads only after every candidate process is gone.
+    /// `memory_bytes`: address space the candidate may add to what the setup mapped;
+    /// `test_timeout`: wall time of one test, after which its candidate process is killed.
+    pub(crate) fn payload(&self, nonce: &str, block_network: bool, memory_bytes: u64, test_timeout: Duration) -> String {
+        let json = serde_json::json!({
+            "block_network": block_network, "memory_bytes": memory_bytes,
+            "test_timeout_s": test_timeout.as_secs_f64(),
             "setup": self.setup, "candidate": self.candidate, "tests": self.tests,
         })
-        .to_string()
+        .to_string();
+        format!("{}\n{json}{nonce}\n", json.len())
     }
 
     /// The same program as one standalone script (for reports and reproduction).
@@ -94,11 +101,26 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// One test as the driver's trusted process observed it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TestResult {
     pub name: String,
     pub ok: bool,
     pub error: Option<String>,
+    /// Wall time of the test, its candidate process's start included.
+    #[serde(default)]
+    pub wall_s: f64,
+    /// CPU time of the test's candidate process (user + system).
+    #[serde(default)]
+    pub cpu_s: f64,
+    /// Killed at the per-test wall-time limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timeout: bool,
+    /// The candidate process ended on its own during the test: its exit code or signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,11 +196,17 @@ fn judge(job: &Job, r: Report, code: Option<i32>) -> Outcome {
     if let Some(e) = r.candidate_error {
         return Outcome::Failed { reason: format!("candidate: {e}") };
     }
+    if let Some(t) = r.tests.iter().find(|t| !t.ok) {
+        return match (t.timeout, t.signal, t.exit_code) {
+            (true, _, _) => Outcome::Timeout { cpu: false },
+            (_, Some(libc::SIGXCPU), _) => Outcome::Timeout { cpu: true },
+            (_, Some(signal), _) => Outcome::Signal { signal },
+            (_, _, Some(code)) => Outcome::Incomplete { exit_code: Some(code) },
+            _ => Outcome::Failed { reason: format!("{}: {}", t.name, t.error.clone().unwrap_or_default()) },
+        };
+    }
     if r.tests.len() != job.tests.len() || job.tests.is_empty() {
         return Outcome::Failed { reason: format!("ran {} of {} tests", r.tests.len(), job.tests.len()) };
-    }
-    if let Some(t) = r.tests.iter().find(|t| !t.ok) {
-        return Outcome::Failed { reason: format!("{}: {}", t.name, t.error.clone().unwrap_or_default()) };
     }
     if code != Some(0) {
         return Outcome::Incomplete { exit_code: code };
