@@ -103,7 +103,7 @@ fn hostile() -> Vec<(&'static str, String)> {
         ),
         (
             "forged_messages_on_its_own_channel",
-            "import os, json, struct\ndef f():\n    for node in (['reply', ['M', 'os', 0]], ['reply', ['L', 0]], ['reply', ['nd', '|O8', [1], 0]], ['ready', []]):\n        body = json.dumps(node).encode()\n        for fd in range(3, 64):\n            try:\n                os.write(fd, struct.pack('<Q', len(body)) + body + struct.pack('<I', 1) + struct.pack('<Q', 8) + bytes(8))\n            except OSError:\n                pass\n    return 2\n".into(),
+            "import os, json, struct\ndef f():\n    for node in (['reply', ['M', 'os', 0]], ['reply', ['L', 0]], ['reply', ['nd', '|O8', [1], 0]], ['ready', []]):\n        body = json.dumps(node).encode()\n        for fd in range(3, 64):\n            try:\n                os.write(fd, struct.pack('<Q', len(body)) + body + struct.pack('<QQ', 1, 8) + bytes(8))\n            except OSError:\n                pass\n    return 2\n".into(),
         ),
     ]
 }
@@ -178,8 +178,9 @@ fn a_test_that_loops_forever_times_out_alone() {
     assert_eq!(r.outcome, Outcome::Timeout { cpu: false }, "{:?}", r.tests);
     let t: Vec<_> = r.tests.iter().map(|t| (t.name.as_str(), t.ok, t.timeout)).collect();
     assert_eq!(t, [("test_a", true, false), ("test_loop", false, true), ("test_c", true, false)]);
-    assert!((2.9..6.0).contains(&r.tests[1].wall_s), "{:?}", r.tests[1]);
-    assert!(r.wall_s < 8.0, "the job took {:.1}s", r.wall_s);
+    // Its own 3 s plus what test_a left unused.
+    assert!((2.9..6.5).contains(&r.tests[1].wall_s), "{:?}", r.tests[1]);
+    assert!(r.wall_s < 9.5, "the job took {:.1}s", r.wall_s);
 }
 
 #[test]

@@ -26,7 +26,9 @@
 #   reference only allows calls, public attributes and the read-only protocols (no setattr, no
 #   underscore names: no path to T's globals or modules).
 # - Per test T measures wall time and C's CPU time (wait4) and enforces the per-test wall limit
-#   (SIGALRM in T; C is killed and the next test runs on a fresh fork).
+#   (SIGALRM in T; C is killed and the next test runs on a fresh fork). A test may also spend
+#   what earlier tests of the job left unused, so the job's total stays what it was (n times
+#   the limit) and a slow test late in a job is not failed where the one-process driver passed it.
 # Limit that remains: a result that is not plain data is a remote object whose methods run in
 # C; an object whose __eq__ says True to everything still fools `==`, as in HumanEval's and
 # EvalPlus's harnesses. Arguments are passed by value: a test that mutates an argument in C and
@@ -84,23 +86,29 @@ class _BadMessage(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# Framing. Every message: 8-byte length of a JSON or pickle body, the body, a 4-byte blob count,
-# then each blob as 8-byte length + bytes (raw array data, never parsed as code).
+# Framing. Every message: 8-byte length of a JSON or pickle body, the body, an 8-byte blob
+# count, each blob's 8-byte length, then the blobs (raw array data, never parsed as code).
 
 
 def _write_all(fd, data):
-    view = memoryview(data)
+    view = memoryview(data).cast("B")
     while view:
         n = _os.write(fd, view)
         view = view[n:]
 
 
 def _send(fd, body, blobs=()):
-    parts = [_struct.pack("<Q", len(body)), body, _struct.pack("<I", len(blobs))]
+    lengths = [memoryview(b).nbytes for b in blobs]
+    body = memoryview(body)
+    if body.nbytes < 1 << 16:  # one write for the usual small message
+        body = bytes(body)
+        _write_all(fd, _struct.pack("<Q", len(body)) + body + _struct.pack("<Q%dQ" % len(blobs), len(blobs), *lengths))
+    else:
+        _write_all(fd, _struct.pack("<Q", body.nbytes))
+        _write_all(fd, body)
+        _write_all(fd, _struct.pack("<Q%dQ" % len(blobs), len(blobs), *lengths))
     for b in blobs:
-        parts += [_struct.pack("<Q", len(b)), b]
-    for p in parts:
-        _write_all(fd, p)
+        _write_all(fd, b)
 
 
 def _read_exact(fd, n):
@@ -117,11 +125,29 @@ def _read_exact(fd, n):
 
 
 def _recv(fd):
+    """The body (bytes) and the blobs (writable memoryviews into one buffer)."""
     body = bytes(_read_exact(fd, _struct.unpack("<Q", _read_exact(fd, 8))[0]))
-    count = _struct.unpack("<I", _read_exact(fd, 4))[0]
-    if count > 1 << 20:
+    count = _struct.unpack("<Q", _read_exact(fd, 8))[0]
+    if count > 1 << 24:
         raise _BadMessage("%d blobs" % count)
-    return body, [_read_exact(fd, _struct.unpack("<Q", _read_exact(fd, 8))[0]) for _ in range(count)]
+    lengths = _struct.unpack("<%dQ" % count, _read_exact(fd, 8 * count))
+    area = memoryview(_read_exact(fd, sum(lengths)))
+    blobs, at = [], 0
+    for n in lengths:
+        blobs.append(area[at:at + n])
+        at += n
+    return body, blobs
+
+
+def _pipe():
+    r, w = _os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: fewer round trips for large arrays
+    except (OSError, ImportError):
+        pass
+    return r, w
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,14 +212,19 @@ class _Encoder:
             return ["E"]
         if x is NotImplemented:
             return ["N"]
+        if isinstance(x, type) and getattr(x, "__module__", "__main__") != "__main__":
+            # A class of a library (or a builtin): T's own class of that name, if T has it.
+            return ["G", str(x.__module__), str(x.__qualname__), self.ref(x)[1]]
         if isinstance(x, type(_sys)):
             return ["M", str(x.__name__), self.ref(x)[1]]
         np = _sys.modules.get("numpy")
         if np is not None and (t is np.ndarray or (isinstance(x, np.generic) and t.__module__ == "numpy")):
             if _np_kind_ok(x.dtype):
                 if t is np.ndarray:
-                    return ["nd", x.dtype.str, list(x.shape), self.blob(np.ascontiguousarray(x).tobytes())]
-                return ["ng", x.dtype.str, self.blob(np.asarray(x).tobytes())]
+                    return ["nd", x.dtype.str, list(x.shape), self.blob(np.ascontiguousarray(x).data)]
+                if x.dtype.kind in "biufc" and x.dtype.itemsize <= 16 and x.dtype.kind + str(x.dtype.itemsize) != "f16":
+                    return ["ng", x.dtype.str, self.enc(x.item())]
+                return ["ngb", x.dtype.str, self.blob(np.asarray(x).tobytes())]
         torch = _sys.modules.get("torch")
         if torch is not None and t is torch.Tensor and x.layout == torch.strided:
             name = str(x.dtype).replace("torch.", "")
@@ -259,7 +290,21 @@ class _Decoder:
         if tag == "nd" and len(a) == 3:
             return self.array(a[0], a[1], a[2])
         if tag == "ng" and len(a) == 2:
+            import numpy as np
+
+            dt = self.dtype(a[0])
+            value = self.dec(a[1])
+            want = {"b": (bool,), "i": (int,), "u": (int,), "f": (float, int), "c": (complex, float, int)}
+            if type(value) not in want.get(dt.kind, ()):
+                raise _BadMessage("numpy scalar")
+            return dt.type(value)
+        if tag == "ngb" and len(a) == 2:
             return self.array(a[0], [], a[1])[()]
+        if tag == "G" and len(a) == 3 and all(type(v) is str for v in a[:2]) and type(a[2]) is int:
+            cls = _sys.modules.get(a[0]) if _NAME.match(a[0]) and a[0] != "__main__" else None
+            for part in a[1].split(".") if cls is not None and _NAME.match(a[1]) else ():
+                cls = getattr(cls, part, None)
+            return cls if isinstance(cls, type) else RemoteRef(self.chan, a[2], "builtins", "type")
         if tag == "tt" and len(a) == 4:
             return self.tensor(*a)
         if tag == "R" and len(a) == 3 and type(a[0]) is int and all(type(v) is str for v in a[1:]):
@@ -276,15 +321,23 @@ class _Decoder:
             size *= d
         return tuple(shape), size
 
-    def array(self, dtype, shape, i):
+    def dtype(self, dtype):
         import numpy as np
 
         if type(dtype) is not str or not _DTYPE.match(dtype):
             raise _BadMessage("dtype %r" % str(dtype)[:40])
         dt = np.dtype(dtype)
+        if not _np_kind_ok(dt):
+            raise _BadMessage("dtype %r" % dtype)
+        return dt
+
+    def array(self, dtype, shape, i):
+        import numpy as np
+
+        dt = self.dtype(dtype)
         shape, size = self.shape(shape)
         raw = self.blob(i)
-        if not _np_kind_ok(dt) or len(raw) != size * dt.itemsize:
+        if len(raw) != size * dt.itemsize:
             raise _BadMessage("array data")
         return np.frombuffer(raw, dtype=dt).reshape(shape)
 
@@ -341,8 +394,9 @@ _PICKLE_PLAIN = frozenset((type(None), bool, int, float, complex, str, bytes, li
 
 
 class _Pickler(_pickle.Pickler):
-    def __init__(self, file, chan, force_local):
-        super().__init__(file, protocol=4)
+    def __init__(self, file, chan, force_local, buffers=None):
+        # Protocol 5: large arrays travel out of band, as blobs, without copies into the pickle.
+        super().__init__(file, protocol=5, buffer_callback=buffers.append if buffers is not None else None)
         self.chan, self.force_local = chan, force_local
 
     def persistent_id(self, obj):
@@ -377,9 +431,9 @@ class _Chan:
 
         force = set()
         for attempt in range(2):
-            f = io.BytesIO()
+            f, buffers = io.BytesIO(), []
             try:
-                _Pickler(f, self, force).dump(msg)
+                _Pickler(f, self, force, buffers).dump(msg)
                 break
             except RuntimeError:
                 raise
@@ -394,7 +448,7 @@ class _Chan:
                     except Exception:
                         force.add(id(v))
         try:
-            _send(self.wfd, f.getvalue())
+            _send(self.wfd, f.getbuffer(), [b.raw() for b in buffers])
         except OSError:
             self.gone = True
             raise _Gone()
@@ -428,7 +482,7 @@ class _Chan:
                 exc = d.exception(node[1])
                 # StopIteration only ends an iteration (a call raising it would end the test's
                 # map()/all() early, as if every item passed); exits stay the child's own.
-                if (isinstance(exc, StopIteration) and op != "next") or not isinstance(exc, Exception):
+                if (isinstance(exc, StopIteration) and op not in ("next", "next_chunk")) or not isinstance(exc, Exception):
                     exc = CandidateError("%s: %s" % (type(exc).__name__, exc))
                 raise exc
             if node[0] == "op" and len(node) == 4:
@@ -568,7 +622,7 @@ class RemoteRef:
         it = self._do("iter")
         if type(it) is not RemoteRef:
             raise TypeError("iter() of a remote object gave %s" % type(it).__name__)
-        return it
+        return _RemoteIter(it)
 
     def __next__(self):
         return self._do("next")
@@ -610,6 +664,27 @@ class RemoteRef:
         raise TypeError("a remote object cannot be pickled")
 
 
+class _RemoteIter:
+    """Iterates a remote iterator in growing chunks (1, 2, 4 ... 1024 items per round trip)."""
+
+    def __init__(self, ref):
+        self.ref, self.items, self.size, self.done = ref, [], 1, False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while not self.items:
+            if self.done:
+                raise StopIteration
+            chunk = self.ref._r_chan.request("next_chunk", self.ref, self.size)
+            if type(chunk) is not tuple or len(chunk) != 2 or type(chunk[0]) is not list or type(chunk[1]) is not bool:
+                raise TypeError("bad chunk from the candidate's process")
+            self.items, self.done = chunk[0][::-1], chunk[1]
+            self.size = min(self.size * 2, 1024)
+        return self.items.pop()
+
+
 def _forwarding(op, reflected=False):
     if reflected:
         return lambda self, other: self._r_chan.request(op, other, self)
@@ -634,6 +709,25 @@ def _child_ops():
     def contains(container, item):
         return item in container
 
+    pending = {}  # iterator id -> the exception to raise after the items already sent
+
+    def next_chunk(it, n):
+        if id(it) in pending:
+            raise pending.pop(id(it))
+        items = []
+        try:
+            while len(items) < n:
+                items.append(next(it))
+        except StopIteration:
+            if not items:
+                raise
+            return items, True
+        except BaseException as e:
+            if not items:
+                raise
+            pending[id(it)] = e
+        return items, False
+
     ops = {
         "call": lambda f, *a, **k: f(*a, **k), "getattr": getattr, "setattr": setattr, "delattr": delattr,
         "repr": repr, "str": str, "format": format, "bytes": bytes, "hash": hash, "bool": bool, "len": len,
@@ -642,6 +736,7 @@ def _child_ops():
         "delitem": o.delitem, "enter": lambda x: x.__enter__(), "exit": lambda x, *e: x.__exit__(*e),
         "instancecheck": lambda c, x: isinstance(x, c), "subclasscheck": lambda c, x: issubclass(x, c),
         "dir": lambda x: list(dir(x)), "round": round, "divmod": divmod, "and": o.and_, "or": o.or_,
+        "next_chunk": next_chunk,
     }
     for name in ("eq", "ne", "lt", "le", "gt", "ge", "neg", "pos", "abs", "invert", "add", "sub", "mul",
                  "truediv", "floordiv", "mod", "pow", "matmul", "lshift", "rshift", "xor"):
@@ -679,7 +774,7 @@ class _ChildChan:
             args = ["t", []]
         return [str(getattr(t, "__module__", "")), str(getattr(t, "__qualname__", "")), args, _tail(e)]
 
-    def load(self, body):
+    def load(self, body, blobs):
         import io
 
         chan = self
@@ -693,13 +788,12 @@ class _ChildChan:
                     return _importlib.import_module(key)
                 return _LocalProxy(chan, key)
 
-        return Loader(io.BytesIO(body)).load()
+        return Loader(io.BytesIO(body), buffers=blobs).load()
 
     def wait(self):
         """Serves T's requests until T answers one of ours (returns it) or stops us."""
         while True:
-            body, _ = _recv(self.rfd)
-            msg = self.load(body)
+            msg = self.load(*_recv(self.rfd))
             if msg[0] == "reply":
                 return msg[1]
             if msg[0] == "raise":
@@ -929,8 +1023,8 @@ class _Run:
 
     def __init__(self, job, g):
         self.start = _time.monotonic()
-        c_r, t_w = _os.pipe()
-        t_r, c_w = _os.pipe()
+        c_r, t_w = _pipe()
+        t_r, c_w = _pipe()
         # No alarm between the fork and knowing the child (it would leak).
         _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGALRM])
         pid = _os.fork()
@@ -1039,11 +1133,13 @@ def _main():
 
     result["setup_error"] = exec_trusted(job["setup"], "<update>", g)
     _signal.signal(_signal.SIGALRM, _on_alarm)
+    bank = 0.0  # time earlier tests left unused; a slow test may spend it (the job's total holds)
     for t in job["tests"] if result["setup_error"] is None else ():
         entry, run, stop = {"name": t["name"], "ok": False, "error": None}, None, False
+        this_limit = limit + bank
         try:
             if limit > 0:
-                _signal.setitimer(_signal.ITIMER_REAL, limit)
+                _signal.setitimer(_signal.ITIMER_REAL, this_limit)
             run = _Run(job, g)
             try:
                 names = run.ready()
@@ -1071,8 +1167,9 @@ def _main():
         if run is not None:
             run.end()
             entry["wall_s"], entry["cpu_s"] = round(run.wall, 6), round(run.cpu, 6)
+            bank = max(0.0, this_limit - run.wall)
             if run.timed_out:
-                entry.update(ok=False, timeout=True, error="timed out after %gs" % limit)
+                entry.update(ok=False, timeout=True, error="timed out after %.1fs" % this_limit)
             elif run.gone:
                 # The child died on its own before the test finished: a failure whatever the test did.
                 fate = run.fate()
