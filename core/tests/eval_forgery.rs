@@ -125,7 +125,13 @@ fn no_hostile_candidate_forges_a_pass() {
         assert_no_pass(name, &r);
         match name {
             "os_exit_mid_test" => assert_eq!(r.outcome, Outcome::Incomplete { exit_code: Some(0) }, "{name}"),
-            "kill_the_trusted_parent" => assert_eq!(r.outcome, Outcome::Signal { signal: 9 }, "{name}"),
+            // With a pid namespace the trusted process is its init, which a kill from inside
+            // does not reach; without one it dies, and so does the report.
+            "kill_the_trusted_parent" => assert!(
+                matches!(r.outcome, Outcome::Signal { signal: 9 } | Outcome::Failed { .. }),
+                "{name}: {:?}",
+                r.outcome
+            ),
             "stop_iteration_from_a_call" | "sys_exit_mid_test" => {
                 let Outcome::Failed { reason } = &r.outcome else { panic!("{name}: {:?}", r.outcome) };
                 assert!(reason.contains("StopIteration") || reason.contains("SystemExit"), "{name}: {reason}");

@@ -50,6 +50,12 @@ fn check(name: &str, outcome: &Outcome, sb: &Sandbox) {
         // /tmp inside is the job's private tmpfs: allowed, and `after_checks` verifies the host.
         return;
     }
+    if name == "kill_parent" && sb.isolation().pid_namespace {
+        // The candidate's parent is the driver's trusted process, init of the pid namespace,
+        // which a kill from inside does not reach: the (correct) candidate is judged as usual.
+        assert_eq!(outcome, &Outcome::Passed, "{name}");
+        return;
+    }
     assert!(!outcome.passed(), "{name} must not pass: {outcome:?}");
     assert!(outcome.counts(), "{name} is a candidate failure, not a harness one: {outcome:?}");
     let iso = sb.isolation();
