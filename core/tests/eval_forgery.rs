@@ -201,10 +201,10 @@ fn values_exceptions_and_callbacks_cross_the_boundary() {
     let sb = Sandbox::new(SandboxConfig { python, timeout: Duration::from_secs(4), ..Default::default() }).unwrap();
     let j = Job {
         setup: "import numpy as np\n".into(),
-        candidate: "import numpy as np\ndef scaled(a, k):\n    return (a * k).astype(np.float32), np.int16(k), np.arange(6).reshape(2, 3)\n".into(),
+        candidate: "import numpy as np\ndef scaled(a, k):\n    return (a * k).astype(np.float32), np.int16(k), np.asfortranarray(np.arange(6).reshape(2, 3))\ndef odd():\n    return np.array(2.5), np.zeros((0, 3)), np.array(['2020-01-01'], dtype='datetime64[D]'), np.array([1, 'a'], dtype=object), np.float64\n".into(),
         tests: vec![test(
             "test_np",
-            "    a, k, m = scaled(np.ones(3), 2)\n    assert type(a) is np.ndarray and a.dtype == np.float32 and np.array_equal(a, [2, 2, 2])\n    assert type(k) is np.int16 and k == 2\n    assert m.shape == (2, 3) and m[1, 2] == 5\n",
+            "    a, k, m = scaled(np.ones(3), 2)\n    assert type(a) is np.ndarray and a.dtype == np.float32 and np.array_equal(a, [2, 2, 2])\n    assert type(k) is np.int16 and k == 2\n    assert m.shape == (2, 3) and m[1, 2] == 5\n    z, e, d, o, cls = odd()\n    assert z.shape == () and z == 2.5 and e.shape == (0, 3) and d[0] == np.datetime64('2020-01-01')\n    # An object array stays in the candidate's process; a library class is numpy's own.\n    assert type(o) is not np.ndarray and o.tolist() == [1, 'a'] and cls is np.float64\n",
         )],
     };
     let r = sb.run(&j);

@@ -91,7 +91,10 @@ class _BadMessage(Exception):
 
 
 def _write_all(fd, data):
-    view = memoryview(data).cast("B")
+    view = memoryview(data)
+    if not view.nbytes:
+        return
+    view = view.cast("B")
     while view:
         n = _os.write(fd, view)
         view = view[n:]
@@ -176,7 +179,8 @@ class _Encoder:
         return ["R", id(x), str(getattr(t, "__module__", "")), str(getattr(t, "__qualname__", ""))]
 
     def blob(self, data):
-        self.blobs.append(data)
+        view = memoryview(data)
+        self.blobs.append(view.cast("B") if view.nbytes else b"")
         return len(self.blobs) - 1
 
     def enc(self, x):
@@ -217,11 +221,19 @@ class _Encoder:
             return ["G", str(x.__module__), str(x.__qualname__), self.ref(x)[1]]
         if isinstance(x, type(_sys)):
             return ["M", str(x.__name__), self.ref(x)[1]]
+        try:
+            return self._array(x, t)
+        except Exception:  # whatever a library does wrong here, the value stays in C
+            return self.ref(x)
+
+    def _array(self, x, t):
         np = _sys.modules.get("numpy")
         if np is not None and (t is np.ndarray or (isinstance(x, np.generic) and t.__module__ == "numpy")):
             if _np_kind_ok(x.dtype):
                 if t is np.ndarray:
-                    return ["nd", x.dtype.str, list(x.shape), self.blob(np.ascontiguousarray(x).data)]
+                    data = np.ascontiguousarray(x)
+                    data = data.data if x.dtype.kind in "biufc" else data.tobytes()
+                    return ["nd", x.dtype.str, list(x.shape), self.blob(data)]
                 if x.dtype.kind in "biufc" and x.dtype.itemsize <= 16 and x.dtype.kind + str(x.dtype.itemsize) != "f16":
                     return ["ng", x.dtype.str, self.enc(x.item())]
                 return ["ngb", x.dtype.str, self.blob(np.asarray(x).tobytes())]
@@ -761,7 +773,7 @@ class _ChildChan:
         else:
             try:
                 node = ["reply", enc.enc(value)]
-            except RecursionError:
+            except Exception:  # RecursionError, or a value whose methods raise
                 enc = self.encoder()
                 node = ["reply", enc.ref(value)]
         self.send_node(node, enc)
@@ -968,7 +980,7 @@ def _child(job, g, rfd, wfd):
             continue
         try:
             names.append([name, enc.enc(value)])
-        except RecursionError:
+        except Exception:
             names.append([name, enc.ref(value)])
     chan.send_node(["ready", names], enc)
     chan.wait()
