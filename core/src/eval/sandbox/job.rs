@@ -159,10 +159,12 @@ pub(crate) fn classify(
     let (out, out_total) = out.unwrap_or_default();
     let (err, err_total) = err.unwrap_or_default();
     let stderr = String::from_utf8_lossy(&err).into_owned();
-    let report = String::from_utf8_lossy(&out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Report>(l).ok())
-        .find(|r| r.done == nonce);
+    let text = String::from_utf8_lossy(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let report = lines.iter().filter_map(|l| serde_json::from_str::<Report>(l).ok()).find(|r| r.done == nonce);
+    // The driver's trusted process writes exactly one line there, after every candidate process
+    // is gone: anything else on it was written by someone else (a forger that reached the pipe).
+    let foreign = lines.len().saturating_sub(1);
     let tests = report.as_ref().map(|r| r.tests.clone()).unwrap_or_default();
     let outcome = if timed_out {
         Outcome::Timeout { cpu: false }
@@ -172,6 +174,8 @@ pub(crate) fn classify(
         Outcome::Timeout { cpu: true }
     } else if let Some(sig) = status.signal() {
         Outcome::Signal { signal: sig }
+    } else if report.is_some() && foreign > 0 {
+        Outcome::Failed { reason: format!("the result channel carried {foreign} line(s) besides the driver's report") }
     } else if let Some(r) = report {
         judge(job, r, status.code())
     } else if stderr.contains("MemoryError") {
@@ -212,4 +216,25 @@ fn judge(job: &Job, r: Report, code: Option<i32>) -> Outcome {
         return Outcome::Incomplete { exit_code: code };
     }
     Outcome::Passed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(out: &str) -> Outcome {
+        let job = Job { tests: vec![TestCase::trivial()], ..Default::default() };
+        let status = ExitStatus::from_raw(0);
+        classify(&job, "n0", status, false, Some((out.as_bytes().to_vec(), out.len())), None, 1 << 20).outcome
+    }
+
+    #[test]
+    fn only_a_lone_report_with_the_nonce_counts() {
+        let report = r#"{"done": "n0", "setup_error": null, "candidate_error": null, "memory": false, "tests": [{"name": "probe", "ok": true, "error": null, "wall_s": 0.1, "cpu_s": 0.05}]}"#;
+        assert_eq!(run(&format!("{report}\n")), Outcome::Passed);
+        // A second line (a forged report, or garbage glued before the real one) fails the job.
+        assert!(matches!(run(&format!("{report}\n{report}\n")), Outcome::Failed { .. }));
+        assert!(matches!(run(&format!("{{\"x\": {report}\n{report}\n")), Outcome::Failed { .. }));
+        assert!(matches!(run(&report.replace("n0", "n1")), Outcome::Incomplete { .. }));
+    }
 }
