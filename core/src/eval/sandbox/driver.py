@@ -29,6 +29,12 @@
 #   (SIGALRM in T; C is killed and the next test runs on a fresh fork). A test may also spend
 #   what earlier tests of the job left unused, so the job's total stays what it was (n times
 #   the limit) and a slow test late in a job is not failed where the one-process driver passed it.
+# - The test sees the candidate's names except builtins, dunders and the setup's own names (a
+#   candidate's `abs` or `len` would otherwise run the test's checks). A StopIteration from a
+#   call (not from next()) becomes an error: it would end a test's map()/all() early.
+# - The harness accepts the report only as the lone line on stdout (job.rs), so a forger that
+#   reached the pipe some other way (e.g. /proc of a dumpable harness, without namespaces) can
+#   add or glue lines but not make them count.
 # Limit that remains: a result that is not plain data is a remote object whose methods run in
 # C; an object whose __eq__ says True to everything still fools `==`, as in HumanEval's and
 # EvalPlus's harnesses. Arguments are passed by value: a test that mutates an argument in C and
