@@ -210,3 +210,19 @@ fn values_exceptions_and_callbacks_cross_the_boundary() {
     let r = sb.run(&j);
     assert_eq!(r.outcome, Outcome::Passed, "{:?}\n{}", r.tests, r.stderr);
 }
+
+#[test]
+fn objects_of_the_test_lead_the_candidate_nowhere() {
+    let sb = sandbox(4);
+    // The test hands over a generator: its frame would lead to the driver's locals and functions.
+    let walk = "def f(g):\n    fr = g.gi_frame\n    while fr is not None:\n        if 'exec_trusted' in fr.f_locals:\n            fr.f_locals['exec_trusted'](\"import os\\nos.write(1, b'forged')\", 'x', {})\n        fr = fr.f_back\n    return 2\n";
+    let j = Job { setup: String::new(), candidate: walk.into(), tests: vec![test("test_g", "    assert f(x for x in range(3)) == 1\n")] };
+    let r = sb.run(&j);
+    let Outcome::Failed { reason } = &r.outcome else { panic!("{:?}", r.outcome) };
+    assert!(reason.contains("may not do 'getattr'"), "{reason}");
+    // An object of the test's own class still works as an argument: attributes and methods.
+    let use_obj = "def g(obj):\n    return obj.value + obj.double(2)\n";
+    let body = "    class Obj:\n        value = 3\n        def double(self, x):\n            return 2 * x\n    assert g(Obj()) == 7\n";
+    let j = Job { setup: String::new(), candidate: use_obj.into(), tests: vec![test("test_o", body)] };
+    assert_eq!(sb.run(&j).outcome, Outcome::Passed);
+}

@@ -50,6 +50,7 @@ import struct as _struct
 import sys as _sys
 import time as _time
 import traceback as _tb
+import types as _types
 
 _MAX_MSG = 1 << 31
 _BUILTIN_NAMES = frozenset(dir(_builtins))
@@ -408,6 +409,8 @@ class _Decoder:
 # T side: the channel to one child, and references to the child's objects.
 
 
+# Frames lead to every local of this driver; they never leave the trusted process.
+_NEVER_SENT = frozenset((_types.FrameType, _types.TracebackType, _types.CodeType))
 _PICKLE_PLAIN = frozenset((type(None), bool, int, float, complex, str, bytes, list, tuple, dict, set))
 
 
@@ -421,15 +424,18 @@ class _Pickler(_pickle.Pickler):
         t = type(obj)
         if t in _PICKLE_PLAIN:
             return None
+        if t in _NEVER_SENT:
+            raise RuntimeError("a %s of the trusted process is not given to the candidate" % t.__name__)
         if t is RemoteRef:
             if obj._r_chan is not self.chan:
                 raise RuntimeError("an object of an earlier test's candidate process was used")
             return ("R", obj._r_id)
         if t.__name__ == "module" and t is type(_sys):
             return ("M", obj.__name__)
-        if id(obj) in self.force_local or (
-            callable(obj) and not isinstance(obj, type) and getattr(obj, "__module__", None) == "__main__"
-        ) or (isinstance(obj, type) and obj.__module__ == "__main__"):
+        # The test's own functions, classes and their instances: C could not rebuild them.
+        if id(obj) in self.force_local or getattr(t, "__module__", None) == "__main__" or (
+            callable(obj) and getattr(obj, "__module__", None) == "__main__"
+        ):
             return ("L", self.chan.register(obj))
         return None
 
@@ -549,7 +555,11 @@ def _reverse_op(op, args, kw):
     if kw:
         raise TypeError("keyword arguments for %s" % op)
     if op == "getattr" and len(rest) == 1 and type(rest[0]) is str and not rest[0].startswith("_"):
-        return getattr(target, rest[0])
+        # Only on instances of the test's own classes: a library object's public attributes
+        # can lead to frames (gi_frame, f_back) and from there to this driver's functions.
+        cls = type(target)
+        if cls.__module__ == "__main__" and cls not in _DRIVER_TYPES and not isinstance(target, type):
+            return getattr(target, rest[0])
     if op in _COMPARE and len(rest) == 1:
         return getattr(type(target), _COMPARE[op])(target, rest[0])
     one = {"iter": iter, "next": next, "len": len, "bool": bool, "repr": repr, "str": str, "hash": hash}
@@ -1204,4 +1214,6 @@ def _main():
     _write_all(out, (dumps(result) + "\n").encode("utf-8"))
 
 
+# The driver's own classes (test code defines its classes later, in its own namespace).
+_DRIVER_TYPES = frozenset(v for v in list(globals().values()) if isinstance(v, type) and v.__module__ == "__main__")
 _main()
