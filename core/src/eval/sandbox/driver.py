@@ -53,6 +53,8 @@ import traceback as _tb
 import types as _types
 
 _MAX_MSG = 1 << 31
+_CHILD_MEMORY = 0  # bytes the candidate's process may map beyond the setup's (0: no limit)
+_EXIT_MEMORY = 122  # the candidate's process ran out of memory in the driver's own code
 _BUILTIN_NAMES = frozenset(dir(_builtins))
 
 
@@ -471,8 +473,13 @@ class _Chan:
                         raise
                     except Exception:
                         force.add(id(v))
+        blobs = [b.raw() for b in buffers]
+        size = f.getbuffer().nbytes + sum(b.nbytes for b in blobs)
+        if _CHILD_MEMORY and size > _CHILD_MEMORY:
+            # It could not arrive: the candidate's process may not map that much.
+            raise MemoryError("%d bytes of arguments for the candidate, over its memory limit" % size)
         try:
-            _send(self.wfd, f.getbuffer(), [b.raw() for b in buffers])
+            _send(self.wfd, f.getbuffer(), blobs)
         except OSError:
             self.gone = True
             raise _Gone()
@@ -1065,6 +1072,8 @@ class _Run:
                 _child(job, g, c_r, c_w)
             except _Gone:
                 pass
+            except MemoryError:
+                _os._exit(_EXIT_MEMORY)
             except BaseException:
                 _tb.print_exc()
             finally:
@@ -1146,6 +1155,8 @@ def _main():
     out = _os.dup(1)
     _os.dup2(2, 1)
     limit = float(job.get("test_timeout_s") or 0)
+    global _CHILD_MEMORY
+    _CHILD_MEMORY = int(job.get("memory_bytes") or 0)
     g = {"__name__": "__main__", "__builtins__": __builtins__}
     result = {"setup_error": None, "candidate_error": None, "memory": False, "tests": []}
 
@@ -1202,6 +1213,7 @@ def _main():
                 # The child died on its own before the test finished: a failure whatever the test did.
                 fate = run.fate()
                 entry.update(fate, ok=False)
+                result["memory"] |= fate.get("exit_code") == _EXIT_MEMORY
                 entry["error"] = "%s (%s)" % (entry["error"] or "the candidate's process ended",
                                               ", ".join("%s %s" % kv for kv in fate.items()))
         if result["candidate_error"] is not None:
