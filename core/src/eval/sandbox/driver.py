@@ -169,6 +169,7 @@ _PLAIN = (type(None), bool, int, float, str)
 _DTYPE = _re.compile(r"^[<>|=][biufcUSmM]\d+(\[[A-Za-z0-9]+\])?$")
 _TORCH_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16",
                  "float32", "float64", "complex64", "complex128")
+_DTYPES_SEEN = {}  # checked dtype strings
 _NAME = _re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -345,11 +346,14 @@ class _Decoder:
     def dtype(self, dtype):
         import numpy as np
 
+        if type(dtype) is str and dtype in _DTYPES_SEEN:
+            return _DTYPES_SEEN[dtype]
         if type(dtype) is not str or not _DTYPE.match(dtype):
             raise _BadMessage("dtype %r" % str(dtype)[:40])
         dt = np.dtype(dtype)
         if not _np_kind_ok(dt):
             raise _BadMessage("dtype %r" % dtype)
+        _DTYPES_SEEN[dtype] = dt
         return dt
 
     def array(self, dtype, shape, i):
@@ -1171,6 +1175,11 @@ def _main():
             return _tail(e)
 
     result["setup_error"] = exec_trusted(job["setup"], "<update>", g)
+    if job.get("memory_bytes"):
+        # As in the one-process driver, the tests and the candidate share one allowance on top
+        # of the setup's mappings (children inherit it): a test that builds an 8 GB array fails
+        # at once with MemoryError instead of piping it to the candidate.
+        _limit_memory(job["memory_bytes"])
     _signal.signal(_signal.SIGALRM, _on_alarm)
     bank = 0.0  # time earlier tests left unused; a slow test may spend it (the job's total holds)
     for t in job["tests"] if result["setup_error"] is None else ():
