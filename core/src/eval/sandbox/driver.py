@@ -1175,11 +1175,6 @@ def _main():
             return _tail(e)
 
     result["setup_error"] = exec_trusted(job["setup"], "<update>", g)
-    if job.get("memory_bytes"):
-        # As in the one-process driver, the tests and the candidate share one allowance on top
-        # of the setup's mappings (children inherit it): a test that builds an 8 GB array fails
-        # at once with MemoryError instead of piping it to the candidate.
-        _limit_memory(job["memory_bytes"])
     _signal.signal(_signal.SIGALRM, _on_alarm)
     bank = 0.0  # time earlier tests left unused; a slow test may spend it (the job's total holds)
     for t in job["tests"] if result["setup_error"] is None else ():
