@@ -57,8 +57,11 @@ fn check(name: &str, outcome: &Outcome, sb: &Sandbox) {
         // /tmp inside is the job's private tmpfs: allowed, and `after_checks` verifies the host.
         return;
     }
-    if matches!(name, "kill_parent" | "kill_group") && outcome.passed() && sb.isolation().uid != own_euid() {
-        // The program's parent and group leader run as another uid: the signal reached nothing.
+    let unreachable_parent = sb.isolation().uid != own_euid() || (name == "kill_parent" && sb.isolation().pid_namespace);
+    if matches!(name, "kill_parent" | "kill_group") && outcome.passed() && unreachable_parent {
+        // The program's parent is the driver's trusted process (init of the pid namespace, which a
+        // kill from inside does not reach) or runs as another uid: the signal reached nothing, and
+        // the (correct) candidate is judged as usual.
         return;
     }
     assert!(!outcome.passed(), "{name} must not pass: {outcome:?}");

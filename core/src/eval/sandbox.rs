@@ -357,7 +357,8 @@ impl Sandbox {
         let mb = 1u64 << 20;
         let memory_cgroup = cgroup.is_some() && self.cgroups.memory();
         // With the memory cgroup, no address-space limit (0: the driver sets none).
-        let payload = job.to_json(&nonce, self.isolation.socket_guard, if memory_cgroup { 0 } else { self.cfg.memory_mb * mb });
+        let memory_bytes = if memory_cgroup { 0 } else { self.cfg.memory_mb * mb };
+        let payload = job.payload(&nonce, self.isolation.socket_guard, memory_bytes, self.cfg.timeout);
         let budget = self.cfg.timeout * job.tests.len().max(1) as u32;
         let mut limits = vec![
             (libc::RLIMIT_CPU, budget.as_secs() + 2),
