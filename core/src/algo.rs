@@ -233,6 +233,28 @@ pub struct PgLossConfig {
     pub rollout_is: RolloutIs,
 }
 
+impl PgLossConfig {
+    /// The settings of a clipped policy-gradient plugin, checked: β ≥ 0, ε_low in [0, 1), ε_high ≥ 0,
+    /// a positive maximal completion length. Errors name the plugin and its own option names
+    /// (`eps_names`: what it calls ε_low and ε_high).
+    pub fn checked(
+        plugin: &str,
+        eps_names: [&str; 2],
+        clip: Clip,
+        beta: f64,
+        max_completion_length: usize,
+        aggregation: Aggregation,
+        rollout_is: RolloutIs,
+    ) -> Result<Self> {
+        let [low, high] = eps_names;
+        ensure!(beta >= 0.0 && beta.is_finite(), "options of plugin `{plugin}`: beta must be >= 0, got {beta}");
+        ensure!((0.0..1.0).contains(&clip.eps_low), "options of plugin `{plugin}`: {low} must be in [0, 1), got {}", clip.eps_low);
+        ensure!(clip.eps_high >= 0.0, "options of plugin `{plugin}`: {high} must be >= 0, got {}", clip.eps_high);
+        ensure!(max_completion_length > 0, "options of plugin `{plugin}`: max_completion_length must be > 0");
+        Ok(Self { clip, beta, aggregation, rollout_is })
+    }
+}
+
 /// Check a `LossBatch`'s shapes; `need_ref` requires reference log-probs.
 pub fn validate_batch(b: &LossBatch<'_>, need_ref: bool) -> Result<()> {
     let n = b.rows * b.cols;

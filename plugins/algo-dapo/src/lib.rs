@@ -64,15 +64,14 @@ pub struct Dapo {
 impl Dapo {
     pub fn new(config: Config) -> Result<Self> {
         let c = &config;
-        ensure!((0.0..1.0).contains(&c.clip_ratio_low), "options of plugin `dapo`: clip_ratio_low must be in [0, 1), got {}", c.clip_ratio_low);
-        ensure!(c.clip_ratio_high >= 0.0, "options of plugin `dapo`: clip_ratio_high must be >= 0, got {}", c.clip_ratio_high);
         ensure!(c.clip_ratio_c > 1.0, "options of plugin `dapo`: clip_ratio_c must be > 1 (verl), got {}", c.clip_ratio_c);
         ensure!(c.adv_epsilon >= 0.0, "options of plugin `dapo`: adv_epsilon must be >= 0");
-        ensure!(c.max_completion_length > 0, "options of plugin `dapo`: max_completion_length must be > 0");
         let aggregation = c.loss_agg_mode.aggregation(c.max_completion_length);
         let clip = Clip { eps_low: c.clip_ratio_low, eps_high: c.clip_ratio_high, dual_clip: Some(c.clip_ratio_c) };
         let rollout_is = RolloutIs::new("dapo", c.rollout_is, c.rollout_is_cap)?;
-        Ok(Self { loss_cfg: PgLossConfig { clip, beta: 0.0, aggregation, rollout_is }, config })
+        let names = ["clip_ratio_low", "clip_ratio_high"];
+        let loss_cfg = PgLossConfig::checked("dapo", names, clip, 0.0, c.max_completion_length, aggregation, rollout_is)?;
+        Ok(Self { loss_cfg, config })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Dr. GRPO ("GRPO done right", Liu et al. 2025): centred rewards without std division and a
 //! token-sum loss normalised by a constant, removing GRPO's length and difficulty biases.
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use recode_core::algo::{self, Aggregation, Clip, PgLossConfig, RolloutIs, RolloutIsMode};
 use recode_core::api::{Algorithm, LossBatch, LossOutput};
 use recode_core::registry::{decode_options, Registry};
@@ -50,14 +50,12 @@ impl DrGrpo {
     pub fn new(config: Config) -> Result<Self> {
         let c = &config;
         let eps_high = c.epsilon_high.unwrap_or(c.epsilon);
-        ensure!(c.beta >= 0.0 && c.beta.is_finite(), "options of plugin `dr_grpo`: beta must be >= 0, got {}", c.beta);
-        ensure!((0.0..1.0).contains(&c.epsilon), "options of plugin `dr_grpo`: epsilon must be in [0, 1), got {}", c.epsilon);
-        ensure!(eps_high >= 0.0, "options of plugin `dr_grpo`: epsilon_high must be >= 0, got {eps_high}");
-        ensure!(c.max_completion_length > 0, "options of plugin `dr_grpo`: max_completion_length must be > 0");
         let clip = Clip { eps_low: c.epsilon, eps_high, dual_clip: None };
         let aggregation = Aggregation::SeqSumConstant { max_len: c.max_completion_length };
         let rollout_is = RolloutIs::new("dr_grpo", c.rollout_is, c.rollout_is_cap)?;
-        Ok(Self { loss_cfg: PgLossConfig { clip, beta: c.beta, aggregation, rollout_is }, config })
+        let names = ["epsilon", "epsilon_high"];
+        let loss_cfg = PgLossConfig::checked("dr_grpo", names, clip, c.beta, c.max_completion_length, aggregation, rollout_is)?;
+        Ok(Self { loss_cfg, config })
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::LossType;
 use anyhow::{ensure, Result};
-use recode_core::algo::{self, Aggregation, CispoConfig, RolloutIs, RolloutIsMode, ScaleRewards};
+use recode_core::algo::{self, CispoConfig, RolloutIs, RolloutIsMode, ScaleRewards};
 use recode_core::api::{Algorithm, LossBatch, LossOutput};
 use recode_core::registry::{decode_options, Registry};
 use recode_core::spec::Options;
@@ -59,18 +59,13 @@ pub struct Cispo {
 impl Cispo {
     pub fn new(config: Config) -> Result<Self> {
         let c = &config;
-        ensure!(c.beta >= 0.0 && c.beta.is_finite(), "options of plugin `cispo`: beta must be >= 0, got {}", c.beta);
+        crate::check_common("cispo", c.beta, c.max_completion_length)?;
         ensure!(c.epsilon_max > 0.0 && c.epsilon_max.is_finite(), "options of plugin `cispo`: epsilon_max must be > 0, got {}", c.epsilon_max);
         if let Some(lo) = c.epsilon_low {
             ensure!((0.0..=1.0).contains(&lo), "options of plugin `cispo`: epsilon_low must be in [0, 1], got {lo}");
             ensure!(1.0 - lo <= c.epsilon_max, "options of plugin `cispo`: 1 − epsilon_low ({}) exceeds epsilon_max ({})", 1.0 - lo, c.epsilon_max);
         }
-        ensure!(c.max_completion_length > 0, "options of plugin `cispo`: max_completion_length must be > 0");
-        let aggregation = match c.loss_type {
-            LossType::Grpo => Aggregation::SeqMeanTokenMean,
-            LossType::Bnpo => Aggregation::TokenMean,
-            LossType::DrGrpo => Aggregation::SeqSumConstant { max_len: c.max_completion_length },
-        };
+        let aggregation = c.loss_type.aggregation(c.max_completion_length);
         let rollout_is = RolloutIs::new("cispo", c.rollout_is, c.rollout_is_cap)?;
         let loss_cfg = CispoConfig {
             max_ratio: c.epsilon_max,
@@ -119,7 +114,7 @@ mod tests {
         let a = Cispo::new(Config::default()).unwrap();
         assert!(!a.needs_reference());
         assert_eq!((a.loss_cfg.max_ratio, a.loss_cfg.min_ratio), (5.0, None));
-        assert_eq!(a.loss_cfg.aggregation, Aggregation::TokenMean);
+        assert_eq!(a.loss_cfg.aggregation, recode_core::algo::Aggregation::TokenMean);
         let e = create(&opts("epsilon_high = 5.0")).err().unwrap().to_string();
         assert!(e.contains("cispo") && e.contains("epsilon_high"), "{e}");
         let e = create(&opts("epsilon_max = 0.5\nepsilon_low = 0.2")).err().unwrap().to_string();

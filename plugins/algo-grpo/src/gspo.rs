@@ -3,8 +3,8 @@
 //! `importance_sampling_level = "sequence"`; verl: `policy_loss = "gspo"`.
 
 use crate::LossType;
-use anyhow::{ensure, Result};
-use recode_core::algo::{self, Aggregation, Clip, PgLossConfig, RolloutIs, RolloutIsMode, ScaleRewards};
+use anyhow::Result;
+use recode_core::algo::{self, Clip, PgLossConfig, RolloutIs, RolloutIsMode, ScaleRewards};
 use recode_core::api::{Algorithm, LossBatch, LossOutput};
 use recode_core::registry::{decode_options, Registry};
 use recode_core::spec::Options;
@@ -57,18 +57,12 @@ pub struct Gspo {
 impl Gspo {
     pub fn new(config: Config) -> Result<Self> {
         let c = &config;
-        ensure!(c.beta >= 0.0 && c.beta.is_finite(), "options of plugin `gspo`: beta must be >= 0, got {}", c.beta);
-        ensure!((0.0..1.0).contains(&c.epsilon), "options of plugin `gspo`: epsilon must be in [0, 1), got {}", c.epsilon);
-        ensure!(c.epsilon_high >= 0.0, "options of plugin `gspo`: epsilon_high must be >= 0, got {}", c.epsilon_high);
-        ensure!(c.max_completion_length > 0, "options of plugin `gspo`: max_completion_length must be > 0");
-        let aggregation = match c.loss_type {
-            LossType::Grpo => Aggregation::SeqMeanTokenMean,
-            LossType::Bnpo => Aggregation::TokenMean,
-            LossType::DrGrpo => Aggregation::SeqSumConstant { max_len: c.max_completion_length },
-        };
         let clip = Clip { eps_low: c.epsilon, eps_high: c.epsilon_high, dual_clip: None };
+        let aggregation = c.loss_type.aggregation(c.max_completion_length);
         let rollout_is = RolloutIs::new("gspo", c.rollout_is, c.rollout_is_cap)?;
-        Ok(Self { loss_cfg: PgLossConfig { clip, beta: c.beta, aggregation, rollout_is }, config })
+        let names = ["epsilon", "epsilon_high"];
+        let loss_cfg = PgLossConfig::checked("gspo", names, clip, c.beta, c.max_completion_length, aggregation, rollout_is)?;
+        Ok(Self { loss_cfg, config })
     }
 }
 
@@ -108,7 +102,7 @@ mod tests {
         let a = Gspo::new(Config::default()).unwrap();
         assert!(!a.needs_reference());
         assert_eq!(a.loss_cfg.clip, Clip { eps_low: 3e-4, eps_high: 4e-4, dual_clip: None });
-        assert_eq!(a.loss_cfg.aggregation, Aggregation::SeqMeanTokenMean);
+        assert_eq!(a.loss_cfg.aggregation, recode_core::algo::Aggregation::SeqMeanTokenMean);
         let e = create(&opts("clip_ratio = 0.2")).err().unwrap().to_string();
         assert!(e.contains("gspo") && e.contains("clip_ratio"), "{e}");
         let e = create(&opts("rollout_is = \"token\"")).err().unwrap().to_string();

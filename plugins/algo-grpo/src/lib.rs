@@ -62,6 +62,24 @@ impl Default for Config {
     }
 }
 
+impl LossType {
+    /// How this loss type sums token losses (Dr. GRPO divides by the maximal completion length).
+    pub fn aggregation(self, max_completion_length: usize) -> Aggregation {
+        match self {
+            LossType::Grpo => Aggregation::SeqMeanTokenMean,
+            LossType::Bnpo => Aggregation::TokenMean,
+            LossType::DrGrpo => Aggregation::SeqSumConstant { max_len: max_completion_length },
+        }
+    }
+}
+
+/// The checks every GRPO-family plugin of this crate shares, with errors naming the plugin.
+pub(crate) fn check_common(plugin: &str, beta: f64, max_completion_length: usize) -> Result<()> {
+    ensure!(beta >= 0.0 && beta.is_finite(), "options of plugin `{plugin}`: beta must be >= 0, got {beta}");
+    ensure!(max_completion_length > 0, "options of plugin `{plugin}`: max_completion_length must be > 0");
+    Ok(())
+}
+
 pub struct Grpo {
     pub config: Config,
     loss_cfg: PgLossConfig,
@@ -71,18 +89,12 @@ impl Grpo {
     pub fn new(config: Config) -> Result<Self> {
         let c = &config;
         let eps_high = c.epsilon_high.unwrap_or(c.epsilon);
-        ensure!(c.beta >= 0.0 && c.beta.is_finite(), "options of plugin `grpo`: beta must be >= 0, got {}", c.beta);
-        ensure!(c.epsilon >= 0.0 && c.epsilon < 1.0, "options of plugin `grpo`: epsilon must be in [0, 1), got {}", c.epsilon);
-        ensure!(eps_high >= 0.0, "options of plugin `grpo`: epsilon_high must be >= 0, got {eps_high}");
-        ensure!(c.max_completion_length > 0, "options of plugin `grpo`: max_completion_length must be > 0");
-        let aggregation = match c.loss_type {
-            LossType::Grpo => Aggregation::SeqMeanTokenMean,
-            LossType::Bnpo => Aggregation::TokenMean,
-            LossType::DrGrpo => Aggregation::SeqSumConstant { max_len: c.max_completion_length },
-        };
         let clip = Clip { eps_low: c.epsilon, eps_high, dual_clip: None };
+        let aggregation = c.loss_type.aggregation(c.max_completion_length);
         let rollout_is = RolloutIs::new("grpo", c.rollout_is, c.rollout_is_cap)?;
-        Ok(Self { loss_cfg: PgLossConfig { clip, beta: c.beta, aggregation, rollout_is }, config })
+        let names = ["epsilon", "epsilon_high"];
+        let loss_cfg = PgLossConfig::checked("grpo", names, clip, c.beta, c.max_completion_length, aggregation, rollout_is)?;
+        Ok(Self { loss_cfg, config })
     }
 }
 
