@@ -12,16 +12,20 @@ fn root() -> PathBuf {
 
 /// Runs `recode run SPEC --set run.output_dir=OUT ...` and returns the run directory.
 fn run(spec: &str, out: &Path, sets: &[&str], extra: &[&str]) -> PathBuf {
+    let o = run_command(spec, out, sets).args(extra).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "recode run {spec} failed:\n{err}\n{}", String::from_utf8_lossy(&o.stdout));
+    run_dir_of(&err).expect("run directory printed")
+}
+
+/// `recode run SPEC --set run.output_dir=OUT --set ...`, from the project root.
+fn run_command(spec: &str, out: &Path, sets: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_recode"));
     cmd.current_dir(root()).args(["run", spec, "--set", &format!("run.output_dir={:?}", out.display().to_string())]);
     for s in sets {
         cmd.args(["--set", s]);
     }
-    let o = cmd.args(extra).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "recode run {spec} failed:\n{err}\n{}", String::from_utf8_lossy(&o.stdout));
-    let line = err.lines().find_map(|l| l.strip_prefix("run directory: ")).expect("run directory printed");
-    PathBuf::from(line.trim())
+    cmd
 }
 
 fn metrics(run_dir: &Path) -> Vec<serde_json::Map<String, Value>> {
@@ -186,13 +190,7 @@ fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
 
 /// Runs `recode run` with extra environment and returns (success, stderr).
 fn run_raw(spec: &str, out: &Path, sets: &[&str], extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_recode"));
-    cmd.current_dir(root()).args(["run", spec, "--set", &format!("run.output_dir={:?}", out.display().to_string())]);
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    cmd.args(extra).envs(env.iter().copied());
-    let o = cmd.output().unwrap();
+    let o = run_command(spec, out, sets).args(extra).envs(env.iter().copied()).output().unwrap();
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
@@ -287,11 +285,7 @@ fn a_run_killed_at_random_points_and_resumed_logs_the_uninterrupted_trajectory()
     let (mut rng, mut kills, mut run_dir): (u64, usize, Option<PathBuf>) = (7, 0, None);
     let log_path = dir.path().join("attempt.log");
     for attempt in 0..40 {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_recode"));
-        cmd.current_dir(root()).args(["run", "experiments/tiny-grpo.toml", "--set", &format!("run.output_dir={:?}", dir.path().display().to_string())]);
-        for s in &sets_k {
-            cmd.args(["--set", s]);
-        }
+        let mut cmd = run_command("experiments/tiny-grpo.toml", dir.path(), &sets_k);
         let resumable = run_dir.as_ref().is_some_and(|d| d.join("checkpoints").read_dir().is_ok_and(|mut r| r.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-")))));
         if resumable {
             cmd.args(["--resume", run_dir.as_ref().unwrap().to_str().unwrap()]);

@@ -17,26 +17,9 @@ pub const SPEC_FILE: &str = "spec.json";
 /// Keys that only change how a run is shown, never what it computes.
 const DISPLAY_ONLY: &[&str] = &["logging.progress"];
 
-/// The resolved spec flattened to dotted keys (arrays stay whole values).
+/// The resolved spec flattened to dotted keys (`Spec::flatten`), each value as TOML text.
 pub fn flatten_spec(spec: &Spec) -> Result<BTreeMap<String, String>> {
-    let v = serde_json::to_value(spec).context("serialising the spec")?;
-    let mut out = BTreeMap::new();
-    flatten("", &v, &mut out);
-    Ok(out)
-}
-
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-    match v {
-        serde_json::Value::Object(m) if !m.is_empty() => {
-            for (k, x) in m {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(&key, x, out);
-            }
-        }
-        _ => {
-            out.insert(prefix.to_string(), v.to_string());
-        }
-    }
+    Ok(spec.flatten().context("flattening the spec")?.into_iter().map(|(k, v)| (k, v.to_string())).collect())
 }
 
 /// sha256 over the flattened spec (keys sorted), lowercase hex.

@@ -29,6 +29,29 @@ pub struct Spec {
     pub heldout: HeldoutSpec,
 }
 
+impl Spec {
+    /// Every leaf of the resolved spec by dotted key (arrays are leaves): what sweeps compare
+    /// across runs and checkpoints record for a strict resume.
+    pub fn flatten(&self) -> anyhow::Result<BTreeMap<String, toml::Value>> {
+        fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+            match v {
+                toml::Value::Table(t) if !t.is_empty() => {
+                    for (k, x) in t {
+                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        walk(&key, x, out);
+                    }
+                }
+                _ => {
+                    out.insert(prefix.to_string(), v.clone());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk("", &toml::Value::try_from(self)?, &mut out);
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunSpec {

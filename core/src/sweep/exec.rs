@@ -268,7 +268,7 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
 fn spawn(dir: &Path, program: &Path, run: &mut RunRecord, gpu: Option<String>) -> Result<(Child, u64, String)> {
     let log_path = dir.join(&run.log_file);
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("cannot open {}", log_path.display()))?;
-    let resume_from = run.run_dir.as_ref().map(|d| dir.join(d)).filter(|d| latest_checkpoint(d).ok().flatten().is_some());
+    let resume_from = resumable_dir(dir, run);
     let mut cmd = Command::new(program);
     cmd.arg("run").arg(dir.join(&run.spec_file));
     let how = match &resume_from {
@@ -303,6 +303,11 @@ fn spawn(dir: &Path, program: &Path, run: &mut RunRecord, gpu: Option<String>) -
     run.log_tail.clear();
     run.exit_code = None;
     Ok((child, offset, how))
+}
+
+/// The run's directory when it has a checkpoint to resume from.
+pub(super) fn resumable_dir(dir: &Path, run: &RunRecord) -> Option<PathBuf> {
+    run.run_dir.as_ref().map(|d| dir.join(d)).filter(|d| latest_checkpoint(d).ok().flatten().is_some())
 }
 
 /// SIGTERM to the child's process group, SIGKILL if it has not exited after a grace period.

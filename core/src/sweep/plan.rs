@@ -364,28 +364,8 @@ pub fn render(v: &toml::Value) -> String {
     }
 }
 
-/// Every leaf of a resolved spec by dotted key (arrays are leaves).
-pub fn flatten(spec: &Spec) -> Result<BTreeMap<String, toml::Value>> {
-    fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, toml::Value>) {
-        match v {
-            toml::Value::Table(t) if !t.is_empty() => {
-                for (k, x) in t {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                    walk(&key, x, out);
-                }
-            }
-            _ => {
-                out.insert(prefix.to_string(), v.clone());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk("", &toml::Value::try_from(spec)?, &mut out);
-    Ok(out)
-}
-
 fn varied_keys(runs: &[PlannedRun]) -> Result<Vec<String>> {
-    let flat: Vec<BTreeMap<String, toml::Value>> = runs.iter().map(|r| flatten(&r.spec)).collect::<Result<_>>()?;
+    let flat: Vec<BTreeMap<String, toml::Value>> = runs.iter().map(|r| r.spec.flatten()).collect::<Result<_>>()?;
     let mut keys: Vec<String> = flat.iter().flat_map(|m| m.keys().cloned()).collect();
     keys.sort();
     keys.dedup();
@@ -399,7 +379,7 @@ fn varied_keys(runs: &[PlannedRun]) -> Result<Vec<String>> {
 impl Plan {
     /// A resolved value of a run for tables: `-` where the run's spec lacks the key.
     pub fn value(run: &PlannedRun, key: &str) -> String {
-        flatten(&run.spec).ok().and_then(|m| m.get(key).map(render)).unwrap_or_else(|| "-".into())
+        run.spec.flatten().ok().and_then(|m| m.get(key).map(render)).unwrap_or_else(|| "-".into())
     }
 
     /// What `--dry-run` prints: the runs and the values of the keys in which they differ.

@@ -5,10 +5,10 @@
 //! `slurm/exit-<run>` (atomically), so nothing depends on Slurm's accounting database.
 //! Resuming resubmits what is not finished; Ctrl-C cancels the job (`scancel`).
 
-use super::exec::{prepare, record_end, Attempt, ExecOptions, Outcome, SignalGuard, STOP};
+use super::exec::{prepare, record_end, resumable_dir, Attempt, ExecOptions, Outcome, SignalGuard, STOP};
 use super::plan::Plan;
 use super::summary::{self, RunRecord, Status, SweepRecord};
-use crate::rundir::{latest_checkpoint, write_atomic};
+use crate::rundir::write_atomic;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::ExitStatusExt;
@@ -106,11 +106,7 @@ fn script(plan: &Plan, tasks: &[Task<'_>], program: &Path, workdir: &Path) -> Re
 fn tasks_of<'a>(dir: &Path, rec: &'a SweepRecord, pending: &[usize]) -> Vec<Task<'a>> {
     pending
         .iter()
-        .map(|&i| {
-            let run = &rec.runs[i];
-            let resume = run.run_dir.as_ref().map(|d| dir.join(d)).filter(|d| latest_checkpoint(d).ok().flatten().is_some());
-            Task { run, resume }
-        })
+        .map(|&i| Task { run: &rec.runs[i], resume: resumable_dir(dir, &rec.runs[i]) })
         .collect()
 }
 
