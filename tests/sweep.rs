@@ -346,3 +346,53 @@ fn a_slurm_array_sweep_matches_the_local_one_and_resumes() {
     assert!(script.contains("'--resume'") && script.contains("similarity-lr=0.01"), "{script}");
     assert_eq!(comparable(&record(&slurm)), a);
 }
+
+#[test]
+fn only_runs_a_subset_resume_finishes_it_and_the_heldout_change_pairs_items_across_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sw");
+    // 8 rows, a quarter held out with a fixed split seed: every run scores the same 2 items.
+    let sets = ["--set", "data.heldout_fraction=0.25", "--set", "data.split_seed=7", "--set", "heldout.every=2", "--set", "heldout.rewards=[\"similarity\", \"em\"]"];
+    let mut args = vec!["sweep", "ablations/tiny-seeds.toml", "--out", out.to_str().unwrap(), "--only", "*seed=1"];
+    args.extend(sets);
+    let o = recode(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let rec = record(&out);
+    for r in runs(&rec) {
+        let want = if r["name"].as_str().unwrap().ends_with("seed=1") { "finished" } else { "pending" };
+        assert_eq!(r["status"], want, "{r}");
+    }
+    let mut args = vec!["sweep", "ablations/tiny-seeds.toml", "--out", out.to_str().unwrap(), "--resume"];
+    args.extend(sets);
+    let o = recode(&args);
+    let log = text(&o);
+    assert!(o.status.success() && log.contains("2 of 4 runs already finished"), "{log}");
+    let rec = record(&out);
+    assert!(runs(&rec).iter().all(|r| r["status"] == "finished"));
+
+    // The held-out change of each variant, recomputed here from the runs' own heldout.jsonl.
+    let items = |name: &str| -> std::collections::BTreeMap<(u64, String), f64> {
+        let dir = out.join(run(&rec, name)["run_dir"].as_str().unwrap());
+        std::fs::read_to_string(dir.join("heldout.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| ((v["step"].as_u64().unwrap(), v["id"].as_str().unwrap().to_string()), v["scores"]["similarity"].as_f64().unwrap()))
+            .collect()
+    };
+    let csv = std::fs::read_to_string(out.join("summary-heldout.csv")).unwrap();
+    for group in ["lr=0.003", "lr=0.01"] {
+        let (a, b) = (items(&format!("{group}-seed=1")), items(&format!("{group}-seed=2")));
+        let ids: Vec<String> = a.keys().filter(|k| k.0 == 0).map(|k| k.1.clone()).collect();
+        assert_eq!(ids.len(), 2, "{a:?}");
+        let ids_b: Vec<String> = b.keys().filter(|k| k.0 == 0).map(|k| k.1.clone()).collect();
+        assert_eq!(ids, ids_b, "split_seed fixes the held-out items across seeds");
+        let change: f64 = ids.iter().map(|id| (a[&(2, id.clone())] + b[&(2, id.clone())]) / 2.0 - (a[&(0, id.clone())] + b[&(0, id.clone())]) / 2.0).sum::<f64>() / 2.0;
+        let row: Vec<&str> = csv.lines().find(|l| l.starts_with(&format!("{group},similarity,"))).unwrap_or_else(|| panic!("{csv}")).split(',').collect();
+        assert_eq!(&row[2..4], ["2", "2"], "{csv}");
+        assert!((row[6].parse::<f64>().unwrap() - change).abs() < 1e-6, "{group}: {} vs {change}\n{csv}", row[6]);
+        let (lo, hi) = (row[7].parse::<f64>().unwrap(), row[8].parse::<f64>().unwrap());
+        assert!(lo <= change + 1e-9 && change <= hi + 1e-9, "{lo} {change} {hi}");
+    }
+    assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("## Held-out change over the untrained model"));
+}

@@ -177,6 +177,9 @@ pub struct DataSpec {
     pub shuffle: bool,
     /// Fraction of rows held out from training (seeded split).
     pub heldout_fraction: f64,
+    /// Seed of the held-out split; -1 uses `run.seed`. Fix it in a sweep over seeds so that
+    /// every run holds out (and is scored on) the same rows.
+    pub split_seed: i64,
     /// Use at most this many rows (0 = all).
     pub max_items: usize,
 }
@@ -189,6 +192,7 @@ impl Default for DataSpec {
             drop_unchanged: false,
             shuffle: true,
             heldout_fraction: 0.0,
+            split_seed: -1,
             max_items: 0,
         }
     }

@@ -38,7 +38,8 @@ pub fn run(reg: &Registry, spec: &Spec, annotated: &str, resume: Resume<'_>, max
     }
     report(&format!("run directory: {}", run.root.display()));
 
-    let dataset = data::load(&spec.data, Path::new("."), spec.run.seed)?;
+    let split_seed = if spec.data.split_seed >= 0 { spec.data.split_seed as u64 } else { spec.run.seed };
+    let dataset = data::load(&spec.data, Path::new("."), split_seed)?;
     report(&format!(
         "data: {} training rows, {} held out ({} read from {})",
         dataset.train.len(),

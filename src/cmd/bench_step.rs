@@ -1,5 +1,5 @@
 //! `recode bench step`: the configuration users train, timed per phase. Runs `training.steps = N`
-//! of the spec through the same path as `recode run` (checkpoints and evaluation off), in a
+//! of the spec through the same path as `recode run` (checkpoints, evaluation and held-out scoring off), in a
 //! temporary output folder, then prints the phases of the first step (warm-up: first-touch of
 //! the weights, allocator growth) apart from the mean of the others.
 
@@ -26,6 +26,8 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
         format!("training.steps={steps}"),
         "training.checkpoint_every=0".into(),
         "eval.every=0".into(),
+        // Held-out scoring runs outside the steps; it is timed by `recode run`, not here.
+        "heldout.every=0".into(),
         format!("run.output_dir={}", Value::String(out.display().to_string())),
     ]);
     let loaded = super::load_checked(spec, &all)?;

@@ -38,6 +38,10 @@ pub struct SweepArgs {
     /// Seconds between progress lines of the running runs (0: only start and end lines).
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     progress_every: f64,
+    /// Run only the runs whose names match (`*` is a wildcard; repeatable), e.g. `--only '*seed=1'`;
+    /// the rest stay pending for a later `--resume`.
+    #[arg(long, value_name = "GLOB")]
+    only: Vec<String>,
     /// Where runs go: `local` (child processes here, --jobs at once) or `slurm` (one `sbatch
     /// --array` job, resources from the sweep file's `[slurm]`; with --dry-run, prints the script).
     #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
@@ -70,6 +74,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     }
     exec.jobs = a.jobs.unwrap_or(if a.gpus.is_empty() { 1 } else { a.gpus.len() });
     exec.resume = a.resume;
+    exec.only = a.only.clone();
     exec.gpus = a.gpus.clone();
     exec.run_timeout = a.run_timeout.map(Duration::from_secs_f64);
     exec.progress_every = Duration::from_secs_f64(a.progress_every.max(0.0));

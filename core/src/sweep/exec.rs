@@ -33,11 +33,14 @@ pub struct ExecOptions {
     pub progress_every: Duration,
     /// Lines of a failed run's log kept in the record.
     pub tail_lines: usize,
+    /// Run only the runs whose names match one of these patterns (`*` matches anything); the
+    /// others stay pending for a later `--resume`. Empty: every run.
+    pub only: Vec<String>,
 }
 
 impl ExecOptions {
     pub fn new(program: PathBuf) -> Self {
-        Self { program, jobs: 1, resume: false, gpus: vec![], run_timeout: None, progress_every: Duration::from_secs(30), tail_lines: 20 }
+        Self { program, jobs: 1, resume: false, gpus: vec![], run_timeout: None, progress_every: Duration::from_secs(30), tail_lines: 20, only: vec![] }
     }
 }
 
@@ -158,12 +161,14 @@ pub(super) fn initial_record(plan: &Plan, resume: bool) -> Result<SweepRecord> {
         metrics: vec![],
         runs,
         variants: vec![],
+        heldout: vec![],
     })
 }
 
 /// The sweep folder ready to run: its record (fresh or continued) saved, every run's resolved
-/// spec written; returns the record and the runs still to do.
-pub(super) fn prepare(plan: &Plan, resume: bool, report: &dyn Fn(&str)) -> Result<(SweepRecord, Vec<usize>)> {
+/// spec written; returns the record and the runs still to do (those `opts.only` selects).
+pub(super) fn prepare(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<(SweepRecord, Vec<usize>)> {
+    let resume = opts.resume;
     let dir = &plan.dir;
     for sub in ["specs", "logs"] {
         std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
@@ -175,10 +180,18 @@ pub(super) fn prepare(plan: &Plan, resume: bool, report: &dyn Fn(&str)) -> Resul
     rec.save(dir)?;
     let planned: Vec<(usize, &PlannedRun)> =
         plan.runs.iter().map(|p| (rec.runs.iter().position(|r| r.name == p.name).expect("record has every planned run"), p)).collect();
-    let pending: Vec<usize> = planned.iter().map(|(i, _)| *i).filter(|i| rec.runs[*i].status != Status::Finished).collect();
+    let mut pending: Vec<usize> = planned.iter().map(|(i, _)| *i).filter(|i| rec.runs[*i].status != Status::Finished).collect();
     let skipped = planned.len() - pending.len();
     if skipped > 0 {
         report(&format!("[sweep] {skipped} of {} runs already finished; skipping them", planned.len()));
+    }
+    if !opts.only.is_empty() {
+        let before = pending.len();
+        pending.retain(|&i| opts.only.iter().any(|p| summary::glob(p, &rec.runs[i].name)));
+        if pending.is_empty() && before > 0 {
+            bail!("--only {}: matches none of the {before} unfinished runs", opts.only.join(", "));
+        }
+        report(&format!("[sweep] --only: {} of {before} unfinished runs selected; the others stay pending", pending.len()));
     }
     Ok((rec, pending))
 }
@@ -186,7 +199,7 @@ pub(super) fn prepare(plan: &Plan, resume: bool, report: &dyn Fn(&str)) -> Resul
 /// Run (or continue) the sweep; `report` gets one line per event (start, end, progress).
 pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Outcome> {
     let dir = &plan.dir;
-    let (mut rec, mut pending) = prepare(plan, opts.resume, report)?;
+    let (mut rec, mut pending) = prepare(plan, opts, report)?;
     let jobs = if opts.gpus.is_empty() { opts.jobs.max(1) } else { opts.jobs.max(1).min(opts.gpus.len()) };
     let total = pending.len();
     let t0 = Instant::now();

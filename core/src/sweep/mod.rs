@@ -6,6 +6,7 @@
 //! ```text
 //! <sweep dir>/sweep.json          plan, status of every run, final/best metrics, per-variant stats
 //! <sweep dir>/summary.md|.csv     one row per run; summary-variants.csv: mean/std/CI over seeds
+//! <sweep dir>/summary-heldout.csv  each variant's held-out change over step 0, paired-bootstrap CI
 //! <sweep dir>/plots/*.png         chosen metrics against step, one line per run
 //! <sweep dir>/specs/<run>.toml    the resolved spec each run was started with
 //! <sweep dir>/logs/<run>.log      the run's stdout and stderr (every attempt)
@@ -14,6 +15,7 @@
 //! ```
 
 pub mod exec;
+pub mod heldout;
 pub mod plan;
 pub mod plot;
 pub mod slurm;

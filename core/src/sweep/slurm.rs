@@ -143,7 +143,7 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
             bail!("Slurm job {old} of this sweep is still queued or running; wait for it or `scancel {old}`, then resume");
         }
     }
-    let (mut rec, pending) = prepare(plan, opts.resume, report)?;
+    let (mut rec, pending) = prepare(plan, opts, report)?;
     if pending.is_empty() {
         summary::refresh(dir, &mut rec)?;
         return Ok(Outcome { failed: rec.count(Status::Failed), record: rec, interrupted: false });

@@ -13,6 +13,12 @@ pub struct Spread {
     pub ci95: f64,
 }
 
+/// JSON has no NaN: serde_json writes it as `null`. Read such a `null` back as NaN (a spread of
+/// one seed, an interval of one item), so a sweep record round-trips.
+pub fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 pub fn spread(xs: &[f64]) -> Spread {
     let xs: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
     let n = xs.len();

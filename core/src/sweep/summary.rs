@@ -24,9 +24,10 @@ pub enum Status {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MetricSummary {
     /// The value at the last logged step.
-    #[serde(rename = "final")]
+    #[serde(rename = "final", deserialize_with = "super::stats::f64_or_nan")]
     pub last: f64,
     /// The largest value logged, and its step.
+    #[serde(deserialize_with = "super::stats::f64_or_nan")]
     pub best: f64,
     pub best_step: usize,
 }
@@ -70,8 +71,11 @@ pub struct VariantStats {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct SpreadRecord {
     pub n: usize,
+    #[serde(deserialize_with = "super::stats::f64_or_nan")]
     pub mean: f64,
+    #[serde(deserialize_with = "super::stats::f64_or_nan")]
     pub std: f64,
+    #[serde(deserialize_with = "super::stats::f64_or_nan")]
     pub ci95: f64,
 }
 
@@ -94,6 +98,9 @@ pub struct SweepRecord {
     pub runs: Vec<RunRecord>,
     #[serde(default)]
     pub variants: Vec<VariantStats>,
+    /// Per variant (group, in run order): the held-out change over the untrained model.
+    #[serde(default)]
+    pub heldout: Vec<(String, Vec<super::heldout::HeldoutChange>)>,
 }
 
 impl SweepRecord {
@@ -182,7 +189,11 @@ pub fn refresh(dir: &Path, rec: &mut SweepRecord) -> Result<()> {
         run.steps_done = s.values().filter_map(|v| v.last().map(|x| x.0)).max().unwrap_or(0);
     }
     rec.variants = variant_stats(rec);
+    rec.heldout = heldout_changes(dir, rec);
     rec.save(dir)?;
+    if !rec.heldout.is_empty() {
+        write_atomic(&dir.join("summary-heldout.csv"), heldout_csv(rec).as_bytes())?;
+    }
     write_atomic(&dir.join("summary.csv"), runs_csv(rec).as_bytes())?;
     if !rec.variants.is_empty() {
         write_atomic(&dir.join("summary-variants.csv"), variants_csv(rec).as_bytes())?;
@@ -220,6 +231,57 @@ fn variant_stats(rec: &SweepRecord) -> Vec<VariantStats> {
             VariantStats { group: g, values, runs: members.len(), metrics }
         })
         .collect()
+}
+
+/// Each group's held-out change from its finished runs' per-item records (groups without any
+/// held-out scores are left out).
+fn heldout_changes(dir: &Path, rec: &SweepRecord) -> Vec<(String, Vec<super::heldout::HeldoutChange>)> {
+    let mut groups: Vec<&String> = Vec::new();
+    for r in &rec.runs {
+        if !groups.contains(&&r.group) {
+            groups.push(&r.group);
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|g| {
+            let dirs: Vec<PathBuf> = rec
+                .runs
+                .iter()
+                .filter(|r| &r.group == g && r.status == Status::Finished)
+                .filter_map(|r| r.run_dir.as_ref().map(|d| dir.join(d)))
+                .collect();
+            let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+            let ch = super::heldout::variant_changes(&refs);
+            (!ch.is_empty()).then(|| (g.clone(), ch))
+        })
+        .collect()
+}
+
+fn heldout_rows(rec: &SweepRecord, md: bool) -> Vec<Vec<String>> {
+    let mut rows = vec![if md {
+        ["variant", "score", "items", "runs", "step 0", "end", "change [95% CI]", "change per run"].map(String::from).to_vec()
+    } else {
+        ["variant", "score", "items", "runs", "before", "after", "change", "ci_low", "ci_high", "per_run"].map(String::from).to_vec()
+    }];
+    for (g, changes) in &rec.heldout {
+        for c in changes {
+            let per_run = c.per_run.iter().map(|x| num(*x)).collect::<Vec<_>>().join(" ");
+            let mut row = vec![g.clone(), c.score.clone(), c.items.to_string(), c.runs.to_string(), num(c.before), num(c.after)];
+            if md {
+                row.push(format!("{:+.3} [{:+.3}, {:+.3}]", c.change, c.ci_low, c.ci_high));
+                row.push(per_run);
+            } else {
+                row.extend([num(c.change), num(c.ci_low), num(c.ci_high), per_run]);
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+fn heldout_csv(rec: &SweepRecord) -> String {
+    csv(&heldout_rows(rec, false))
 }
 
 fn num(x: f64) -> String {
@@ -386,6 +448,13 @@ fn markdown(dir: &Path, rec: &SweepRecord, plots: &[(String, PathBuf, Vec<(Strin
     if !rec.variants.is_empty() {
         s.push_str("\n## Over seeds\n\nFinal values of the finished runs of each variant: mean ± half-width of the 95 % confidence interval (Student's t), then the sample standard deviation.\n\n");
         s.push_str(&md_table(&variant_rows(rec, true)));
+    }
+    if !rec.heldout.is_empty() {
+        s.push_str(&format!(
+            "\n## Held-out change over the untrained model\n\nGreedy scores of the held-out migrations at step 0 and at each run's last evaluation (`heldout.jsonl`), items paired; `exact` is the share with EM = 1. Change: mean over items of (end - step 0), each item averaged over the variant's finished runs; 95 % interval: paired bootstrap over items ({} resamples, seeded). Change per run: each seed alone.\n\n",
+            super::heldout::BOOTSTRAP_RESAMPLES
+        ));
+        s.push_str(&md_table(&heldout_rows(rec, true)));
     }
     let failed: Vec<&RunRecord> = rec.runs.iter().filter(|r| r.status == Status::Failed).collect();
     if !failed.is_empty() {

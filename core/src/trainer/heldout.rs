@@ -26,8 +26,10 @@ impl Heldout {
 
     /// Greedy completions of every held-out item, scored. Metrics: `heldout/<label>` (mean over
     /// items), `heldout/exact_rate` (share scoring 1 under `em`, when it is among the rewards),
-    /// `heldout/items` and `heldout/length_mean` (completion tokens).
-    pub fn evaluate(&self, policy: &mut dyn Policy) -> Result<Metrics> {
+    /// `heldout/items` and `heldout/length_mean` (completion tokens). Also one record per item
+    /// (its id, completion tokens and each reward's score), for paired comparisons between runs
+    /// and steps (`heldout.jsonl`, read by the sweep summary's bootstrap intervals).
+    pub fn evaluate(&self, policy: &mut dyn Policy) -> Result<(Metrics, Vec<ItemScores>)> {
         let mut prompts = Vec::new();
         let mut kept = Vec::new();
         for item in &self.items {
@@ -61,9 +63,17 @@ impl Heldout {
             .collect();
         let n = inputs.len() as f64;
         let mut m = Metrics::new();
+        let mut items: Vec<ItemScores> = kept
+            .iter()
+            .zip(&gens)
+            .map(|(item, g)| ItemScores { id: item.id.clone(), tokens: g.tokens.len(), scores: Metrics::new() })
+            .collect();
         for r in &self.rewards {
             let scores = r.reward.score(&inputs)?;
             ensure!(scores.len() == inputs.len(), "reward `{}` returned {} scores for {} held-out completions", r.label, scores.len(), inputs.len());
+            for (it, s) in items.iter_mut().zip(&scores) {
+                it.scores.insert(r.label.clone(), *s);
+            }
             m.insert(format!("heldout/{}", r.label), scores.iter().sum::<f64>() / n);
             if r.reward.name() == "em" {
                 m.insert("heldout/exact_rate".into(), scores.iter().filter(|s| **s == 1.0).count() as f64 / n);
@@ -71,6 +81,15 @@ impl Heldout {
         }
         m.insert("heldout/items".into(), n);
         m.insert("heldout/length_mean".into(), gens.iter().map(|g| g.tokens.len() as f64).sum::<f64>() / n);
-        Ok(m)
+        Ok((m, items))
     }
+}
+
+/// One held-out item's scores at one evaluation.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ItemScores {
+    pub id: String,
+    pub tokens: usize,
+    /// Reward label -> score.
+    pub scores: Metrics,
 }

@@ -54,6 +54,8 @@ pub type Metrics = BTreeMap<String, f64>;
 pub type Evaluator<'a> = Box<dyn FnMut(&mut dyn Policy, usize) -> Result<Metrics> + 'a>;
 
 pub const EVAL_FILE: &str = "eval.jsonl";
+/// Per-item held-out scores, one line per (step, item): `{"step", "id", "tokens", "scores"}`.
+pub const HELDOUT_ITEMS_FILE: &str = "heldout.jsonl";
 
 pub struct Trainer<'a> {
     pub spec: &'a Spec,
@@ -132,6 +134,7 @@ impl<'a> Trainer<'a> {
         let step = self.state.step;
         crate::resume::cut_jsonl(&self.run.root.join(METRICS_FILE), step)?;
         crate::resume::cut_jsonl(&self.run.root.join(EVAL_FILE), step)?;
+        crate::resume::cut_jsonl(&self.run.root.join(HELDOUT_ITEMS_FILE), step)?;
         // The open event file must not be rewritten under its writer: close it, cut, reopen.
         let had_board = self.board.take().is_some();
         let dropped = crate::resume::cut_events(&self.run.tb_dir(), step)?;
@@ -189,8 +192,20 @@ impl<'a> Trainer<'a> {
     fn score_heldout(&mut self, step: usize, total: usize) -> Result<()> {
         let Some(h) = self.heldout.as_ref().filter(|h| h.due(step, total)) else { return Ok(()) };
         let t = std::time::Instant::now();
-        let mut scalars = h.evaluate(&mut *self.policy)?;
+        let (mut scalars, items) = h.evaluate(&mut *self.policy)?;
         scalars.insert("heldout/time_s".into(), t.elapsed().as_secs_f64());
+        let mut body = String::new();
+        for it in &items {
+            let line = serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores });
+            body.push_str(&format!("{line}\n"));
+        }
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run.root.join(HELDOUT_ITEMS_FILE))
+            .and_then(|mut f| f.write_all(body.as_bytes()))
+            .with_context(|| format!("writing {}", self.run.root.join(HELDOUT_ITEMS_FILE).display()))?;
         self.record_eval(step, &scalars, "")
     }
 
