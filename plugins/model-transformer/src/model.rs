@@ -306,7 +306,10 @@ impl<B: Backend> Transformer<B> {
     pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.lm_head {
             Some(l) => l.forward(h, Fwd { adapters: false, train: false }),
-            None => h.matmul(self.embed_tokens.val().transpose()),
+            None => {
+                let e = self.embed_tokens.val();
+                crate::cpu::small_matmul_nt(&h, &e).unwrap_or_else(|| h.matmul(e.transpose()))
+            }
         }
     }
 

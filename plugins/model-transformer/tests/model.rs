@@ -481,6 +481,33 @@ fn decode_kernel_matches_a_naive_matmul() {
     assert!(recode_model::cpu::small_matmul(&x, &Tensor::<B, 2>::zeros([8, 8], &dev)).is_none());
 }
 
+/// The tied-head kernel (cpu::small_matmul_nt, x @ e^T with e stored [vocab, hidden]) against a
+/// plain f64 matmul, one thread and the pool's split; repeated calls bit-identical.
+#[test]
+fn tied_head_kernel_matches_a_naive_matmul() {
+    let _serial = serial();
+    let dev = Default::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    for &(m, k, n) in &[(1, 7, 5), (3, 33, 17), (8, 576, 3000), (16, 40, 9000)] {
+        let x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let e: Vec<f32> = (0..n * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
+        let et = Tensor::<B, 2>::from_data(TensorData::new(e.clone(), [n, k]), &dev);
+        let got: Vec<f32> = recode_model::cpu::small_matmul_nt(&xt, &et).expect("CPU tensors").into_data().to_vec().unwrap();
+        for r in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k).map(|i| x[r * k + i] as f64 * e[j * k + i] as f64).sum();
+                let g = got[r * n + j] as f64;
+                assert!((g - want).abs() <= 1e-5 * (1.0 + want.abs()), "({m},{k},{n}) out[{r},{j}] = {g}, want {want}");
+            }
+        }
+        let again: Vec<f32> = recode_model::cpu::small_matmul_nt(&xt, &et).unwrap().into_data().to_vec().unwrap();
+        assert_eq!(got, again, "({m},{k},{n}) not reproducible");
+    }
+    let x = Tensor::<B, 2>::zeros([17, 8], &dev);
+    assert!(recode_model::cpu::small_matmul_nt(&x, &Tensor::<B, 2>::zeros([8, 8], &dev)).is_none());
+}
+
 /// Rollout takes the adapters merged into the weights (merge.rs). Against today's unmerged path
 /// (`generate` on the inference model with adapters applied per token): the same sampled tokens
 /// for a fixed seed, and log-probs within float rounding. Groups of identical prompts share one
