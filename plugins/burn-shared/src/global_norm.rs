@@ -6,8 +6,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-fn sq_norm<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
-    t.powi_scalar(2).sum().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+fn sq_norm<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 1> {
+    t.powi_scalar(2).sum()
 }
 
 /// The global L2 norm of the gradients of `params` (`(id, rank)`, rank 1 or 2; `B` is the backend
@@ -15,13 +15,20 @@ fn sq_norm<B: Backend, const D: usize>(t: Tensor<B, D>) -> f64 {
 /// norm, scales them as torch's `clip_grad_norm_` (TRL's `max_grad_norm`): by `max / (norm + 1e-6)`
 /// when that is below 1. Returns the norm before clipping.
 pub fn clip<B: Backend>(grads: &mut GradientsParams, params: &[(ParamId, usize)], max: Option<f64>) -> f64 {
-    let total: f64 = params
+    // Each parameter's sum of squares stays on the device; one read of their total (a GPU syncs
+    // once per optimiser step, not once per parameter). Summed in parameter order.
+    let parts: Vec<Tensor<B, 1>> = params
         .iter()
-        .map(|&(id, rank)| match rank {
-            1 => grads.get::<B, 1>(id).map(sq_norm).unwrap_or(0.0),
-            _ => grads.get::<B, 2>(id).map(sq_norm).unwrap_or(0.0),
+        .filter_map(|&(id, rank)| match rank {
+            1 => grads.get::<B, 1>(id).map(sq_norm),
+            _ => grads.get::<B, 2>(id).map(sq_norm),
         })
-        .sum();
+        .collect();
+    let total = if parts.is_empty() {
+        0.0
+    } else {
+        Tensor::cat(parts, 0).sum().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+    };
     let norm = total.sqrt();
     let coef = match max {
         Some(max) if max > 0.0 && norm.is_finite() => max / (norm + 1e-6),
