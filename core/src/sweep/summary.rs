@@ -420,12 +420,17 @@ pub fn text_table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// The runs table for a terminal (final values only).
+/// The runs table for a terminal (final values only), then the tables over seeds and of the
+/// held-out change when there are any.
 pub fn runs_text(rec: &SweepRecord) -> String {
     let mut s = text_table(&run_rows(rec, Layout::Text));
     if !rec.variants.is_empty() {
         s.push('\n');
         s.push_str(&text_table(&variant_rows(rec, true)));
+    }
+    if !rec.heldout.is_empty() {
+        s.push_str("\nheld-out change over step 0 (95 % paired-bootstrap interval over items):\n");
+        s.push_str(&text_table(&heldout_rows(rec, true)));
     }
     s
 }
