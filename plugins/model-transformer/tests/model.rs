@@ -436,6 +436,17 @@ fn factory_errors_are_clean() {
     }
 }
 
+/// `got` `[m, n]` against the f64 sums over i of `term(r, j, i)`, within 1e-5 relative.
+fn assert_matches_f64(got: &[f32], (m, k, n): (usize, usize, usize), term: impl Fn(usize, usize, usize) -> f64) {
+    for r in 0..m {
+        for j in 0..n {
+            let want: f64 = (0..k).map(|i| term(r, j, i)).sum();
+            let g = got[r * n + j] as f64;
+            assert!((g - want).abs() <= 1e-5 * (1.0 + want.abs()), "({m},{k},{n}) out[{r},{j}] = {g}, want {want}");
+        }
+    }
+}
+
 /// The CPU decode kernel (cpu::small_matmul) against a plain f64 matmul, over shapes that hit
 /// every path: 1-16 rows (row blocks of 1-8), 32- and 16-column tiles and single-column
 /// remainders, one or many column blocks, one and several passes over k, one or two threads.
@@ -455,13 +466,7 @@ fn decode_kernel_matches_a_naive_matmul() {
         };
         assert_eq!(got.dims(), [m, n]);
         let got: Vec<f32> = got.into_data().to_vec().unwrap();
-        for r in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k).map(|i| x[r * k + i] as f64 * w[i * n + j] as f64).sum();
-                let g = got[r * n + j] as f64;
-                assert!((g - want).abs() <= 1e-5 * (1.0 + want.abs()), "({m},{k},{n}) out[{r},{j}] = {g}, want {want}");
-            }
-        }
+        assert_matches_f64(&got, (m, k, n), |r, j, i| x[r * k + i] as f64 * w[i * n + j] as f64);
         let again: Vec<f32> = recode_model::cpu::small_matmul(&xt, &wt).unwrap().into_data().to_vec().unwrap();
         assert_eq!(got, again, "({m},{k},{n}) not reproducible");
     }
@@ -494,13 +499,7 @@ fn tied_head_kernel_matches_a_naive_matmul() {
         let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [m, k]), &dev);
         let et = Tensor::<B, 2>::from_data(TensorData::new(e.clone(), [n, k]), &dev);
         let got: Vec<f32> = recode_model::cpu::small_matmul_nt(&xt, &et).expect("CPU tensors").into_data().to_vec().unwrap();
-        for r in 0..m {
-            for j in 0..n {
-                let want: f64 = (0..k).map(|i| x[r * k + i] as f64 * e[j * k + i] as f64).sum();
-                let g = got[r * n + j] as f64;
-                assert!((g - want).abs() <= 1e-5 * (1.0 + want.abs()), "({m},{k},{n}) out[{r},{j}] = {g}, want {want}");
-            }
-        }
+        assert_matches_f64(&got, (m, k, n), |r, j, i| x[r * k + i] as f64 * e[j * k + i] as f64);
         let again: Vec<f32> = recode_model::cpu::small_matmul_nt(&xt, &et).unwrap().into_data().to_vec().unwrap();
         assert_eq!(got, again, "({m},{k},{n}) not reproducible");
     }
