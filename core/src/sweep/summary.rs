@@ -203,20 +203,25 @@ pub fn refresh(dir: &Path, rec: &mut SweepRecord) -> Result<()> {
     Ok(())
 }
 
+/// The runs' groups (variants without the seed), each once, in run order.
+fn groups(rec: &SweepRecord) -> Vec<&String> {
+    let mut groups: Vec<&String> = Vec::new();
+    for r in &rec.runs {
+        if !groups.contains(&&r.group) {
+            groups.push(&r.group);
+        }
+    }
+    groups
+}
+
 fn variant_stats(rec: &SweepRecord) -> Vec<VariantStats> {
     if rec.runs.iter().all(|r| r.seed.is_none()) {
         return vec![];
     }
-    let mut groups: Vec<String> = Vec::new();
-    for r in &rec.runs {
-        if !groups.contains(&r.group) {
-            groups.push(r.group.clone());
-        }
-    }
-    groups
+    groups(rec)
         .into_iter()
         .map(|g| {
-            let members: Vec<&RunRecord> = rec.runs.iter().filter(|r| r.group == g).collect();
+            let members: Vec<&RunRecord> = rec.runs.iter().filter(|r| &r.group == g).collect();
             let done: Vec<&RunRecord> = members.iter().copied().filter(|r| r.status == Status::Finished).collect();
             let mut values = members[0].values.clone();
             values.remove("run.seed");
@@ -228,7 +233,7 @@ fn variant_stats(rec: &SweepRecord) -> Vec<VariantStats> {
                     (k.clone(), spread(&xs).into())
                 })
                 .collect();
-            VariantStats { group: g, values, runs: members.len(), metrics }
+            VariantStats { group: g.clone(), values, runs: members.len(), metrics }
         })
         .collect()
 }
@@ -236,13 +241,7 @@ fn variant_stats(rec: &SweepRecord) -> Vec<VariantStats> {
 /// Each group's held-out change from its finished runs' per-item records (groups without any
 /// held-out scores are left out).
 fn heldout_changes(dir: &Path, rec: &SweepRecord) -> Vec<(String, Vec<super::heldout::HeldoutChange>)> {
-    let mut groups: Vec<&String> = Vec::new();
-    for r in &rec.runs {
-        if !groups.contains(&&r.group) {
-            groups.push(&r.group);
-        }
-    }
-    groups
+    groups(rec)
         .into_iter()
         .filter_map(|g| {
             let dirs: Vec<PathBuf> = rec

@@ -57,6 +57,16 @@ pub const EVAL_FILE: &str = "eval.jsonl";
 /// Per-item held-out scores, one line per (step, item): `{"step", "id", "tokens", "scores"}`.
 pub const HELDOUT_ITEMS_FILE: &str = "heldout.jsonl";
 
+/// `{"step": step, <name>: <value>, ...}`: one line of metrics.jsonl or eval.jsonl.
+fn step_line(step: usize, values: &Metrics) -> serde_json::Value {
+    let mut line = serde_json::Map::new();
+    line.insert("step".into(), step.into());
+    for (k, v) in values {
+        line.insert(k.clone(), serde_json::json!(v));
+    }
+    serde_json::Value::Object(line)
+}
+
 pub struct Trainer<'a> {
     pub spec: &'a Spec,
     pub policy: &'a mut dyn Policy,
@@ -194,18 +204,11 @@ impl<'a> Trainer<'a> {
         let t = std::time::Instant::now();
         let (mut scalars, items) = h.evaluate(&mut *self.policy)?;
         scalars.insert("heldout/time_s".into(), t.elapsed().as_secs_f64());
-        let mut body = String::new();
-        for it in &items {
-            let line = serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores });
-            body.push_str(&format!("{line}\n"));
-        }
-        use std::io::Write;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.run.root.join(HELDOUT_ITEMS_FILE))
-            .and_then(|mut f| f.write_all(body.as_bytes()))
-            .with_context(|| format!("writing {}", self.run.root.join(HELDOUT_ITEMS_FILE).display()))?;
+        let lines: Vec<serde_json::Value> = items
+            .iter()
+            .map(|it| serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores }))
+            .collect();
+        self.append_jsonl(HELDOUT_ITEMS_FILE, &lines)?;
         self.record_eval(step, &scalars, "")
     }
 
@@ -223,17 +226,23 @@ impl<'a> Trainer<'a> {
             }
             b.flush();
         }
-        let mut line = serde_json::Map::new();
-        line.insert("step".into(), step.into());
-        for (k, v) in scalars {
-            line.insert(k.clone(), serde_json::json!(v));
-        }
-        let path = self.run.root.join(EVAL_FILE);
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        use std::io::Write;
-        writeln!(f, "{}", serde_json::Value::Object(line))?;
+        self.append_jsonl(EVAL_FILE, &[step_line(step, scalars)])?;
         self.run.log(&format!("eval at step {step}: {scalars:?}"));
         Ok(())
+    }
+
+    /// Appends one JSON line per value to `file` in the run directory (metrics, eval and held-out
+    /// logs; resume cuts them back by their `step`).
+    fn append_jsonl(&self, file: &str, lines: &[serde_json::Value]) -> Result<()> {
+        use std::io::Write;
+        let path = self.run.root.join(file);
+        let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(body.as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     pub fn save_checkpoint(&mut self) -> Result<()> {
@@ -257,15 +266,7 @@ impl<'a> Trainer<'a> {
             }
             b.flush();
         }
-        let mut line = serde_json::Map::new();
-        line.insert("step".into(), step.into());
-        for (k, v) in metrics {
-            line.insert(k.clone(), serde_json::json!(v));
-        }
-        let path = self.run.root.join(METRICS_FILE);
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        use std::io::Write;
-        writeln!(f, "{}", serde_json::Value::Object(line))?;
+        self.append_jsonl(METRICS_FILE, &[step_line(step, metrics)])?;
         let brief: Vec<String> = ["reward/total/mean", "loss", "kl", "grad_norm", "completion/length_mean"]
             .iter()
             .filter_map(|k| metrics.get(*k).map(|v| format!("{k}={v:.4}")))

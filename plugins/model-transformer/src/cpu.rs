@@ -12,6 +12,8 @@ use std::any::Any;
 type Cpu = NdArray<f32>;
 
 const MAX_ROWS: usize = 16;
+/// Below this many weight elements a call stays on one thread (dispatch would cost more).
+const PARALLEL_WORK: usize = 1 << 18;
 
 /// The values of a contiguous f32 CPU tensor, without copying.
 pub(crate) fn slice_of(p: &TensorPrimitive<Cpu>) -> Option<&[f32]> {
@@ -54,7 +56,7 @@ pub fn small_matmul_many<B: Backend>(x: &Tensor<B, 2>, ws: &[&Tensor<B, 2>]) -> 
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|mt| vec![0f32; m * mt.n]).collect();
     let out_ptrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
     let total: usize = mats.iter().map(|mt| mt.n).sum();
-    let threads = if k * total < 1 << 18 { 1 } else { pool_threads() };
+    let threads = if k * total < PARALLEL_WORK { 1 } else { pool_threads() };
     let parts = split_columns(&mats, threads);
     // SAFETY: the parts cover disjoint column ranges, so threads write disjoint parts of `outs`.
     let run = |part: &[(usize, usize, usize)]| {
@@ -93,7 +95,7 @@ pub fn small_matmul_nt<B: Backend>(x: &Tensor<B, 2>, e: &Tensor<B, 2>) -> Option
     let (xs, es) = (slice_of(&xp)?, slice_of(&ep)?);
     let mut out = vec![0f32; m * n];
     let ptr = SendPtr(out.as_mut_ptr());
-    let threads = if k * n < 1 << 18 { 1 } else { pool_threads() };
+    let threads = if k * n < PARALLEL_WORK { 1 } else { pool_threads() };
     let per = n.div_ceil(threads);
     // SAFETY: each part writes the columns j0..j1 of every row only.
     let run = |j0: usize, j1: usize| {
