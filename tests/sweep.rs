@@ -393,6 +393,14 @@ fn only_runs_a_subset_resume_finishes_it_and_the_heldout_change_pairs_items_acro
         assert!((row[6].parse::<f64>().unwrap() - change).abs() < 1e-6, "{group}: {} vs {change}\n{csv}", row[6]);
         let (lo, hi) = (row[7].parse::<f64>().unwrap(), row[8].parse::<f64>().unwrap());
         assert!(lo <= change + 1e-9 && change <= hi + 1e-9, "{lo} {change} {hi}");
+        // The copy baseline (the old code as the answer), scored at step 0 on the same items.
+        let dir = out.join(run(&rec, &format!("{group}-seed=1"))["run_dir"].as_str().unwrap());
+        let copy: Vec<Value> = std::fs::read_to_string(dir.join("heldout-copy.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut copy_ids: Vec<&str> = copy.iter().map(|v| v["id"].as_str().unwrap()).collect();
+        copy_ids.sort();
+        assert_eq!(copy_ids, ids, "the copy baseline scores the held-out items");
+        let copy_mean = copy.iter().map(|v| v["scores"]["similarity"].as_f64().unwrap()).sum::<f64>() / 2.0;
+        assert!((row[10].parse::<f64>().unwrap() - copy_mean).abs() < 1e-6, "{group}: copy {} vs {copy_mean}\n{csv}", row[10]);
     }
     assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("## Held-out change over the untrained model"));
 }

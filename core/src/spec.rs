@@ -180,6 +180,10 @@ pub struct DataSpec {
     /// Seed of the held-out split; -1 uses `run.seed`. Fix it in a sweep over seeds so that
     /// every run holds out (and is scored on) the same rows.
     pub split_seed: i64,
+    /// What the split holds out whole: "update" (every row sharing a held-out row's
+    /// `update_info` is held out too, so no held-out update is trained on) or "row" (rows one by
+    /// one, the split of specs written before this option).
+    pub split_by: String,
     /// Use at most this many rows (0 = all).
     pub max_items: usize,
 }
@@ -193,6 +197,7 @@ impl Default for DataSpec {
             shuffle: true,
             heldout_fraction: 0.0,
             split_seed: -1,
+            split_by: "update".into(),
             max_items: 0,
         }
     }

@@ -77,6 +77,7 @@ pub fn run(reg: &Registry, spec: &Spec, annotated: &str, resume: Resume<'_>, max
             batch_size: if h.batch_size == 0 { spec.generation.batch_size } else { h.batch_size },
             stop_strings: spec.generation.stop_strings.clone(),
             max_prompt_tokens: spec.prompt.max_prompt_tokens,
+            copy_answers: dataset.heldout[..limit].iter().map(|row| crate::trainer::heldout::copy_answer(&row.old_code)).collect(),
         })
     } else {
         None
@@ -206,17 +207,21 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
         phase.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect::<Vec<_>>().join(", ")
     ));
     if let (Some(first), Some(last)) = (heldout.first(), heldout.last()) {
-        let show = |v: &serde_json::Value| {
+        let show = |v: &serde_json::Value, prefix: &str| {
             ["exact_rate", "es_star", "em_star", "format"]
                 .iter()
-                .filter_map(|k| v.get(format!("heldout/{k}")).and_then(|x| x.as_f64()).map(|x| format!("{k} {x:.3}")))
+                .filter_map(|k| v.get(format!("{prefix}/{k}")).and_then(|x| x.as_f64()).map(|x| format!("{k} {x:.3}")))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let items = last.get("heldout/items").and_then(|x| x.as_f64()).unwrap_or(0.0);
-        out.push_str(&format!("held-out ({items} items, greedy): step {} {}\n", first["step"], show(first)));
+        out.push_str(&format!("held-out ({items} items, greedy): step {} {}\n", first["step"], show(first, "heldout")));
         if heldout.len() > 1 {
-            out.push_str(&format!("                          step {} {}\n", last["step"], show(last)));
+            out.push_str(&format!("                          step {} {}\n", last["step"], show(last, "heldout")));
+        }
+        let copy = show(first, "heldout_copy");
+        if !copy.is_empty() {
+            out.push_str(&format!("  copying the old code:   {copy}\n"));
         }
     }
     let samples = std::fs::read_to_string(trainer.run.root.join("log.txt")).unwrap_or_default();

@@ -72,6 +72,7 @@ pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>
 
     p.file("data.path", &s.data.path);
     p.range("data.heldout_fraction", (0.0..1.0).contains(&s.data.heldout_fraction), "a fraction in [0, 1)", s.data.heldout_fraction);
+    p.range("data.split_by", ["update", "row"].contains(&s.data.split_by.as_str()), "\"update\" or \"row\"", &s.data.split_by);
     p.range("data.split_seed", s.data.split_seed >= -1, "-1 (the run seed) or a seed >= 0", s.data.split_seed);
 
     if host.complete && s.reward.is_empty() {

@@ -10,7 +10,7 @@
 //! per-seed columns, not in the interval.
 
 use crate::trainer::heldout::ItemScores;
-use crate::trainer::HELDOUT_ITEMS_FILE;
+use crate::trainer::{HELDOUT_COPY_FILE, HELDOUT_ITEMS_FILE};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -41,12 +41,36 @@ pub struct HeldoutChange {
     pub ci_high: f64,
     /// The change of each run (seed) alone, in run order.
     pub per_run: Vec<f64>,
+    /// The copy baseline (the old code as the answer, `heldout-copy.jsonl`) on the same items,
+    /// and end - copy with its 95 % paired-bootstrap interval: whether training beats copying.
+    /// NaN when the runs recorded no copy baseline.
+    #[serde(default = "nan", deserialize_with = "super::stats::f64_or_nan")]
+    pub copy: f64,
+    #[serde(default = "nan", deserialize_with = "super::stats::f64_or_nan")]
+    pub vs_copy: f64,
+    #[serde(default = "nan", deserialize_with = "super::stats::f64_or_nan")]
+    pub vs_copy_low: f64,
+    #[serde(default = "nan", deserialize_with = "super::stats::f64_or_nan")]
+    pub vs_copy_high: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// One run's held-out records: step -> item id -> scores (with `exact` derived from `em`).
 pub fn read_items(run_dir: &Path) -> BTreeMap<usize, BTreeMap<String, BTreeMap<String, f64>>> {
+    read_records(&run_dir.join(HELDOUT_ITEMS_FILE))
+}
+
+/// The copy baseline's records of one run: item id -> scores (empty when it has none).
+pub fn read_copy(run_dir: &Path) -> BTreeMap<String, BTreeMap<String, f64>> {
+    read_records(&run_dir.join(HELDOUT_COPY_FILE)).remove(&0).unwrap_or_default()
+}
+
+fn read_records(path: &Path) -> BTreeMap<usize, BTreeMap<String, BTreeMap<String, f64>>> {
     let mut out: BTreeMap<usize, BTreeMap<String, BTreeMap<String, f64>>> = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(run_dir.join(HELDOUT_ITEMS_FILE)) else { return out };
+    let Ok(text) = std::fs::read_to_string(path) else { return out };
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         let Some(step) = v.get("step").and_then(|s| s.as_u64()) else { continue };
@@ -64,7 +88,14 @@ pub fn read_items(run_dir: &Path) -> BTreeMap<usize, BTreeMap<String, BTreeMap<S
 pub fn variant_changes(run_dirs: &[&Path]) -> Vec<HeldoutChange> {
     // Per run: (item -> (before, after)) for each score label.
     let mut per_run: Vec<BTreeMap<String, BTreeMap<String, (f64, f64)>>> = Vec::new();
+    // Label -> item -> copy score (the same in every run of a fixed split; the first one seen).
+    let mut copy: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for dir in run_dirs {
+        for (id, scores) in read_copy(dir) {
+            for (label, v) in scores {
+                copy.entry(label).or_default().entry(id.clone()).or_insert(v);
+            }
+        }
         let recs = read_items(dir);
         let (Some(first), Some((&last_step, last))) = (recs.get(&0), recs.iter().next_back()) else { continue };
         if last_step == 0 {
@@ -102,6 +133,17 @@ pub fn variant_changes(run_dirs: &[&Path]) -> Vec<HeldoutChange> {
             let pairs: Vec<(f64, f64)> = acc.values().map(|(b, a, n)| (b / *n as f64, a / *n as f64)).collect();
             let (before, after) = mean_pair(&pairs);
             let (lo, hi) = paired_bootstrap(&pairs, BOOTSTRAP_RESAMPLES, label);
+            // (copy, end) per item, over the items that have both; every item or none.
+            let copies = copy.get(label.as_str());
+            let vs: Vec<(f64, f64)> =
+                acc.iter().filter_map(|(id, (_, a, n))| copies?.get(id.as_str()).map(|c| (*c, a / *n as f64))).collect();
+            let (copy_mean, vs_copy, vs_lo, vs_hi) = if vs.is_empty() || vs.len() < pairs.len() {
+                (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+            } else {
+                let (c, a) = mean_pair(&vs);
+                let (l, h) = paired_bootstrap(&vs, BOOTSTRAP_RESAMPLES, &format!("{label}/copy"));
+                (c, a - c, l, h)
+            };
             HeldoutChange {
                 score: label.clone(),
                 items: pairs.len(),
@@ -112,6 +154,10 @@ pub fn variant_changes(run_dirs: &[&Path]) -> Vec<HeldoutChange> {
                 ci_low: lo,
                 ci_high: hi,
                 per_run: run_changes,
+                copy: copy_mean,
+                vs_copy,
+                vs_copy_low: vs_lo,
+                vs_copy_high: vs_hi,
             }
         })
         .collect()
@@ -181,5 +227,16 @@ mod tests {
         assert_eq!(es.per_run, vec![0.5, -0.5]);
         let exact = ch.iter().find(|c| c.score == "exact").unwrap();
         assert!((exact.change - es.change).abs() < 1e-12);
+        assert!(es.copy.is_nan() && es.vs_copy.is_nan(), "no copy baseline recorded");
+        // A copy baseline of a = 1, b = 0.5 (in one run only): end - copy = mean(0.5 - 1, 0.5 - 0.5).
+        let copy = serde_json::json!({"step": 0, "id": "a", "tokens": 5, "scores": {"em": 1.0, "es": 1.0}}).to_string()
+            + "\n" + &serde_json::json!({"step": 0, "id": "b", "tokens": 5, "scores": {"em": 0.0, "es": 0.5}}).to_string();
+        std::fs::write(r2.join(HELDOUT_COPY_FILE), copy).unwrap();
+        let ch = variant_changes(&[&r1, &r2]);
+        let es = ch.iter().find(|c| c.score == "es").unwrap();
+        assert!((es.copy - 0.75).abs() < 1e-12 && (es.vs_copy + 0.25).abs() < 1e-12, "{} {}", es.copy, es.vs_copy);
+        assert!(es.vs_copy_low <= es.vs_copy && es.vs_copy <= es.vs_copy_high);
+        let exact = ch.iter().find(|c| c.score == "exact").unwrap();
+        assert!((exact.copy - 0.5).abs() < 1e-12, "the copy's exact share");
     }
 }

@@ -259,9 +259,13 @@ fn heldout_changes(dir: &Path, rec: &SweepRecord) -> Vec<(String, Vec<super::hel
 
 fn heldout_rows(rec: &SweepRecord, md: bool) -> Vec<Vec<String>> {
     let mut rows = vec![if md {
-        ["variant", "score", "items", "runs", "step 0", "end", "change [95% CI]", "change per run"].map(String::from).to_vec()
+        ["variant", "score", "items", "runs", "step 0", "end", "change [95% CI]", "change per run", "copy", "end - copy [95% CI]"]
+            .map(String::from)
+            .to_vec()
     } else {
-        ["variant", "score", "items", "runs", "before", "after", "change", "ci_low", "ci_high", "per_run"].map(String::from).to_vec()
+        ["variant", "score", "items", "runs", "before", "after", "change", "ci_low", "ci_high", "per_run", "copy", "vs_copy", "vs_copy_low", "vs_copy_high"]
+            .map(String::from)
+            .to_vec()
     }];
     for (g, changes) in &rec.heldout {
         for c in changes {
@@ -270,8 +274,11 @@ fn heldout_rows(rec: &SweepRecord, md: bool) -> Vec<Vec<String>> {
             if md {
                 row.push(format!("{:+.3} [{:+.3}, {:+.3}]", c.change, c.ci_low, c.ci_high));
                 row.push(per_run);
+                row.push(num(c.copy));
+                row.push(if c.vs_copy.is_nan() { String::new() } else { format!("{:+.3} [{:+.3}, {:+.3}]", c.vs_copy, c.vs_copy_low, c.vs_copy_high) });
             } else {
                 row.extend([num(c.change), num(c.ci_low), num(c.ci_high), per_run]);
+                row.extend([num(c.copy), num(c.vs_copy), num(c.vs_copy_low), num(c.vs_copy_high)]);
             }
             rows.push(row);
         }
@@ -455,7 +462,7 @@ fn markdown(dir: &Path, rec: &SweepRecord, plots: &[(String, PathBuf, Vec<(Strin
     }
     if !rec.heldout.is_empty() {
         s.push_str(&format!(
-            "\n## Held-out change over the untrained model\n\nGreedy scores of the held-out migrations at step 0 and at each run's last evaluation (`heldout.jsonl`), items paired; `exact` is the share with EM = 1. Change: mean over items of (end - step 0), each item averaged over the variant's finished runs; 95 % interval: paired bootstrap over items ({} resamples, seeded). Change per run: each seed alone.\n\n",
+            "\n## Held-out change over the untrained model\n\nGreedy scores of the held-out migrations at step 0 and at each run's last evaluation (`heldout.jsonl`), items paired; `exact` is the share with EM = 1. Change: mean over items of (end - step 0), each item averaged over the variant's finished runs; 95 % interval: paired bootstrap over items ({} resamples, seeded). Change per run: each seed alone. Copy: the same items scored with the old code as the answer, correctly formatted (`heldout-copy.jsonl`); end - copy: whether the trained model beats copying, paired over items.\n\n",
             super::heldout::BOOTSTRAP_RESAMPLES
         ));
         s.push_str(&md_table(&heldout_rows(rec, true)));

@@ -220,7 +220,11 @@ pub fn load(spec: &DataSpec, base: &Path, seed: u64) -> Result<Dataset> {
     if spec.max_items > 0 {
         rows.truncate(spec.max_items);
     }
-    let (train, heldout) = split(rows, spec.heldout_fraction, seed);
+    let (train, heldout) = match spec.split_by.as_str() {
+        "update" => split_by_update(rows, spec.heldout_fraction, seed),
+        "row" => split(rows, spec.heldout_fraction, seed),
+        other => bail!("data.split_by: expected \"update\" or \"row\", got {other:?}"),
+    };
     if train.is_empty() {
         bail!("{}: no training rows left after filtering ({} rows read)", path.display(), report.totals.rows);
     }
@@ -235,6 +239,41 @@ pub fn split(rows: Vec<Row>, heldout_fraction: f64, seed: u64) -> (Vec<Row>, Vec
     let mut held = vec![false; rows.len()];
     for &i in &order[..n_held] {
         held[i] = true;
+    }
+    let (mut train, mut heldout) = (Vec::new(), Vec::new());
+    for (row, h) in rows.into_iter().zip(held) {
+        if h { heldout.push(row) } else { train.push(row) }
+    }
+    (train, heldout)
+}
+
+/// Seeded split by update: rows sharing an `update_info` (trimmed) form one group, the groups are
+/// permuted by ChaCha8 and held out whole until at least `round(len * fraction)` rows are held
+/// out. No held-out update has a row in training. Both parts stay in file order.
+pub fn split_by_update(rows: Vec<Row>, heldout_fraction: f64, seed: u64) -> (Vec<Row>, Vec<Row>) {
+    let n_held = (rows.len() as f64 * heldout_fraction).round() as usize;
+    // Groups in order of first appearance, so the permutation depends on the file alone.
+    let mut group_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let g = *group_of.entry(row.update_info.trim()).or_insert_with(|| {
+            members.push(Vec::new());
+            members.len() - 1
+        });
+        members[g].push(i);
+    }
+    let mut order: Vec<usize> = (0..members.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut held = vec![false; rows.len()];
+    let mut count = 0;
+    for g in order {
+        if count >= n_held {
+            break;
+        }
+        for &i in &members[g] {
+            held[i] = true;
+        }
+        count += members[g].len();
     }
     let (mut train, mut heldout) = (Vec::new(), Vec::new());
     for (row, h) in rows.into_iter().zip(held) {
@@ -369,5 +408,28 @@ mod tests {
         s.sort();
         assert_eq!(s, (0..50).collect::<Vec<_>>());
         assert_eq!(epoch_order(3, 1, 0, false), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn split_by_update_holds_out_whole_updates() {
+        // 60 rows over 25 updates: update u has 1 + u % 4 rows, interleaved over the file.
+        let mut rows = Vec::new();
+        for round in 0..4 {
+            for u in 0..25 {
+                if round < 1 + u % 4 && rows.len() < 60 {
+                    rows.push(Row { dependency: "lib".into(), new_version: String::new(), description: String::new(),
+                        update_info: format!(" update {u} "), old_code: String::new(), new_code: format!("{u}.{round}"), line: rows.len() + 1 });
+                }
+            }
+        }
+        let (train, held) = split_by_update(rows.clone(), 0.2, 3);
+        assert_eq!(train.len() + held.len(), rows.len());
+        assert!(held.len() >= 12 && held.len() <= 12 + 3, "held out {} rows", held.len());
+        let held_updates: std::collections::BTreeSet<&str> = held.iter().map(|r| r.update_info.as_str()).collect();
+        assert!(train.iter().all(|r| !held_updates.contains(r.update_info.as_str())), "a held-out update is trained on");
+        assert!(held.windows(2).all(|w| w[0].line < w[1].line));
+        assert_eq!(split_by_update(rows.clone(), 0.2, 3).1, held, "seeded");
+        assert_ne!(split_by_update(rows.clone(), 0.2, 4).1, held);
+        assert!(split_by_update(rows, 0.0, 3).1.is_empty());
     }
 }

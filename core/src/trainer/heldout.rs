@@ -16,6 +16,17 @@ pub struct Heldout {
     pub stop_strings: Vec<String>,
     /// Prompts longer than this are left out (0 = no limit), as in training.
     pub max_prompt_tokens: usize,
+    /// The copy baseline, one per item: the answer a model would give that copies the old code
+    /// unchanged, correctly formatted ([`copy_answer`]). Scored once, at step 0, by the same
+    /// rewards (`heldout-copy.jsonl`, `heldout_copy/` scalars). Empty: no copy baseline.
+    pub copy_answers: Vec<String>,
+}
+
+/// The completion of a model that copies `old_code` into the ReCode answer format (after the
+/// prefilled `<think>`): ES* rewards closeness to the new code, and the old code is often close,
+/// so a trained model has to beat this to show it migrates rather than copies.
+pub fn copy_answer(old_code: &str) -> String {
+    format!("</think>\n<answer>\n```python\n{}\n```\n</answer>", old_code.trim_end())
 }
 
 impl Heldout {
@@ -30,16 +41,7 @@ impl Heldout {
     /// (its id, completion tokens and each reward's score), for paired comparisons between runs
     /// and steps (`heldout.jsonl`, read by the sweep summary's bootstrap intervals).
     pub fn evaluate(&self, policy: &mut dyn Policy) -> Result<(Metrics, Vec<ItemScores>)> {
-        let mut prompts = Vec::new();
-        let mut kept = Vec::new();
-        for item in &self.items {
-            let ids = policy.codec().encode(&item.prompt)?;
-            if self.max_prompt_tokens == 0 || ids.len() <= self.max_prompt_tokens {
-                prompts.push(ids);
-                kept.push(item);
-            }
-        }
-        ensure!(!kept.is_empty(), "no held-out prompt fits prompt.max_prompt_tokens ({} held-out rows)", self.items.len());
+        let (kept, prompts) = self.fitting(policy)?;
         let params = SamplingParams {
             max_new_tokens: self.max_new_tokens,
             temperature: 0.0,
@@ -56,18 +58,53 @@ impl Heldout {
             ensure!(out.len() == chunk.len(), "model returned {} completions for {} held-out prompts", out.len(), chunk.len());
             gens.extend(out);
         }
+        let items: Vec<&TaskItem> = kept.iter().map(|&i| &self.items[i]).collect();
+        let texts: Vec<&str> = gens.iter().map(|g| g.text.as_str()).collect();
+        let tokens: Vec<usize> = gens.iter().map(|g| g.tokens.len()).collect();
+        self.score(&items, &texts, &tokens)
+    }
+
+    /// The copy baseline ([`copy_answer`]) on the items `evaluate` scores, with the same rewards.
+    /// None when the baseline is off.
+    pub fn evaluate_copy(&self, policy: &mut dyn Policy) -> Result<Option<(Metrics, Vec<ItemScores>)>> {
+        if self.copy_answers.is_empty() {
+            return Ok(None);
+        }
+        ensure!(self.copy_answers.len() == self.items.len(), "{} copy answers for {} held-out items", self.copy_answers.len(), self.items.len());
+        let (kept, _) = self.fitting(policy)?;
+        let items: Vec<&TaskItem> = kept.iter().map(|&i| &self.items[i]).collect();
+        let texts: Vec<&str> = kept.iter().map(|&i| self.copy_answers[i].as_str()).collect();
+        let tokens = texts.iter().map(|t| policy.codec().encode(t).map(|ids| ids.len())).collect::<Result<Vec<_>>>()?;
+        self.score(&items, &texts, &tokens).map(Some)
+    }
+
+    /// Indices of the items whose prompt fits `max_prompt_tokens`, and their token ids.
+    fn fitting(&self, policy: &mut dyn Policy) -> Result<(Vec<usize>, Vec<Vec<u32>>)> {
+        let mut prompts = Vec::new();
+        let mut kept = Vec::new();
+        for (i, item) in self.items.iter().enumerate() {
+            let ids = policy.codec().encode(&item.prompt)?;
+            if self.max_prompt_tokens == 0 || ids.len() <= self.max_prompt_tokens {
+                prompts.push(ids);
+                kept.push(i);
+            }
+        }
+        ensure!(!kept.is_empty(), "no held-out prompt fits prompt.max_prompt_tokens ({} held-out rows)", self.items.len());
+        Ok((kept, prompts))
+    }
+
+    /// Every reward's score of each completion, and the means.
+    fn score(&self, kept: &[&TaskItem], texts: &[&str], tokens: &[usize]) -> Result<(Metrics, Vec<ItemScores>)> {
         let inputs: Vec<RewardInput> = kept
             .iter()
-            .zip(&gens)
-            .map(|(item, g)| RewardInput { prompt: &item.prompt, completion: &g.text, target: &item.target, completion_tokens: g.tokens.len() })
+            .zip(texts)
+            .zip(tokens)
+            .map(|((item, text), &t)| RewardInput { prompt: &item.prompt, completion: text, target: &item.target, completion_tokens: t })
             .collect();
         let n = inputs.len() as f64;
         let mut m = Metrics::new();
-        let mut items: Vec<ItemScores> = kept
-            .iter()
-            .zip(&gens)
-            .map(|(item, g)| ItemScores { id: item.id.clone(), tokens: g.tokens.len(), scores: Metrics::new() })
-            .collect();
+        let mut items: Vec<ItemScores> =
+            kept.iter().zip(tokens).map(|(item, &t)| ItemScores { id: item.id.clone(), tokens: t, scores: Metrics::new() }).collect();
         for r in &self.rewards {
             let scores = r.reward.score(&inputs)?;
             ensure!(scores.len() == inputs.len(), "reward `{}` returned {} scores for {} held-out completions", r.label, scores.len(), inputs.len());
@@ -80,7 +117,7 @@ impl Heldout {
             }
         }
         m.insert("heldout/items".into(), n);
-        m.insert("heldout/length_mean".into(), gens.iter().map(|g| g.tokens.len() as f64).sum::<f64>() / n);
+        m.insert("heldout/length_mean".into(), tokens.iter().sum::<usize>() as f64 / n);
         Ok((m, items))
     }
 }

@@ -56,6 +56,8 @@ pub type Evaluator<'a> = Box<dyn FnMut(&mut dyn Policy, usize) -> Result<Metrics
 pub const EVAL_FILE: &str = "eval.jsonl";
 /// Per-item held-out scores, one line per (step, item): `{"step", "id", "tokens", "scores"}`.
 pub const HELDOUT_ITEMS_FILE: &str = "heldout.jsonl";
+/// The copy baseline's per-item scores (step 0 only), as `HELDOUT_ITEMS_FILE`.
+pub const HELDOUT_COPY_FILE: &str = "heldout-copy.jsonl";
 
 /// `{"step": step, <name>: <value>, ...}`: one line of metrics.jsonl or eval.jsonl.
 fn step_line(step: usize, values: &Metrics) -> serde_json::Value {
@@ -204,11 +206,16 @@ impl<'a> Trainer<'a> {
         let t = std::time::Instant::now();
         let (mut scalars, items) = h.evaluate(&mut *self.policy)?;
         scalars.insert("heldout/time_s".into(), t.elapsed().as_secs_f64());
-        let lines: Vec<serde_json::Value> = items
-            .iter()
-            .map(|it| serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores }))
-            .collect();
-        self.append_jsonl(HELDOUT_ITEMS_FILE, &lines)?;
+        let lines = |items: &[heldout::ItemScores]| -> Vec<serde_json::Value> {
+            items.iter().map(|it| serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores })).collect()
+        };
+        self.append_jsonl(HELDOUT_ITEMS_FILE, &lines(&items))?;
+        if step == 0 {
+            if let Some((copy, items)) = h.evaluate_copy(&mut *self.policy)? {
+                self.append_jsonl(HELDOUT_COPY_FILE, &lines(&items))?;
+                scalars.extend(copy.into_iter().map(|(k, v)| (k.replacen("heldout/", "heldout_copy/", 1), v)));
+            }
+        }
         self.record_eval(step, &scalars, "")
     }
 

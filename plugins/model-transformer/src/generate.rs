@@ -365,8 +365,50 @@ fn shared_prompt_logprobs<B: Backend>(model: &Transformer<B>, group: &[&Sequence
 fn token_logprobs<'a, B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, completions: impl Iterator<Item = &'a [u32]>, cmax: usize) -> Tensor<B, 2> {
     let targets: Vec<i64> = completions.flat_map(|c| (0..cmax).map(move |j| c.get(j).copied().unwrap_or(0) as i64)).collect();
     let rows = targets.len() / cmax;
-    let targets = Tensor::<B, 2, Int>::from_data(TensorData::new(targets, [rows * cmax, 1]), &model.device());
-    log_softmax(model.logits(h), 1).gather(1, targets).reshape([rows, cmax])
+    selected_logprobs(model, h, &targets, LOGIT_CHUNK).reshape([rows, cmax])
+}
+
+/// Logits computed at a time by `selected_logprobs`: 2^24 values (64 MiB in f32), 110 rows of
+/// Qwen2.5's 152k vocabulary.
+pub const LOGIT_CHUNK: usize = 1 << 24;
+
+/// `log_softmax(h W_out)[i, targets[i]]` as `[rows, 1]`, the logits made `chunk` values at a time.
+/// With a frozen output projection (LoRA, DoRA, and every no-grad pass) the autodiff graph keeps
+/// no `[rows, vocab]` tensor: the gradient with respect to `h`, `W[target] - softmax(h W) W^T`, is
+/// computed chunk by chunk in the forward pass and attached through a `[rows, hidden]` product
+/// whose value is zero (the idea behind fused linear cross-entropy; TRL's selective log-softmax
+/// saves only the second `[rows, vocab]` tensor). Full fine-tuning trains the head itself and
+/// keeps the plain graph.
+pub fn selected_logprobs<B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, targets: &[i64], chunk: usize) -> Tensor<B, 2> {
+    let device = model.device();
+    let [rows, hs] = h.dims();
+    assert_eq!(targets.len(), rows, "one target per hidden row");
+    let ids = |a: usize, b: usize| Tensor::<B, 1, Int>::from_data(TensorData::new(targets[a..b].to_vec(), [b - a]), &device);
+    if rows == 0 || model.head_trains() {
+        return log_softmax(model.logits(h), 1).gather(1, ids(0, rows).reshape([rows, 1]));
+    }
+    // The autodiff backend runs only the training pass (no-grad passes use the inner backend).
+    // `h.is_require_grad()` would not do: it is false for an intermediate tracked tensor.
+    let tracked = B::ad_enabled(&device);
+    let detached = h.clone().detach();
+    let step = (chunk / model.cfg.vocab_size.max(1)).max(1);
+    let (mut values, mut expected) = (vec![], vec![]);
+    for a in (0..rows).step_by(step) {
+        let b = (a + step).min(rows);
+        let lsm = log_softmax(model.logits(detached.clone().slice([a..b, 0..hs])), 1);
+        values.push(lsm.clone().gather(1, ids(a, b).reshape([b - a, 1])));
+        if tracked {
+            expected.push(model.head_expect(lsm.exp()));
+        }
+    }
+    let value = Tensor::cat(values, 0);
+    if !tracked {
+        return value;
+    }
+    // d value / d h = W[target] - E_softmax[W]; `lin - lin.detach()` carries it with value 0.
+    let direction = model.head_rows(ids(0, rows)) - Tensor::cat(expected, 0);
+    let lin = (h * direction).sum_dim(1);
+    lin.clone() - lin.detach() + value
 }
 
 /// Every row packed into one batch (prompts left-padded, completions right-padded).

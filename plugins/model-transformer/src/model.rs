@@ -313,6 +313,33 @@ impl<B: Backend> Transformer<B> {
         }
     }
 
+    /// Whether the output projection's weights train (full fine-tuning; adapters never touch it).
+    pub fn head_trains(&self) -> bool {
+        match &self.lm_head {
+            Some(l) => l.weight.val().is_require_grad(),
+            None => self.embed_tokens.val().is_require_grad(),
+        }
+    }
+
+    /// The output projection's row of each token id, `[n, hidden]` (detached).
+    pub fn head_rows(&self, ids: Tensor<B, 1, Int>) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(l) => l.weight.val().detach().select(1, ids).transpose(),
+            None => self.embed_tokens.val().detach().select(0, ids),
+        }
+    }
+
+    /// `p W_out^T`: per row, the output rows averaged under the weights `p` (`[rows, vocab]` ->
+    /// `[rows, hidden]`, detached). With `p = softmax(logits)` this is the gradient of the
+    /// log-sum-exp with respect to the hidden state.
+    pub fn head_expect(&self, p: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.lm_head {
+            // W is [hidden, vocab]: W p^T keeps the big operand contiguous.
+            Some(l) => l.weight.val().detach().matmul(p.transpose()).transpose(),
+            None => p.matmul(self.embed_tokens.val().detach()),
+        }
+    }
+
     pub fn device(&self) -> B::Device {
         self.embed_tokens.val().device()
     }

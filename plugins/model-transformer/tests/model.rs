@@ -642,3 +642,57 @@ fn full_fine_tuning_keeps_a_frozen_reference() {
     let kl: f32 = after.iter().flatten().zip(before.iter().flatten()).map(|(p, r)| (r - p).exp() - (r - p) - 1.0).sum();
     assert!(kl > 1e-6, "KL to the reference should be positive after an update, got {kl}");
 }
+
+/// The chunked selective log-softmax (no `[rows, vocab]` tensor in the graph) gives the values of
+/// the plain `log_softmax(logits)[target]` and the same adapter gradients, for an untied (Qwen2)
+/// and a tied (Llama) head, with chunks of 3 rows so that a partial last chunk is covered.
+#[test]
+fn selected_logprobs_match_the_full_log_softmax_and_its_gradients() {
+    use burn::tensor::activation::log_softmax;
+    use burn::tensor::Int;
+    use recode_model::generate::selected_logprobs;
+    let _serial = serial();
+    for (arch, tied) in [("qwen2", false), ("llama", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny(dir.path(), arch, tied, 31);
+        let mut p = policy(dir.path(), adapter(AdapterKind::Dora, &["q_proj", "v_proj", "up_proj"]));
+        randomize_adapters(&mut p, 8);
+        let m = p.model();
+        assert!(!m.head_trains(), "{arch}: DoRA leaves the head frozen");
+        let ids: Vec<u32> = (0..14).map(|i| (i * 37 + 5) % 127).collect();
+        let st = Step::new(&m.cfg, &(0..ids.len()).collect::<Vec<_>>(), &[vec![true; ids.len()]], 0, &m.device());
+        let targets: Vec<i64> = ids.iter().skip(1).chain([&3]).map(|&t| t as i64).collect();
+        let weights: Vec<f32> = (0..ids.len()).map(|i| ((i * 7 % 5) as f32 - 2.0) / 3.0).collect();
+        let run = |chunked: bool| {
+            let h = m.hidden(&ids, &st, None, Fwd { adapters: true, train: true });
+            let lp = if chunked {
+                selected_logprobs(m, h, &targets, 3 * m.cfg.vocab_size)
+            } else {
+                let t = Tensor::<Autodiff<B>, 1, Int>::from_data(TensorData::new(targets.clone(), [ids.len()]), &m.device());
+                log_softmax(m.logits(h), 1).gather(1, t.reshape([ids.len(), 1]))
+            };
+            let w = Tensor::<Autodiff<B>, 2>::from_data(TensorData::new(weights.clone(), [ids.len(), 1]), &m.device());
+            let g = (lp.clone() * w).sum().backward();
+            let l0 = &m.layers[0];
+            let grad = |t: Tensor<Autodiff<B>, 2>| t.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
+            let mag = l0.self_attn.v_proj.magnitude.as_ref().unwrap().val().grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
+            let values = lp.inner().into_data().to_vec::<f32>().unwrap();
+            (values, vec![grad(l0.self_attn.q_proj.lora_b.as_ref().unwrap().val()), grad(l0.mlp.up_proj.lora_a.as_ref().unwrap().val()), mag])
+        };
+        let ((v1, g1), (v2, g2)) = (run(true), run(false));
+        for (a, b) in v1.iter().zip(&v2) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{arch}: log-prob {a} vs {b}");
+        }
+        for (x, y) in g1.iter().zip(&g2) {
+            let scale = y.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            assert!(scale > 0.0, "{arch}: no gradient reached the adapter");
+            let d = x.iter().zip(y).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d <= 1e-4 * scale, "{arch}: gradients differ: max diff {d} at scale {scale}");
+        }
+    }
+    // Full fine-tuning trains the head: the plain graph, so the head gets its gradient.
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), "qwen2", false, 31);
+    let p = policy(dir.path(), AdapterSpec { kind: AdapterKind::Full, ..Default::default() });
+    assert!(p.model().head_trains());
+}

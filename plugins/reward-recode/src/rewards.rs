@@ -290,6 +290,20 @@ mod tests {
         assert_eq!(format_score("<think>", "r</think><answer>a</answ"), -1.0); // truncated
     }
 
+    /// The held-out copy baseline's answer is well formed, and its code is the old code itself.
+    #[test]
+    fn the_copy_baseline_answer_is_formatted_and_holds_the_old_code() {
+        use recode_core::trainer::heldout::copy_answer;
+        let old = "import numpy as np\nx = np.product(a)\n";
+        let copy = copy_answer(old);
+        assert_eq!(format_score("<think>", &copy), 1.0, "{copy}");
+        assert_eq!(em_star(&copy, old, Extract::Answer), 2.0);
+        assert_eq!(es_star(&copy, old, Extract::First), 2.0);
+        // Against the new code: 3 deletions ("product" -> "prod") over the old code's 36 chars.
+        let es = es_star(&copy, TARGET, Extract::First);
+        assert!((es - (3.5 * (1.0 - 3.0 / 36.0) - 1.5)).abs() < 1e-12, "{es}");
+    }
+
     #[test]
     fn star_rewards() {
         assert_eq!(em_star(&answer(TARGET), TARGET, Extract::First), 2.0);
