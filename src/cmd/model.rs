@@ -149,6 +149,20 @@ pub enum ModelCommand {
     Fetch { id: String },
     /// List known model ids and whether they are cached.
     List,
+    /// Write seeded random weights in a real model's shape as an HF folder (benchmarks where the
+    /// real checkpoint cannot travel, e.g. bench/gpu.sh).
+    Random {
+        /// qwen2.5-0.5b, qwen2.5-7b or tiny.
+        #[arg(long)]
+        shape: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// bf16 or f32.
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 pub fn model(c: ModelCommand) -> Result<()> {
@@ -157,6 +171,16 @@ pub fn model(c: ModelCommand) -> Result<()> {
         ModelCommand::Fetch { id } => {
             let path = fetch::resolve_model(&id, true)?;
             println!("{}", path.display());
+        }
+        ModelCommand::Random { shape, out, dtype, seed } => {
+            let s = recode_model::random::shape(&shape)?;
+            let bf16 = match dtype.as_str() {
+                "bf16" => true,
+                "f32" => false,
+                other => anyhow::bail!("--dtype: expected bf16 or f32, got `{other}`"),
+            };
+            recode_model::random::write_random_model(&out, &s, bf16, seed)?;
+            println!("{} ({shape}, {} parameters, {dtype})", out.display(), s.parameters());
         }
         ModelCommand::List => {
             for m in fetch::known_models() {

@@ -12,6 +12,7 @@ pub mod load;
 pub mod merge;
 pub mod model;
 pub mod policy;
+pub mod random;
 pub mod weights;
 
 use anyhow::{bail, Context, Result};
