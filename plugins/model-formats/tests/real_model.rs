@@ -17,7 +17,13 @@ fn cached(id: &str) -> Option<GgufFile> {
             Some(g)
         }
         Err(e) => {
-            recode_test_support::skip(&format!("real-model test needs the cached model {id} ({e:#})"));
+            let why = format!("real-model test needs the cached model {id} ({e:#})");
+            // CI fetches SmolLM2 (98 MB) before the tests (.ci/run), not the 491 MB Qwen.
+            if id == SMOLLM {
+                recode_test_support::skip_or_fail_in_ci(&why);
+            } else {
+                recode_test_support::skip(&why);
+            }
             None
         }
     }

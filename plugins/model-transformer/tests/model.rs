@@ -336,27 +336,6 @@ fn real_qwen_writes_factorial() {
     assert!(r.outcome.passed(), "generated code failed: {:?}\n{}", r.outcome, r.stderr);
 }
 
-/// `RECODE_BENCH=1 cargo test -p recode-model --release bench_real -- --nocapture`
-#[test]
-fn bench_real() {
-    let _serial = serial();
-    if std::env::var("RECODE_BENCH").is_err() {
-        recode_test_support::skip("benchmark: set RECODE_BENCH=1");
-        return;
-    }
-    let Some(path) = real_model() else { return };
-    let mut p = real_policy(&path, no_adapter());
-    let prompt = p.codec().encode(&chat("Write a Python function that checks whether a string is a palindrome, with tests.")).unwrap();
-    for r in recode_model::bench::bench_generate(&mut p, &prompt, &[1, 8], 32, 1).unwrap() {
-        eprintln!("generate: {r:?}");
-    }
-    drop(p);
-    let mut p = real_policy(&path, adapter(AdapterKind::Lora, &[]));
-    let completion: Vec<u32> = prompt.iter().rev().copied().take(64).collect();
-    let r = recode_model::bench::bench_train(&mut p, &prompt, &completion, 2, 2).unwrap();
-    eprintln!("train (LoRA r=4 q,v): {r:?}");
-}
-
 #[test]
 fn forward_is_deterministic() {
     let _serial = serial();

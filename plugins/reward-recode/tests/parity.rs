@@ -56,7 +56,7 @@ fn fixture_matches_reference() {
 fn training_rows_match_reference() {
     let data = repo().join("../shared/data/recode-train.jsonl");
     if !data.exists() {
-        recode_test_support::skip(&format!("reward parity on the training set: {} not found", data.display()));
+        recode_test_support::skip_or_fail_in_ci(&format!("reward parity on the training set: {} not found", data.display()));
         return;
     }
     let Some(python) = recode_test_support::python("reward parity on the training set") else { return };
