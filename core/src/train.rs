@@ -20,6 +20,8 @@ pub struct Resume<'a> {
     /// None: a fresh run; Some(""): the newest resumable run of the spec's name; Some(dir).
     pub from: Option<&'a str>,
     pub allow_spec_change: bool,
+    /// Where to write the run directory's path as soon as it is known (a sweep reads it there).
+    pub run_dir_file: Option<&'a Path>,
 }
 
 /// Build everything a spec names and train. Returns a human-readable summary.
@@ -37,6 +39,9 @@ pub fn run(reg: &Registry, spec: &Spec, annotated: &str, resume: Resume<'_>, max
         run.write_file("spec.toml", annotated.as_bytes())?;
     }
     report(&format!("run directory: {}", run.root.display()));
+    if let Some(file) = resume.run_dir_file {
+        crate::rundir::write_atomic(file, run.root.display().to_string().as_bytes())?;
+    }
 
     let split_seed = if spec.data.split_seed >= 0 { spec.data.split_seed as u64 } else { spec.run.seed };
     let dataset = data::load(&spec.data, Path::new("."), split_seed)?;

@@ -23,11 +23,14 @@ pub struct RunArgs {
     /// differing keys are printed and logged); without it such a resume is refused.
     #[arg(long, requires = "resume")]
     allow_spec_change: bool,
+    /// Write the run directory's path to this file once it exists (what `recode sweep` reads).
+    #[arg(long, value_name = "FILE")]
+    run_dir_file: Option<PathBuf>,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
     let loaded = super::load_checked(&a.spec, &a.sets)?;
-    let resume = train::Resume { from: a.resume.as_deref(), allow_spec_change: a.allow_spec_change };
+    let resume = train::Resume { from: a.resume.as_deref(), allow_spec_change: a.allow_spec_change, run_dir_file: a.run_dir_file.as_deref() };
     let reg = crate::host::registry();
     let summary = train::run(&reg, &loaded.spec, &loaded.annotated_toml()?, resume, a.max_steps, &|l| eprintln!("{l}"))?;
     println!("{}", summary);

@@ -282,8 +282,10 @@ fn spawn(dir: &Path, program: &Path, run: &mut RunRecord, gpu: Option<String>) -
     let log_path = dir.join(&run.log_file);
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("cannot open {}", log_path.display()))?;
     let resume_from = resumable_dir(dir, run);
+    // A stale file from an earlier attempt must not name this attempt's directory.
+    let _ = std::fs::remove_file(dir.join(run_dir_file(run)));
     let mut cmd = Command::new(program);
-    cmd.arg("run").arg(dir.join(&run.spec_file));
+    cmd.arg("run").arg(dir.join(&run.spec_file)).arg("--run-dir-file").arg(dir.join(run_dir_file(run)));
     let how = match &resume_from {
         Some(d) => {
             cmd.arg("--resume").arg(d);
@@ -352,10 +354,15 @@ fn attempt_output(dir: &Path, run: &RunRecord, offset: u64) -> String {
     text
 }
 
-/// The run directory `recode run` printed, relative to the sweep folder where it lies inside it.
-fn run_dir_from(dir: &Path, output: &str) -> Option<String> {
-    let line = output.lines().rev().find_map(|l| l.strip_prefix("run directory: "))?;
-    let p = PathBuf::from(line.trim());
+/// Where `recode run --run-dir-file` writes a run's directory: beside its spec (`specs/NAME.rundir`).
+pub(super) fn run_dir_file(run: &RunRecord) -> PathBuf {
+    Path::new(&run.spec_file).with_extension("rundir")
+}
+
+/// The run directory the run wrote to its file, relative to the sweep folder where it lies inside it.
+fn run_dir_from(dir: &Path, run: &RunRecord) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(run_dir_file(run))).ok()?;
+    let p = PathBuf::from(text.trim());
     Some(p.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(p).display().to_string())
 }
 
@@ -374,7 +381,7 @@ pub(super) struct Attempt {
 
 pub(super) fn record_end(dir: &Path, run: &mut RunRecord, a: &Attempt, status: Option<std::process::ExitStatus>, tail: usize) {
     let output = attempt_output(dir, run, a.log_offset);
-    if let Some(d) = run_dir_from(dir, &output) {
+    if let Some(d) = run_dir_from(dir, run) {
         run.run_dir = Some(d);
     }
     run.wall_s += a.wall_s;
@@ -431,8 +438,7 @@ fn sweep_line(rec: &SweepRecord, done: usize, total: usize, running: usize, pend
 }
 
 fn progress_line(dir: &Path, run: &RunRecord, r: &Running) -> String {
-    let output = attempt_output(dir, run, r.log_offset);
-    let step = run_dir_from(dir, &output)
+    let step = run_dir_from(dir, run)
         .map(|d| read_series(&dir.join(d)))
         .and_then(|s| s.get("reward/total/mean").and_then(|v| v.last().copied()))
         .map(|(step, reward)| format!("step {step}/{}, reward {reward:.3}", run.steps_total))
