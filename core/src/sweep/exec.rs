@@ -380,7 +380,6 @@ pub(super) struct Attempt {
 }
 
 pub(super) fn record_end(dir: &Path, run: &mut RunRecord, a: &Attempt, status: Option<std::process::ExitStatus>, tail: usize) {
-    let output = attempt_output(dir, run, a.log_offset);
     if let Some(d) = run_dir_from(dir, run) {
         run.run_dir = Some(d);
     }
@@ -389,6 +388,8 @@ pub(super) fn record_end(dir: &Path, run: &mut RunRecord, a: &Attempt, status: O
     let ok = status.is_some_and(|s| s.success()) && !a.timed_out;
     run.status = if ok { Status::Finished } else { Status::Failed };
     if !ok {
+        // The log is read only for a failed attempt's tail.
+        let output = attempt_output(dir, run, a.log_offset);
         let lines: Vec<&str> = output.lines().collect();
         run.log_tail = lines[lines.len().saturating_sub(tail)..].iter().map(|s| s.to_string()).collect();
         use std::os::unix::process::ExitStatusExt;

@@ -233,36 +233,32 @@ pub fn load(spec: &DataSpec, base: &Path, seed: u64) -> Result<Dataset> {
 
 /// Seeded split: `round(len * fraction)` rows chosen by a ChaCha8 permutation are held out.
 pub fn split(rows: Vec<Row>, heldout_fraction: f64, seed: u64) -> (Vec<Row>, Vec<Row>) {
-    let n_held = (rows.len() as f64 * heldout_fraction).round() as usize;
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    let mut held = vec![false; rows.len()];
-    for &i in &order[..n_held] {
-        held[i] = true;
-    }
-    let (mut train, mut heldout) = (Vec::new(), Vec::new());
-    for (row, h) in rows.into_iter().zip(held) {
-        if h { heldout.push(row) } else { train.push(row) }
-    }
-    (train, heldout)
+    let groups = (0..rows.len()).map(|i| vec![i]).collect();
+    split_groups(rows, groups, heldout_fraction, seed)
 }
 
-/// Seeded split by update: rows sharing an `update_info` (trimmed) form one group, the groups are
-/// permuted by ChaCha8 and held out whole until at least `round(len * fraction)` rows are held
-/// out. No held-out update has a row in training. Both parts stay in file order.
+/// Seeded split by update: rows sharing an `update_info` (trimmed) form one group, held out
+/// whole, so no held-out update has a row in training. With every update distinct this is
+/// [`split`]. Both parts stay in file order.
 pub fn split_by_update(rows: Vec<Row>, heldout_fraction: f64, seed: u64) -> (Vec<Row>, Vec<Row>) {
-    let n_held = (rows.len() as f64 * heldout_fraction).round() as usize;
     // Groups in order of first appearance, so the permutation depends on the file alone.
     let mut group_of: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut members: Vec<Vec<usize>> = Vec::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, row) in rows.iter().enumerate() {
         let g = *group_of.entry(row.update_info.trim()).or_insert_with(|| {
-            members.push(Vec::new());
-            members.len() - 1
+            groups.push(Vec::new());
+            groups.len() - 1
         });
-        members[g].push(i);
+        groups[g].push(i);
     }
-    let mut order: Vec<usize> = (0..members.len()).collect();
+    split_groups(rows, groups, heldout_fraction, seed)
+}
+
+/// The groups (row indices) permuted by ChaCha8 and held out whole until at least
+/// `round(len * fraction)` rows are held out; both parts in file order.
+fn split_groups(rows: Vec<Row>, groups: Vec<Vec<usize>>, heldout_fraction: f64, seed: u64) -> (Vec<Row>, Vec<Row>) {
+    let n_held = (rows.len() as f64 * heldout_fraction).round() as usize;
+    let mut order: Vec<usize> = (0..groups.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     let mut held = vec![false; rows.len()];
     let mut count = 0;
@@ -270,10 +266,10 @@ pub fn split_by_update(rows: Vec<Row>, heldout_fraction: f64, seed: u64) -> (Vec
         if count >= n_held {
             break;
         }
-        for &i in &members[g] {
+        for &i in &groups[g] {
             held[i] = true;
         }
-        count += members[g].len();
+        count += groups[g].len();
     }
     let (mut train, mut heldout) = (Vec::new(), Vec::new());
     for (row, h) in rows.into_iter().zip(held) {
@@ -430,6 +426,9 @@ mod tests {
         assert!(held.windows(2).all(|w| w[0].line < w[1].line));
         assert_eq!(split_by_update(rows.clone(), 0.2, 3).1, held, "seeded");
         assert_ne!(split_by_update(rows.clone(), 0.2, 4).1, held);
-        assert!(split_by_update(rows, 0.0, 3).1.is_empty());
+        assert!(split_by_update(rows.clone(), 0.0, 3).1.is_empty());
+        // All updates distinct: the row split, row for row.
+        let distinct: Vec<Row> = rows.into_iter().enumerate().map(|(i, r)| Row { update_info: format!("u{i}"), ..r }).collect();
+        assert_eq!(split_by_update(distinct.clone(), 0.2, 3), split(distinct, 0.2, 3));
     }
 }

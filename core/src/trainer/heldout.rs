@@ -39,9 +39,19 @@ impl Heldout {
     /// items), `heldout/exact_rate` (share scoring 1 under `em`, when it is among the rewards),
     /// `heldout/items` and `heldout/length_mean` (completion tokens). Also one record per item
     /// (its id, completion tokens and each reward's score), for paired comparisons between runs
-    /// and steps (`heldout.jsonl`, read by the sweep summary's bootstrap intervals).
-    pub fn evaluate(&self, policy: &mut dyn Policy) -> Result<(Metrics, Vec<ItemScores>)> {
-        let (kept, prompts) = self.fitting(policy)?;
+    /// and steps (`heldout.jsonl`, read by the sweep summary's bootstrap intervals). With
+    /// `with_copy` (and copy answers), the copy baseline on the same items, as `heldout_copy/`.
+    pub fn evaluate(&self, policy: &mut dyn Policy, with_copy: bool) -> Result<Scored> {
+        let mut prompts = Vec::new();
+        let mut kept = Vec::new(); // indices into `items` (and `copy_answers`)
+        for (i, item) in self.items.iter().enumerate() {
+            let ids = policy.codec().encode(&item.prompt)?;
+            if self.max_prompt_tokens == 0 || ids.len() <= self.max_prompt_tokens {
+                prompts.push(ids);
+                kept.push(i);
+            }
+        }
+        ensure!(!kept.is_empty(), "no held-out prompt fits prompt.max_prompt_tokens ({} held-out rows)", self.items.len());
         let params = SamplingParams {
             max_new_tokens: self.max_new_tokens,
             temperature: 0.0,
@@ -58,43 +68,23 @@ impl Heldout {
             ensure!(out.len() == chunk.len(), "model returned {} completions for {} held-out prompts", out.len(), chunk.len());
             gens.extend(out);
         }
-        let items: Vec<&TaskItem> = kept.iter().map(|&i| &self.items[i]).collect();
         let texts: Vec<&str> = gens.iter().map(|g| g.text.as_str()).collect();
         let tokens: Vec<usize> = gens.iter().map(|g| g.tokens.len()).collect();
-        self.score(&items, &texts, &tokens)
-    }
-
-    /// The copy baseline ([`copy_answer`]) on the items `evaluate` scores, with the same rewards.
-    /// None when the baseline is off.
-    pub fn evaluate_copy(&self, policy: &mut dyn Policy) -> Result<Option<(Metrics, Vec<ItemScores>)>> {
-        if self.copy_answers.is_empty() {
-            return Ok(None);
-        }
-        ensure!(self.copy_answers.len() == self.items.len(), "{} copy answers for {} held-out items", self.copy_answers.len(), self.items.len());
-        let (kept, _) = self.fitting(policy)?;
         let items: Vec<&TaskItem> = kept.iter().map(|&i| &self.items[i]).collect();
-        let texts: Vec<&str> = kept.iter().map(|&i| self.copy_answers[i].as_str()).collect();
-        let tokens = texts.iter().map(|t| policy.codec().encode(t).map(|ids| ids.len())).collect::<Result<Vec<_>>>()?;
-        self.score(&items, &texts, &tokens).map(Some)
+        let (metrics, scores) = self.score(&items, &texts, &tokens, "heldout")?;
+        let copy = if with_copy && !self.copy_answers.is_empty() {
+            ensure!(self.copy_answers.len() == self.items.len(), "{} copy answers for {} held-out items", self.copy_answers.len(), self.items.len());
+            let texts: Vec<&str> = kept.iter().map(|&i| self.copy_answers[i].as_str()).collect();
+            let tokens = texts.iter().map(|t| policy.codec().encode(t).map(|ids| ids.len())).collect::<Result<Vec<_>>>()?;
+            Some(self.score(&items, &texts, &tokens, "heldout_copy")?)
+        } else {
+            None
+        };
+        Ok(Scored { metrics, items: scores, copy })
     }
 
-    /// Indices of the items whose prompt fits `max_prompt_tokens`, and their token ids.
-    fn fitting(&self, policy: &mut dyn Policy) -> Result<(Vec<usize>, Vec<Vec<u32>>)> {
-        let mut prompts = Vec::new();
-        let mut kept = Vec::new();
-        for (i, item) in self.items.iter().enumerate() {
-            let ids = policy.codec().encode(&item.prompt)?;
-            if self.max_prompt_tokens == 0 || ids.len() <= self.max_prompt_tokens {
-                prompts.push(ids);
-                kept.push(i);
-            }
-        }
-        ensure!(!kept.is_empty(), "no held-out prompt fits prompt.max_prompt_tokens ({} held-out rows)", self.items.len());
-        Ok((kept, prompts))
-    }
-
-    /// Every reward's score of each completion, and the means.
-    fn score(&self, kept: &[&TaskItem], texts: &[&str], tokens: &[usize]) -> Result<(Metrics, Vec<ItemScores>)> {
+    /// Every reward's score of each completion, and the means as `<prefix>/...`.
+    fn score(&self, kept: &[&TaskItem], texts: &[&str], tokens: &[usize], prefix: &str) -> Result<(Metrics, Vec<ItemScores>)> {
         let inputs: Vec<RewardInput> = kept
             .iter()
             .zip(texts)
@@ -111,15 +101,22 @@ impl Heldout {
             for (it, s) in items.iter_mut().zip(&scores) {
                 it.scores.insert(r.label.clone(), *s);
             }
-            m.insert(format!("heldout/{}", r.label), scores.iter().sum::<f64>() / n);
+            m.insert(format!("{prefix}/{}", r.label), scores.iter().sum::<f64>() / n);
             if r.reward.name() == "em" {
-                m.insert("heldout/exact_rate".into(), scores.iter().filter(|s| **s == 1.0).count() as f64 / n);
+                m.insert(format!("{prefix}/exact_rate"), scores.iter().filter(|s| **s == 1.0).count() as f64 / n);
             }
         }
-        m.insert("heldout/items".into(), n);
-        m.insert("heldout/length_mean".into(), tokens.iter().sum::<usize>() as f64 / n);
+        m.insert(format!("{prefix}/items"), n);
+        m.insert(format!("{prefix}/length_mean"), tokens.iter().sum::<usize>() as f64 / n);
         Ok((m, items))
     }
+}
+
+/// One held-out scoring: the means, one record per item, and the copy baseline's when asked for.
+pub struct Scored {
+    pub metrics: Metrics,
+    pub items: Vec<ItemScores>,
+    pub copy: Option<(Metrics, Vec<ItemScores>)>,
 }
 
 /// One held-out item's scores at one evaluation.

@@ -204,17 +204,17 @@ impl<'a> Trainer<'a> {
     fn score_heldout(&mut self, step: usize, total: usize) -> Result<()> {
         let Some(h) = self.heldout.as_ref().filter(|h| h.due(step, total)) else { return Ok(()) };
         let t = std::time::Instant::now();
-        let (mut scalars, items) = h.evaluate(&mut *self.policy)?;
+        // The copy baseline does not change with training: scored with the untrained model only.
+        let scored = h.evaluate(&mut *self.policy, step == 0)?;
+        let mut scalars = scored.metrics;
         scalars.insert("heldout/time_s".into(), t.elapsed().as_secs_f64());
         let lines = |items: &[heldout::ItemScores]| -> Vec<serde_json::Value> {
             items.iter().map(|it| serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores })).collect()
         };
-        self.append_jsonl(HELDOUT_ITEMS_FILE, &lines(&items))?;
-        if step == 0 {
-            if let Some((copy, items)) = h.evaluate_copy(&mut *self.policy)? {
-                self.append_jsonl(HELDOUT_COPY_FILE, &lines(&items))?;
-                scalars.extend(copy.into_iter().map(|(k, v)| (k.replacen("heldout/", "heldout_copy/", 1), v)));
-            }
+        self.append_jsonl(HELDOUT_ITEMS_FILE, &lines(&scored.items))?;
+        if let Some((copy, items)) = scored.copy {
+            self.append_jsonl(HELDOUT_COPY_FILE, &lines(&items))?;
+            scalars.extend(copy);
         }
         self.record_eval(step, &scalars, "")
     }
