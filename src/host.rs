@@ -5,12 +5,7 @@ use recode_core::registry::Registry;
 pub fn registry() -> Registry {
     let mut reg = Registry::default();
     recode_reward::register(&mut reg);
-    recode_algo_grpo::register(&mut reg);
-    recode_algo_dapo::register(&mut reg);
-    recode_algo_drgrpo::register(&mut reg);
-    recode_algo_grpo::gspo::register(&mut reg);
-    recode_algo_grpo::cispo::register(&mut reg);
-    recode_algo_grpo::verl_estimators::register(&mut reg);
+    recode_algorithms::register(&mut reg);
     recode_model::register(&mut reg);
     reg
 }

@@ -174,34 +174,6 @@ pub enum Aggregation {
     SeqMeanTokenSum,
 }
 
-/// verl's `loss_agg_mode` names for [`Aggregation`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LossAggMode {
-    /// Token mean over the whole mini-batch.
-    #[serde(rename = "token-mean")]
-    TokenMean,
-    /// Mean over sequences of each sequence's token mean.
-    #[serde(rename = "seq-mean-token-mean")]
-    SeqMeanTokenMean,
-    /// Mean over sequences of each sequence's token sum.
-    #[serde(rename = "seq-mean-token-sum")]
-    SeqMeanTokenSum,
-    /// Token sum / (sequences × `max_completion_length`) (Dr. GRPO).
-    #[serde(rename = "seq-mean-token-sum-norm")]
-    SeqMeanTokenSumNorm,
-}
-
-impl LossAggMode {
-    pub fn aggregation(self, max_completion_length: usize) -> Aggregation {
-        match self {
-            LossAggMode::TokenMean => Aggregation::TokenMean,
-            LossAggMode::SeqMeanTokenMean => Aggregation::SeqMeanTokenMean,
-            LossAggMode::SeqMeanTokenSum => Aggregation::SeqMeanTokenSum,
-            LossAggMode::SeqMeanTokenSumNorm => Aggregation::SeqSumConstant { max_len: max_completion_length },
-        }
-    }
-}
-
 /// The weight of each token in the aggregated loss (0 for masked tokens), so that
 /// loss = Σ wᵢ·ℓᵢ and d(loss)/d(logpᵢ) = wᵢ·dℓᵢ/d(logpᵢ).
 pub fn token_weights(agg: Aggregation, mask: &[f32], cols: usize, norm_rows: usize, norm_tokens: f64) -> Vec<f64> {

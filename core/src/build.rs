@@ -55,11 +55,12 @@ fn default_label(name: &str) -> String {
     }
 }
 
-/// The spec's algorithm. Built-ins that normalise by the completion length get
-/// `max_completion_length = generation.max_new_tokens` unless the spec sets it.
+/// The spec's algorithm. Registered algorithms (the built-in table, whose every row takes
+/// `max_completion_length`) get `max_completion_length = generation.max_new_tokens` unless the
+/// spec sets it; library plugins get their options as written.
 pub fn spec_algorithm(reg: &Registry, spec: &Spec) -> Result<Box<dyn Algorithm>> {
     let mut options = spec.algorithm.options.clone();
-    if ["grpo", "dapo", "dr_grpo", "gspo", "cispo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline"].contains(&spec.algorithm.name.as_str()) && reg.algorithm(&spec.algorithm.name).is_some() {
+    if reg.algorithm(&spec.algorithm.name).is_some() {
         options
             .entry("max_completion_length".into())
             .or_insert(toml::Value::Integer(spec.generation.max_new_tokens as i64));

@@ -44,7 +44,8 @@ pub struct ModelContext<'a> {
 }
 
 pub type RewardFactory = fn(&Options) -> Result<Box<dyn Reward>>;
-pub type AlgorithmFactory = fn(&Options) -> Result<Box<dyn Algorithm>>;
+/// Shared, so a table of algorithms can register one closure per row.
+pub type AlgorithmFactory = std::sync::Arc<dyn Fn(&Options) -> Result<Box<dyn Algorithm>> + Send + Sync>;
 pub type ModelFactory = fn(&ModelContext<'_>) -> Result<Box<dyn Policy>>;
 
 #[derive(Default)]
@@ -68,8 +69,8 @@ impl Registry {
     pub fn add_reward(&mut self, name: &str, description: &str, f: RewardFactory) {
         self.rewards.insert(name.into(), (f, builtin(PluginKind::Reward, name, description)));
     }
-    pub fn add_algorithm(&mut self, name: &str, description: &str, f: AlgorithmFactory) {
-        self.algorithms.insert(name.into(), (f, builtin(PluginKind::Algorithm, name, description)));
+    pub fn add_algorithm(&mut self, name: &str, description: &str, f: impl Fn(&Options) -> Result<Box<dyn Algorithm>> + Send + Sync + 'static) {
+        self.algorithms.insert(name.into(), (std::sync::Arc::new(f), builtin(PluginKind::Algorithm, name, description)));
     }
     pub fn add_model(&mut self, name: &str, description: &str, f: ModelFactory) {
         self.models.insert(name.into(), (f, builtin(PluginKind::Model, name, description)));
@@ -79,7 +80,7 @@ impl Registry {
         self.rewards.get(name).map(|(f, _)| *f)
     }
     pub fn algorithm(&self, name: &str) -> Option<AlgorithmFactory> {
-        self.algorithms.get(name).map(|(f, _)| *f)
+        self.algorithms.get(name).map(|(f, _)| f.clone())
     }
     pub fn model(&self, name: &str) -> Option<ModelFactory> {
         self.models.get(name).map(|(f, _)| *f)
