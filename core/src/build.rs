@@ -68,11 +68,16 @@ pub fn spec_algorithm(reg: &Registry, spec: &Spec) -> Result<Box<dyn Algorithm>>
     algorithm(reg, &spec.algorithm.name, &options).context("[algorithm]")
 }
 
-/// Instantiate every reward and the algorithm, so their options are checked too.
-pub fn check_plugins(reg: &Registry, spec: &Spec) -> Result<()> {
-    weighted_rewards(reg, &spec.reward)?;
-    spec_algorithm(reg, spec)?;
-    Ok(())
+/// The rewards and the algorithm of a spec, built (so their options are checked) once, then
+/// handed to the run.
+pub struct Plugins {
+    pub rewards: Vec<WeightedReward>,
+    pub algorithm: Box<dyn Algorithm>,
+}
+
+/// Instantiate every reward and the algorithm a spec names.
+pub fn plugins(reg: &Registry, spec: &Spec) -> Result<Plugins> {
+    Ok(Plugins { rewards: weighted_rewards(reg, &spec.reward)?, algorithm: spec_algorithm(reg, spec)? })
 }
 
 /// The policy a spec's `[model]` names: a built-in plugin, or a Rust model plugin library loaded

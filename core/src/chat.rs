@@ -5,7 +5,7 @@
 //! `trim_blocks`, `lstrip_blocks`, no trailing newline kept, Python string methods available.
 
 use crate::api::ChatMessage;
-use crate::task::normalize::py_strip;
+use crate::pystr::{is_py_space, py_strip};
 use anyhow::{anyhow, bail, Result};
 use minijinja::{context, Environment, Error, ErrorKind};
 
@@ -43,7 +43,7 @@ pub fn render(template: &str, messages: &[ChatMessage], add_generation_prompt: b
     let Some(loc) = rendered.rfind(stripped) else {
         bail!("continue_final_message: the final message does not appear in the rendered chat template output")
     };
-    let lstripped = last.content.trim_start_matches(crate::task::normalize::is_py_space);
+    let lstripped = last.content.trim_start_matches(is_py_space);
     let end = if rendered[loc..].starts_with(&last.content) { loc + lstripped.len() } else { loc + stripped.len() };
     Ok(rendered[..end].to_string())
 }

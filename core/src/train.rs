@@ -24,8 +24,18 @@ pub struct Resume<'a> {
     pub run_dir_file: Option<&'a Path>,
 }
 
-/// Build everything a spec names and train. Returns a human-readable summary.
-pub fn run(reg: &Registry, spec: &Spec, annotated: &str, resume: Resume<'_>, max_steps: Option<usize>, report: &dyn Fn(&str)) -> Result<String> {
+/// Build the model, data and evaluators a spec names and train with `plugins` (its rewards and
+/// algorithm, built by the check that accepted the spec: `HostInfo::load_for_run`). Returns a
+/// human-readable summary.
+pub fn run(
+    reg: &Registry,
+    spec: &Spec,
+    annotated: &str,
+    plugins: build::Plugins,
+    resume: Resume<'_>,
+    max_steps: Option<usize>,
+    report: &dyn Fn(&str),
+) -> Result<String> {
     let out_dir = PathBuf::from(&spec.run.output_dir);
     let (run, checkpoint) = match resume.from {
         None => (RunDir::create(&out_dir, &spec.run.name)?, None),
@@ -87,9 +97,8 @@ pub fn run(reg: &Registry, spec: &Spec, annotated: &str, resume: Resume<'_>, max
     } else {
         None
     };
-    let rewards = build::weighted_rewards(reg, &spec.reward)?;
+    let build::Plugins { rewards, algorithm } = plugins;
     let labels: Vec<String> = rewards.iter().map(|r| r.label.clone()).collect();
-    let algorithm = build::spec_algorithm(reg, spec)?;
     let run_root = run.root.clone();
     let mut trainer = Trainer::new(spec, policy.as_mut(), rewards, algorithm, items, run)?;
     if spec.eval.every > 0 {

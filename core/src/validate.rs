@@ -42,6 +42,32 @@ pub struct HostInfo<'a> {
     pub complete: bool,
 }
 
+/// Loading a spec with overrides and refusing it unless it validates fully: how `recode run`,
+/// `recode validate` and every run of a sweep get their spec. [`HostInfo`] is the real check;
+/// tests of the sweep planner bring their own.
+pub trait SpecChecker {
+    fn load_checked(&self, path: &Path, sets: &[String]) -> anyhow::Result<LoadedSpec>;
+}
+
+impl HostInfo<'_> {
+    /// The spec (environment and `sets` overrides applied), checked, with its rewards and
+    /// algorithm built: what a run starts from.
+    pub fn load_for_run(&self, path: &Path, sets: &[String]) -> anyhow::Result<(LoadedSpec, crate::build::Plugins)> {
+        let loaded = crate::config::load(path, &crate::config::LoadOptions { sets: sets.to_vec(), env: true })?;
+        if let Err(problems) = check(&loaded, self) {
+            anyhow::bail!("invalid spec {}:\n  {}", path.display(), problems.join("\n  "));
+        }
+        let plugins = crate::build::plugins(self.registry, &loaded.spec).map_err(|e| anyhow::anyhow!("invalid spec {}: {e:#}", path.display()))?;
+        Ok((loaded, plugins))
+    }
+}
+
+impl SpecChecker for HostInfo<'_> {
+    fn load_checked(&self, path: &Path, sets: &[String]) -> anyhow::Result<LoadedSpec> {
+        Ok(self.load_for_run(path, sets)?.0)
+    }
+}
+
 pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>> {
     let s: &Spec = &loaded.spec;
     let mut p = Problems { loaded, list: vec![] };

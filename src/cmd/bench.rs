@@ -134,7 +134,7 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             if let Some(bw) = bw {
                 println!("memory read bandwidth (one thread per core, 512 MiB): {:.1} GB/s", bw / 1e9);
                 // The model's largest matrix, the output projection [hidden, vocab].
-                let cfg = config_of(&model)?;
+                let cfg = recode_model_formats::model_config(&model)?;
                 let (k, n) = (cfg.hidden_size, cfg.vocab_size);
                 for rows in [1, 8] {
                     if let Some(r) = recode_model::bench::decode_matmul_bandwidth(rows, k, n, 3) {
@@ -165,7 +165,7 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             let flops = machine::matmul_flops(&args.backend, n, 3)?;
             println!("plain matmul ({} backend, {n}x{n} f32): {:.1} GFLOP/s", args.backend, flops / 1e9);
             let r = recode_model::bench::bench_train(policy.as_mut(), &prompt, &completion, micro_batch, steps)?;
-            let params = model_parameters(&model)?;
+            let params = recode_model_formats::model_config(&model)?.matmul_parameters();
             // Forward + backward of a dense decoder is about 6 FLOPs per parameter per token
             // (2 forward, 4 backward); with frozen base weights it is closer to 4.
             let achieved = 4.0 * params * r.tokens_per_s;
@@ -194,32 +194,9 @@ fn synthetic_prompt(policy: &dyn recode_core::api::Policy, n: usize) -> Result<V
     Ok(ids)
 }
 
-fn config_of(model: &str) -> Result<recode_model_formats::config::ModelConfig> {
-    let path = if std::path::Path::new(model).exists() {
-        PathBuf::from(model)
-    } else {
-        recode_model_formats::fetch::resolve_model(model, true)?
-    };
-    if path.extension().is_some_and(|e| e == "gguf") {
-        recode_model_formats::gguf::GgufFile::open(&path)?.model_config()
-    } else {
-        recode_model_formats::config::ModelConfig::from_hf_json_file(&path.join("config.json"))
-    }
-}
-
-/// Parameters of the linear layers and the output head (what matmuls touch per token).
-fn model_parameters(model: &str) -> Result<f64> {
-    let c = config_of(model)?;
-    let (h, i, l) = (c.hidden_size as f64, c.intermediate_size as f64, c.num_hidden_layers as f64);
-    let kv = (c.num_key_value_heads * c.head_dim) as f64;
-    let q = (c.num_attention_heads * c.head_dim) as f64;
-    let per_layer = h * q + 2.0 * h * kv + q * h + 3.0 * h * i;
-    Ok(l * per_layer + h * c.vocab_size as f64)
-}
-
 /// Bytes of f32 weights a decode step reads (every linear layer and the output head).
 fn decode_weight_bytes(model: &str) -> Result<f64> {
-    Ok(4.0 * model_parameters(model)?)
+    Ok(4.0 * recode_model_formats::model_config(model)?.matmul_parameters())
 }
 
 mod machine {

@@ -30,7 +30,8 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
         "heldout.every=0".into(),
         format!("run.output_dir={}", Value::String(out.display().to_string())),
     ]);
-    let loaded = super::load_checked(spec, &all)?;
+    let host = crate::host::Host::new();
+    let (loaded, plugins) = host.info(true).load_for_run(spec, &all)?;
     let s = &loaded.spec;
     println!(
         "spec {}: model {}, adapter {:?} r{}, algorithm {}, {} prompt(s) x {} completions, {} new tokens, backend {:?}",
@@ -44,7 +45,7 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
         s.generation.max_new_tokens,
         s.backend.kind,
     );
-    recode_core::train::run(&crate::host::registry(), s, &loaded.annotated_toml()?, recode_core::train::Resume::default(), None, &|l| eprintln!("{l}"))?;
+    recode_core::train::run(&host.registry, s, &loaded.annotated_toml()?, plugins, recode_core::train::Resume::default(), None, &|l| eprintln!("{l}"))?;
     let summary = find_summary(&out)?;
     let history: Vec<Value> = summary["steps"].as_array().cloned().unwrap_or_default();
     print_table(&history, s.algorithm.name.as_str());

@@ -1,12 +1,10 @@
 //! `recode eval`: CodeUpdateArena / HumanEval with pass@k, on a model, on given candidates, or on
 //! the dataset's own reference solutions (the harness's self-check).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use recode_core::api::Policy;
-use recode_core::eval::{self, Problem};
+use recode_core::eval;
 use recode_core::spec::EvalSpec;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 
@@ -124,11 +122,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let report = if a.reference {
         eval::evaluate_reference(&problems, &opts, true)?
     } else if let Some(path) = &a.candidates {
-        let cands = read_candidates(path, &problems)?;
+        let cands = eval::candidates::read_candidates(path, &problems)?;
         eval::evaluate_candidates(&problems, &cands, &opts, true)?
     } else {
         let mut policy = if let Some(run) = &a.run {
-            policy_from_run_on(run, a.backend.as_deref())?
+            let host = crate::host::Host::new();
+            recode_core::load::policy_from_run(&host.registry, run, a.backend.as_deref(), &|l| eprintln!("{l}"))?
         } else if let Some(model) = &a.model {
             let mut m = super::model::ModelArgs::new(model);
             m.backend = a.backend.clone().unwrap_or(m.backend);
@@ -165,55 +164,4 @@ pub use recode_core::eval::training::problems_and_options;
 fn samples_path(out: &Path) -> PathBuf {
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
     out.with_file_name(format!("{stem}.samples.jsonl"))
-}
-
-fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<eval::Candidate>>> {
-    #[derive(serde::Deserialize)]
-    struct Line {
-        id: String,
-        completion: Option<String>,
-        program: Option<String>,
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut by_id: BTreeMap<String, Vec<eval::Candidate>> = BTreeMap::new();
-    let expected = "expected {\"id\": str, \"completion\": str} (or \"program\": str)";
-    for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let line: Line = serde_json::from_str(l).map_err(|e| anyhow!("{}:{}: {expected}: {e}", path.display(), i + 1))?;
-        let cand = match (&line.completion, &line.program) {
-            (Some(c), _) => eval::Candidate::from_completion(c),
-            (None, Some(p)) => eval::Candidate::from_program(p),
-            (None, None) => bail!("{}:{}: {expected}", path.display(), i + 1),
-        };
-        by_id.entry(line.id).or_default().push(cand);
-    }
-    let known: std::collections::BTreeSet<&str> = problems.iter().map(|p| p.id()).collect();
-    if let Some(unknown) = by_id.keys().find(|id| !known.contains(id.as_str())) {
-        bail!("{}: candidate id `{unknown}` is not a problem of this benchmark", path.display());
-    }
-    Ok(problems.iter().map(|p| by_id.remove(p.id()).unwrap_or_default()).collect())
-}
-
-/// The policy of a run: its resolved spec, with the newest checkpoint loaded.
-pub fn policy_from_run(run: &Path) -> Result<Box<dyn Policy>> {
-    policy_from_run_on(run, None)
-}
-
-/// `backend` (cpu, wgpu, cuda) replaces the run's own backend kind.
-pub fn policy_from_run_on(run: &Path, backend: Option<&str>) -> Result<Box<dyn Policy>> {
-    let spec_path = run.join("spec.toml");
-    let loaded = recode_core::config::load(&spec_path, &Default::default())?;
-    let reg = crate::host::registry();
-    let spec = &loaded.spec;
-    let mut backend_spec = spec.backend.clone();
-    if let Some(b) = backend {
-        backend_spec.kind = toml::Value::String(b.to_string())
-            .try_into()
-            .map_err(|_| anyhow!("--backend: expected cpu, wgpu or cuda, got `{b}`"))?;
-    }
-    let ctx = recode_core::registry::ModelContext { spec: &spec.model, backend: &backend_spec, training: &spec.training, seed: spec.run.seed };
-    let mut policy = recode_core::build::policy(&reg, &ctx).with_context(|| format!("model of {}", spec_path.display()))?;
-    let (step, ckpt) = recode_core::rundir::latest_checkpoint(run)?.ok_or_else(|| anyhow!("{} has no checkpoint", run.display()))?;
-    policy.load(&ckpt.join("policy"))?;
-    eprintln!("loaded {} (step {step})", ckpt.display());
-    Ok(policy)
 }

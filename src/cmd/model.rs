@@ -3,8 +3,6 @@
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
 use recode_core::api::{ChatMessage, Policy, SamplingParams, Sequence};
-use recode_core::registry::ModelContext;
-use recode_core::spec::{AdapterKind, BackendKind, BackendSpec, ModelSpec, TrainingSpec};
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
@@ -25,27 +23,11 @@ impl ModelArgs {
     }
 }
 
-/// Load a model for inference (no adapters).
+/// Load a model for inference (no adapters) or, with `adapter`, for training benchmarks.
 pub fn load_policy(a: &ModelArgs) -> Result<Box<dyn Policy>> {
-    let reg = crate::host::registry();
-    let known = crate::host::known_model_ids();
-    let mut spec = ModelSpec::default();
-    if known.contains(&a.model.as_str()) && !std::path::Path::new(&a.model).exists() {
-        spec.id = a.model.clone();
-    } else {
-        spec.path = a.model.clone();
-    }
-    spec.adapter.kind = AdapterKind::None;
-    if let Some((kind, rank)) = &a.adapter {
-        spec.adapter.kind = toml::Value::String(kind.clone()).try_into().map_err(|_| anyhow!("unknown adapter kind `{kind}`"))?;
-        spec.adapter.rank = *rank;
-        spec.adapter.alpha = *rank as f64;
-    }
-    let kind: BackendKind = toml::Value::String(a.backend.clone())
-        .try_into()
-        .map_err(|_| anyhow!("--backend: expected cpu, wgpu or cuda, got `{}`", a.backend))?;
-    let backend = BackendSpec { kind, ..BackendSpec::default() };
-    recode_core::build::policy(&reg, &ModelContext { spec: &spec, backend: &backend, training: &TrainingSpec::default(), seed: 0 })
+    let host = crate::host::Host::new();
+    let adapter = a.adapter.as_ref().map(|(kind, rank)| (kind.as_str(), *rank));
+    recode_core::load::policy_for_model(&host.registry, &host.known_model_ids, &a.model, &a.backend, adapter)
 }
 
 #[derive(Args)]
@@ -117,7 +99,7 @@ pub struct ScoreArgs {
 
 pub fn score(a: ScoreArgs) -> Result<()> {
     let (mut policy, adapters) = match (&a.model, &a.run) {
-        (_, Some(run)) => (super::eval::policy_from_run(run)?, true),
+        (_, Some(run)) => (recode_core::load::policy_from_run(&crate::host::registry(), run, None, &|l| eprintln!("{l}"))?, true),
         (Some(m), None) => (load_policy(&ModelArgs { model: m.clone(), backend: a.backend.clone(), adapter: None })?, false),
         (None, None) => anyhow::bail!("give --model or --run"),
     };

@@ -63,7 +63,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     }
     let Some(file) = &a.file else { bail!("name a sweep file, or `recode sweep summarise DIR`") };
     let opts = ExpandOptions { sets: a.sets.clone(), dir: a.out.clone() };
-    let plan = sweep::expand(file, &opts, &|base, sets| super::load_checked(base, sets))?;
+    let plan = sweep::expand(file, &opts, &crate::host::Host::new().info(true))?;
     let mut exec = ExecOptions::new(std::env::current_exe()?);
     if a.dry_run {
         print!("{}", plan.describe());

@@ -34,7 +34,7 @@ pub fn validate(a: ValidateArgs) -> Result<()> {
 fn validate_one(file: &std::path::Path, quiet: bool) -> Result<()> {
     if recode_core::sweep::is_sweep_file(file)? {
         let opts = recode_core::sweep::plan::ExpandOptions::default();
-        let plan = recode_core::sweep::expand(file, &opts, &|base, sets| super::load_checked(base, sets))?;
+        let plan = recode_core::sweep::expand(file, &opts, &crate::host::Host::new().info(true))?;
         if !quiet {
             for r in &plan.runs {
                 println!("# {} — run `{}`\n{}", file.display(), r.name, r.annotated);
@@ -42,7 +42,7 @@ fn validate_one(file: &std::path::Path, quiet: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let loaded = super::load_checked_as(file, &[], !is_fragment(file))?;
+    let loaded = recode_core::validate::SpecChecker::load_checked(&crate::host::Host::new().info(!is_fragment(file)), file, &[])?;
     if !quiet {
         println!("# {}\n{}", file.display(), loaded.annotated_toml()?);
     }

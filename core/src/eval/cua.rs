@@ -50,7 +50,7 @@ pub struct CuaExample {
 /// Loads either release; errors name the file, line and field.
 pub fn load(path: &Path) -> Result<Vec<CuaExample>> {
     let mut out = Vec::new();
-    for (at, v) in super::jsonl_values(path)? {
+    for (at, v) in super::jsonl::jsonl_values(path)? {
         out.extend(parse_line(&v, &at)?);
     }
     Ok(out)

@@ -21,7 +21,7 @@ pub struct HumanEvalTask {
 
 pub fn load(path: &Path) -> Result<Vec<HumanEvalTask>> {
     let mut out = Vec::new();
-    for (at, v) in super::jsonl_values(path)? {
+    for (at, v) in super::jsonl::jsonl_values(path)? {
         let f = |k: &str| match v.get(k) {
             Some(Value::String(s)) => Ok(s.clone()),
             Some(_) => bail!("{at}: field `{k}` must be a string"),

@@ -8,10 +8,12 @@
 //! the update installed. The same program without the install statement gives the "passes
 //! without the update" rate. `cua::CuaExample::programs` gives the per-test standalone programs.
 
+pub mod candidates;
 pub mod cua;
 pub mod evalenv;
 pub mod generate;
 pub mod humaneval;
+pub mod jsonl;
 pub mod packages;
 pub mod passk;
 pub mod prompts;
@@ -22,6 +24,7 @@ mod run;
 pub mod sandbox;
 pub mod signature;
 
+pub use jsonl::jsonl_values;
 pub use prompts::{PromptVariant, PREFILL};
 pub use report::{Candidate, EvalReport, GroupStats, ProblemResult, SampleResult};
 pub use generate::{evaluate_policy, GenStats};
@@ -102,21 +105,6 @@ impl Problem {
             Problem::HumanEval(t) => pysrc::imported_modules(&format!("{}\n{}", t.prompt, t.test)),
         }
     }
-}
-
-/// The JSON value of every non-empty line of a JSON-lines file, each with its `file:line`.
-pub fn jsonl_values(path: &Path) -> Result<Vec<(String, serde_json::Value)>> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            let at = format!("{}:{}", path.display(), i + 1);
-            let v = serde_json::from_str(line).with_context(|| format!("{at}: invalid JSON"))?;
-            Ok((at, v))
-        })
-        .collect()
 }
 
 /// Loads "cua" (either CodeUpdateArena release) or "humaneval" problems.

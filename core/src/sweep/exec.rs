@@ -454,6 +454,14 @@ mod tests {
     use crate::sweep::plan::{expand, ExpandOptions};
     use std::os::unix::fs::PermissionsExt;
 
+    /// Loads without checks (no registry in these tests).
+    struct PlainLoad;
+    impl crate::validate::SpecChecker for PlainLoad {
+        fn load_checked(&self, b: &Path, s: &[String]) -> anyhow::Result<crate::config::LoadedSpec> {
+            load(b, &LoadOptions { sets: s.to_vec(), env: false })
+        }
+    }
+
     /// A sweep of `n` runs in `dir`, run by `script` instead of `recode` (it gets `run SPEC`).
     fn setup(dir: &Path, n: usize, script: &str) -> (Plan, ExecOptions) {
         std::fs::write(dir.join("base.toml"), "[[reward]]\nname = \"format\"\n").unwrap();
@@ -463,7 +471,7 @@ mod tests {
         std::fs::write(&prog, format!("#!/bin/sh\n{script}\n")).unwrap();
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
         let opts = ExpandOptions { sets: vec![], dir: Some(dir.join("sw")) };
-        let plan = expand(&dir.join("s.toml"), &opts, &|b, s| load(b, &LoadOptions { sets: s.to_vec(), env: false })).unwrap();
+        let plan = expand(&dir.join("s.toml"), &opts, &PlainLoad).unwrap();
         (plan, ExecOptions::new(prog))
     }
 

@@ -27,8 +27,9 @@
 //! (`dapo-lr=0.003-seed=1`). Overrides apply in the order: `set`, the variant's `set`, zip, grid,
 //! seed, then the command line's `--set`.
 
-use crate::config::{self, LoadOptions, LoadedSpec};
+use crate::config::{self, LoadOptions};
 use crate::spec::Spec;
+use crate::validate::SpecChecker;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -114,9 +115,6 @@ pub struct ExpandOptions {
     pub dir: Option<PathBuf>,
 }
 
-/// Loads and fully validates one spec with overrides (the host's check: registry, plugin options).
-pub type Validator<'a> = &'a dyn Fn(&Path, &[String]) -> Result<LoadedSpec>;
-
 /// A sweep file has a `base`; an experiment does not.
 pub fn is_sweep_file(file: &Path) -> Result<bool> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -129,7 +127,7 @@ const RESERVED: &[&str] = &["run.name", "run.output_dir"];
 
 /// Expand a sweep file into runs and validate every one before returning; all problems are
 /// reported together, each naming the run, its variant and the key.
-pub fn expand(file: &Path, opts: &ExpandOptions, validate: Validator<'_>) -> Result<Plan> {
+pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> Result<Plan> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read sweep file {}", file.display()))?;
     let f: SweepFile = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", file.display(), e.message().trim()))?;
     let at = |what: String| anyhow!("{}: {what}", file.display());
@@ -244,7 +242,7 @@ pub fn expand(file: &Path, opts: &ExpandOptions, validate: Validator<'_>) -> Res
     let total = drafts.len();
     for (name, variant, base, group, seed, sets) in drafts {
         let who = if variant.is_empty() { format!("run `{name}`") } else { format!("run `{name}` (variant `{variant}`)") };
-        match validate(&base, &sets).and_then(|l| Ok((l.annotated_toml()?, l.spec))) {
+        match checker.load_checked(&base, &sets).and_then(|l| Ok((l.annotated_toml()?, l.spec))) {
             Ok((annotated, spec)) => {
                 if spec.generation.max_num_gen_batches == 0 {
                     problems.push(format!(
@@ -406,13 +404,18 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LoadedSpec;
 
-    fn loader(base: &Path, sets: &[String]) -> Result<LoadedSpec> {
-        let l = config::load(base, &LoadOptions { sets: sets.to_vec(), env: false })?;
-        if l.spec.training.lr > 1.0 {
-            bail!("key `training.lr`: must be at most 1");
+    /// Loads without a registry and refuses one range, so the planner's error paths are seen.
+    struct TestChecker;
+    impl SpecChecker for TestChecker {
+        fn load_checked(&self, base: &Path, sets: &[String]) -> Result<LoadedSpec> {
+            let l = config::load(base, &LoadOptions { sets: sets.to_vec(), env: false })?;
+            if l.spec.training.lr > 1.0 {
+                bail!("key `training.lr`: must be at most 1");
+            }
+            Ok(l)
         }
-        Ok(l)
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -446,7 +449,7 @@ set = { "algorithm.name" = "dapo", reward = [{ name = "format" }, { name = "em",
 "generation.top_k" = [0, 5]
 "#,
         );
-        let p = expand(&f, &ExpandOptions::default(), &loader).unwrap();
+        let p = expand(&f, &ExpandOptions::default(), &TestChecker).unwrap();
         assert_eq!(p.runs.len(), 2 * 2 * 2 * 2);
         assert_eq!(p.runs[0].name, "a-num_generations=4-top_k=0-lr=0.1-seed=1");
         assert_eq!(p.runs[0].group, "a-num_generations=4-top_k=0-lr=0.1");
@@ -466,16 +469,16 @@ set = { "algorithm.name" = "dapo", reward = [{ name = "format" }, { name = "em",
         let d = tempfile::tempdir().unwrap();
         base(d.path());
         let f = write(d.path(), "s.toml", "base = \"base.toml\"\n[[variant]]\nname = \"ok\"\n[[variant]]\nname = \"bad\"\nset = { \"training.lr\" = 5.0 }\n");
-        let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &loader).unwrap_err());
+        let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err());
         assert!(e.contains("run `bad` (variant `bad`)") && e.contains("training.lr"), "{e}");
         let f = write(d.path(), "u.toml", "base = \"base.toml\"\n[[variant]]\nname = \"x\"\nset = { \"generation.max_num_gen_batches\" = 0 }\n");
-        let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &loader).unwrap_err());
+        let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err());
         assert!(e.contains("variant `x`") && e.contains("generation.max_num_gen_batches"), "{e}");
         let f = write(d.path(), "z.toml", "base = \"base.toml\"\n[zip]\n\"training.lr\" = [0.1]\n\"generation.top_k\" = [1, 2]\n");
-        let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &loader).unwrap_err());
+        let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err());
         assert!(e.contains("equal lengths"), "{e}");
         let f = write(d.path(), "r.toml", "base = \"base.toml\"\nset = { \"run.name\" = \"x\" }\n");
-        assert!(format!("{:#}", expand(&f, &ExpandOptions::default(), &loader).unwrap_err()).contains("run.name"));
+        assert!(format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err()).contains("run.name"));
     }
 
     #[test]
@@ -484,7 +487,7 @@ set = { "algorithm.name" = "dapo", reward = [{ name = "format" }, { name = "em",
         base(d.path());
         // "a b" and "a_b" both sanitise to `a_b`.
         let f = write(d.path(), "s.toml", "base = \"base.toml\"\n[grid]\n\"prompt.system\" = [\"a b\", \"a_b\"]\n");
-        let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &loader).unwrap_err());
+        let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err());
         assert!(e.contains("both named `system=a_b`"), "{e}");
     }
 }

@@ -7,15 +7,7 @@
 //! Two bugs of the original are not reproduced: strings are restored by index (it replaced
 //! `STRING_PLACEHOLDER_1` inside `STRING_PLACEHOLDER_10`), and nothing here divides.
 
-/// Python's `str.isspace` / regex `\s`: Unicode White_Space plus the separators U+001C..U+001F.
-pub fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
-/// Python's `str.strip()`.
-pub fn py_strip(s: &str) -> &str {
-    s.trim_matches(is_py_space)
-}
+pub use crate::pystr::{is_py_space, py_strip};
 
 enum Piece<'a> {
     Code(&'a str),

@@ -86,6 +86,16 @@ struct HfConfig {
 }
 
 impl ModelConfig {
+    /// Parameters of the linear layers and the output head: what the matmuls touch per token
+    /// (the FLOP and weight-read arithmetic of `recode bench`).
+    pub fn matmul_parameters(&self) -> f64 {
+        let (h, i, l) = (self.hidden_size as f64, self.intermediate_size as f64, self.num_hidden_layers as f64);
+        let kv = (self.num_key_value_heads * self.head_dim) as f64;
+        let q = (self.num_attention_heads * self.head_dim) as f64;
+        let per_layer = h * q + 2.0 * h * kv + q * h + 3.0 * h * i;
+        l * per_layer + h * self.vocab_size as f64
+    }
+
     /// Parse an HF `config.json` (Qwen2ForCausalLM / LlamaForCausalLM).
     pub fn from_hf_json_str(json: &str) -> Result<Self> {
         let c: HfConfig = serde_json::from_str(json).context("config.json is not a Qwen2/Llama config")?;

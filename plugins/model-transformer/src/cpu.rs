@@ -3,25 +3,14 @@
 //! with AVX-512 (or AVX2) FMAs, split over rayon's persistent workers by columns. Used only on
 //! `NdArray<f32>` outside autodiff (the inference model); everything else takes burn's matmul.
 
-use burn::backend::ndarray::NdArrayTensor;
-use burn::backend::NdArray;
+use crate::host::{slice_of, Cpu};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::Tensor;
 use std::any::Any;
-
-type Cpu = NdArray<f32>;
 
 const MAX_ROWS: usize = 16;
 /// Below this many weight elements a call stays on one thread (dispatch would cost more).
 const PARALLEL_WORK: usize = 1 << 18;
-
-/// The values of a contiguous f32 CPU tensor, without copying.
-pub(crate) fn slice_of(p: &TensorPrimitive<Cpu>) -> Option<&[f32]> {
-    match p {
-        TensorPrimitive::Float(NdArrayTensor::F32(s)) => s.view().to_slice(),
-        _ => None,
-    }
-}
 
 /// `Some(x @ w)` when the fast path applies, else `None`.
 pub fn small_matmul<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
@@ -76,7 +65,7 @@ pub fn small_matmul_many<B: Backend>(x: &Tensor<B, 2>, ws: &[&Tensor<B, 2>]) -> 
             run(&parts[0]);
         });
     }
-    outs.into_iter().zip(&mats).map(|(o, mt)| crate::fused::from_host(o, [m, mt.n])).collect()
+    outs.into_iter().zip(&mats).map(|(o, mt)| crate::host::from_host(o, [m, mt.n])).collect()
 }
 
 /// `Some(x @ e^T)` for `x` `[m, k]` (m <= 16) and `e` `[n, k]` row-major: a tied output head
@@ -102,7 +91,7 @@ pub fn small_matmul_nt<B: Backend>(x: &Tensor<B, 2>, e: &Tensor<B, 2>) -> Option
         for j in j0..j1 {
             let row = &es[j * k..(j + 1) * k];
             for r in 0..m {
-                unsafe { *ptr.at(r * n + j) = crate::fused::dot(&xs[r * k..(r + 1) * k], row) };
+                unsafe { *ptr.at(r * n + j) = dot(&xs[r * k..(r + 1) * k], row) };
             }
         }
     };
@@ -117,7 +106,7 @@ pub fn small_matmul_nt<B: Backend>(x: &Tensor<B, 2>, e: &Tensor<B, 2>) -> Option
             run(0, per.min(n));
         });
     }
-    crate::fused::from_host(out, [m, n])
+    crate::host::from_host(out, [m, n])
 }
 
 /// One weight `[k, n]`, row-major.
@@ -368,4 +357,18 @@ unsafe fn tile16<const R: usize>(x: &[f32], w: &[f32], out: SendPtr, t: Tile) {
         _mm256_storeu_ps(o, a0[r]);
         _mm256_storeu_ps(o.add(8), a1[r]);
     }
+}
+
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight lanes so that the compiler vectorises the sum.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
 }

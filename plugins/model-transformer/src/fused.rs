@@ -5,37 +5,11 @@
 //! keep using; both are checked against the numpy reference in the tests.
 
 use crate::config::ModelConfig;
-use burn::backend::NdArray;
+use crate::cpu::dot;
+use crate::host::{from_host, host_vec};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use rayon::prelude::*;
-use std::any::{Any, TypeId};
-
-type Cpu = NdArray<f32>;
-
-/// Whether `B` is the plain CPU backend (where these ops apply).
-pub fn is_cpu<B: Backend>() -> bool {
-    TypeId::of::<B>() == TypeId::of::<Cpu>()
-}
-
-/// The values of a CPU tensor, row-major; `None` on other backends. A contiguous tensor is one
-/// memcpy (burn-ndarray's `into_data` walks element by element, ~50x slower).
-pub fn host_vec<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<Vec<f32>> {
-    let c = (t as &dyn Any).downcast_ref::<Tensor<Cpu, D>>()?;
-    let p = c.clone().into_primitive();
-    match crate::cpu::slice_of(&p) {
-        Some(s) => Some(s.to_vec()),
-        // Strided, or another dtype (burn's device settings may say f64, see tests/gradcheck.rs).
-        None => c.clone().into_data().convert::<f32>().into_vec::<f32>().ok(),
-    }
-}
-
-/// A CPU tensor from row-major values; `None` unless `B` is the CPU backend.
-pub fn from_host<B: Backend, const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Option<Tensor<B, D>> {
-    let t = Tensor::<Cpu, D>::from_data(TensorData::new(v, shape), &Default::default());
-    let boxed: Box<dyn Any> = Box::new(t);
-    boxed.downcast::<Tensor<B, D>>().ok().map(|b| *b)
-}
 
 /// `x * (1 / sqrt(mean(x^2) + eps)) * w`, row by row.
 pub fn rms_norm<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) -> Option<Tensor<B, 2>> {
@@ -106,20 +80,6 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
         x[d] = x1 * cos[d] - x2 * sin[d];
         x[d + half] = x2 * cos[d] + x1 * sin[d];
     }
-}
-
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight lanes so that the compiler vectorises the sum.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 /// GQA attention of `t` new tokens per row after `past` cached ones. `q` `[b*t, nh*hd]`, `k` and

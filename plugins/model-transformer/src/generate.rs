@@ -16,7 +16,7 @@ use recode_core::api::{FinishReason, Generation, SamplingParams, Sequence, TextC
 
 fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     // On the CPU a memcpy; burn-ndarray's into_data walks 8 x 151936 logits one at a time.
-    crate::fused::host_vec(&t).unwrap_or_else(|| t.into_data().iter::<f32>().collect())
+    crate::host::host_vec(&t).unwrap_or_else(|| t.into_data().iter::<f32>().collect())
 }
 
 /// Position id of every slot: real tokens count from 0; padding repeats the current count.

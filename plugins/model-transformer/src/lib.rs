@@ -6,6 +6,7 @@ pub mod bench;
 pub mod codec;
 pub mod cpu;
 pub mod fused;
+pub mod host;
 pub mod config;
 pub mod generate;
 pub mod load;

@@ -131,7 +131,7 @@ pub struct KvCache<B: Backend> {
 
 impl<B: Backend> KvCache<B> {
     pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, device: &B::Device) -> Self {
-        if fused::is_cpu::<B>() {
+        if crate::host::is_cpu::<B>() {
             return Self { k: None, v: None, host: Some(HostKv::new(cfg, batch, capacity)) };
         }
         let shape = [batch, cfg.num_kv_heads, capacity, cfg.head_dim];
@@ -251,7 +251,7 @@ impl<B: Backend> Attention<B> {
         let g = nh / kvh;
         let [q, k, v]: [Tensor<B, 2>; 3] =
             Linear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x, fwd).try_into().expect("q, k, v");
-        if fused::is_cpu::<B>() {
+        if crate::host::is_cpu::<B>() {
             let cache = cache.map(|c| c.host.as_mut().expect("a CPU cache is on the host"));
             let out = fused::attention(&q, &k, &v, cfg, &st.host(), cache).expect("CPU tensors");
             return self.o_proj.forward(out, fwd);
