@@ -6,9 +6,13 @@ use crate::api::Policy;
 use crate::registry::{ModelContext, PluginKind, Registry};
 use crate::spec::{Options, RewardSpec, Spec};
 use crate::trainer::WeightedReward;
-use crate::validate::is_library_path;
 use anyhow::{anyhow, Context, Result};
 use std::path::Path;
+
+/// A name that is not a built-in and looks like a file is a plugin library path.
+pub fn is_library_path(name: &str) -> bool {
+    name.contains('/') || name.ends_with(".so") || name.ends_with(".dylib") || name.ends_with(".dll")
+}
 
 pub fn reward(reg: &Registry, name: &str, options: &Options) -> Result<Box<dyn Reward>> {
     if let Some(factory) = reg.reward(name) {

@@ -6,10 +6,7 @@ use crate::registry::{PluginKind, Registry};
 use crate::spec::{AdapterKind, BackendKind, Precision, Spec};
 use std::path::Path;
 
-/// A name that is not a built-in and looks like a file is a plugin library path.
-pub fn is_library_path(name: &str) -> bool {
-    name.contains('/') || name.ends_with(".so") || name.ends_with(".dylib") || name.ends_with(".dll")
-}
+pub use crate::build::is_library_path;
 
 struct Problems<'a> {
     loaded: &'a LoadedSpec,

@@ -57,7 +57,7 @@ enum SweepCommand {
 pub fn sweep(a: SweepArgs) -> Result<()> {
     if let Some(SweepCommand::Summarise { dir }) = &a.command {
         let rec = sweep::summarise(dir)?;
-        print!("{}", sweep::summary::runs_text(&rec));
+        print!("{}", sweep::report::runs_text(&rec));
         println!("\nsummary: {}", dir.join("summary.md").display());
         return Ok(());
     }
@@ -66,7 +66,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     let plan = sweep::expand(file, &opts, &crate::host::Host::new().info(true))?;
     let mut exec = ExecOptions::new(std::env::current_exe()?);
     if a.dry_run {
-        print!("{}", plan.describe());
+        print!("{}", sweep::report::describe(&plan));
         if a.executor == "slurm" {
             println!("\nsbatch script:\n{}", sweep::slurm::dry_run_script(&plan, &exec)?);
         }
@@ -85,7 +85,7 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         eprintln!("sweep `{}`: {} runs, {} at a time, in {}", plan.name, plan.runs.len(), exec.jobs, plan.dir.display());
         sweep::run(&plan, &exec, &|line| eprintln!("{line}"))?
     };
-    print!("\n{}", sweep::summary::runs_text(&out.record));
+    print!("\n{}", sweep::report::runs_text(&out.record));
     println!("\nsummary: {} (and summary.csv, sweep.json, plots/)", plan.dir.join("summary.md").display());
     println!("TensorBoard: tensorboard --logdir {}", plan.dir.display());
     if out.interrupted {

@@ -1,7 +1,8 @@
 //! Ablation sweeps: a sweep file (a base experiment and axes) expands into runs
 //! ([`plan::expand`]), every run is validated before any starts, each run is its own `recode run`
-//! process ([`exec::run`]), and the runs' logs are gathered into tables and plots
-//! ([`summary::summarise`]). Everything lives in one sweep folder:
+//! process ([`local::run`], or a Slurm array task, [`slurm::run`]) over the shared [`runner`], the
+//! state of every run is kept in [`record`], and the runs' logs are gathered into tables and plots
+//! ([`report::summarise`]). Everything lives in one sweep folder:
 //!
 //! ```text
 //! <sweep dir>/sweep.json          plan, status of every run, final/best metrics, per-variant stats
@@ -14,17 +15,18 @@
 //! <sweep dir>/slurm/              with `--executor slurm`: the array scripts, job ids, task output, exit codes
 //! ```
 
-pub mod exec;
 pub mod heldout;
+pub mod local;
 pub mod plan;
 pub mod plot;
+pub mod record;
+pub mod report;
+pub mod runner;
 pub mod slurm;
 pub mod stats;
-pub mod summary;
 
-pub use exec::{run, ExecOptions, Outcome};
+pub use local::run;
 pub use plan::{expand, is_sweep_file, Plan, PlannedRun};
-pub use summary::{summarise, SweepRecord};
-
-/// The file in a sweep folder that records the plan and the state of every run.
-pub const SWEEP_FILE: &str = "sweep.json";
+pub use record::{SweepRecord, SWEEP_FILE};
+pub use report::summarise;
+pub use runner::{ExecOptions, Outcome};

@@ -31,7 +31,7 @@ use crate::config::{self, LoadOptions};
 use crate::spec::Spec;
 use crate::validate::SpecChecker;
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -53,7 +53,7 @@ struct SweepFile {
     #[serde(default)]
     zip: BTreeMap<String, Vec<toml::Value>>,
     #[serde(default)]
-    slurm: super::slurm::SlurmSpec,
+    slurm: SlurmSpec,
 }
 
 #[derive(Deserialize)]
@@ -103,7 +103,7 @@ pub struct Plan {
     /// Summary metric patterns.
     pub metrics: Vec<String>,
     /// Job settings for `--executor slurm` (`[slurm]` in the sweep file).
-    pub slurm: super::slurm::SlurmSpec,
+    pub slurm: SlurmSpec,
 }
 
 /// How a sweep file is expanded.
@@ -379,25 +379,37 @@ impl Plan {
     pub fn value(run: &PlannedRun, key: &str) -> String {
         run.spec.flatten().ok().and_then(|m| m.get(key).map(render)).unwrap_or_else(|| "-".into())
     }
+}
 
-    /// What `--dry-run` prints: the runs and the values of the keys in which they differ.
-    pub fn describe(&self) -> String {
-        let mut rows = vec![std::iter::once("run".to_string()).chain(self.varied.iter().cloned()).collect::<Vec<_>>()];
-        for r in &self.runs {
-            rows.push(std::iter::once(r.name.clone()).chain(self.varied.iter().map(|k| Plan::value(r, k))).collect());
+/// `[slurm]` in a sweep file: the job's resources, one array task per run. Empty values are not
+/// passed, so the cluster's defaults apply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmSpec {
+    pub partition: String,
+    /// Wall-time limit per task, in sbatch's format ("2:00:00").
+    pub time: String,
+    /// CPUs per task (0: the cluster default).
+    pub cpus: usize,
+    /// Memory per task ("16G"); ask for it, or a task may wait for a whole node's memory.
+    pub mem: String,
+    /// Generic resources per task ("gpu:1").
+    pub gres: String,
+    pub account: String,
+    /// At most this many tasks at once (`--array=...%N`; 0: no limit).
+    pub max_parallel: usize,
+    /// Further lines for the script's header, verbatim (e.g. "#SBATCH --qos=high").
+    pub extra: Vec<String>,
+}
+
+/// `*` matches any run of characters.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            let Some(tail) = s.strip_prefix(head) else { return false };
+            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| glob(rest, &tail[i..]))
         }
-        let mut out = format!(
-            "sweep `{}`: {} runs of {} into {}\n",
-            self.name,
-            self.runs.len(),
-            self.base.display(),
-            self.dir.display()
-        );
-        if self.varied.is_empty() {
-            out.push_str("(the runs' resolved specs do not differ)\n");
-        }
-        out.push_str(&super::summary::text_table(&rows));
-        out
     }
 }
 
@@ -461,7 +473,7 @@ set = { "algorithm.name" = "dapo", reward = [{ name = "format" }, { name = "em",
             assert!(p.varied.contains(&k.to_string()), "{k} not in {:?}", p.varied);
         }
         assert!(!p.varied.contains(&"run.name".to_string()));
-        assert!(p.describe().contains("format+0.5*em"));
+        assert!(crate::sweep::report::describe(&p).contains("format+0.5*em"));
     }
 
     #[test]

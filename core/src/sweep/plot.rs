@@ -2,7 +2,7 @@
 //! `png` (already built for TensorBoard's image support, so plots add no build time). Text is only
 //! the axis ranges, in a 3x5 digit font; the legend (run -> colour) is in summary.md.
 
-use super::summary::{Series, SweepRecord};
+use super::record::{Series, SweepRecord};
 use crate::rundir::write_atomic;
 use anyhow::Result;
 use std::path::{Path, PathBuf};

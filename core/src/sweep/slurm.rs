@@ -5,38 +5,17 @@
 //! `slurm/exit-<run>` (atomically), so nothing depends on Slurm's accounting database.
 //! Resuming resubmits what is not finished; Ctrl-C cancels the job (`scancel`).
 
-use super::exec::{prepare, record_end, resumable_dir, Attempt, ExecOptions, Outcome, SignalGuard, STOP};
 use super::plan::Plan;
-use super::summary::{self, RunRecord, Status, SweepRecord};
+use super::record::{RunRecord, Status, SweepRecord};
+use super::report;
+use super::runner::{initial_record, prepare, record_end, resumable_dir, run_dir_file, Attempt, ExecOptions, Outcome, SignalGuard, STOP};
 use crate::rundir::write_atomic;
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// `[slurm]` in a sweep file: the job's resources, one array task per run. Empty values are not
-/// passed, so the cluster's defaults apply.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SlurmSpec {
-    pub partition: String,
-    /// Wall-time limit per task, in sbatch's format ("2:00:00").
-    pub time: String,
-    /// CPUs per task (0: the cluster default).
-    pub cpus: usize,
-    /// Memory per task ("16G"); ask for it, or a task may wait for a whole node's memory.
-    pub mem: String,
-    /// Generic resources per task ("gpu:1").
-    pub gres: String,
-    pub account: String,
-    /// At most this many tasks at once (`--array=...%N`; 0: no limit).
-    pub max_parallel: usize,
-    /// Further lines for the script's header, verbatim (e.g. "#SBATCH --qos=high").
-    pub extra: Vec<String>,
-}
 
 /// `'text'` for bash, with embedded quotes escaped.
 fn quote(s: &str) -> String {
@@ -86,7 +65,7 @@ fn script(plan: &Plan, tasks: &[Task<'_>], program: &Path, workdir: &Path) -> Re
     for (i, t) in tasks.iter().enumerate() {
         let mut args = vec!["run".to_string(), dir.join(&t.run.spec_file).display().to_string()];
         args.push("--run-dir-file".into());
-        args.push(dir.join(super::exec::run_dir_file(&t.run)).display().to_string());
+        args.push(dir.join(run_dir_file(&t.run)).display().to_string());
         if let Some(r) = &t.resume {
             args.push("--resume".into());
             args.push(absolute(r)?.display().to_string());
@@ -114,7 +93,7 @@ fn tasks_of<'a>(dir: &Path, rec: &'a SweepRecord, pending: &[usize]) -> Vec<Task
 
 /// The script `recode sweep --executor slurm` would submit now (for `--dry-run`).
 pub fn dry_run_script(plan: &Plan, opts: &ExecOptions) -> Result<String> {
-    let rec = super::exec::initial_record(plan, true)?;
+    let rec = initial_record(plan, true)?;
     let pending: Vec<usize> = (0..rec.runs.len()).filter(|&i| rec.runs[i].status != Status::Finished).collect();
     script(plan, &tasks_of(&plan.dir, &rec, &pending), &opts.program, &std::env::current_dir()?)
 }
@@ -147,7 +126,7 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
     }
     let (mut rec, pending) = prepare(plan, opts, report)?;
     if pending.is_empty() {
-        summary::refresh(dir, &mut rec)?;
+        report::refresh(dir, &mut rec)?;
         return Ok(Outcome { failed: rec.count(Status::Failed), record: rec, interrupted: false });
     }
     let workdir = std::env::current_dir()?;
@@ -199,7 +178,7 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
                     left.remove(k);
                     let a = Attempt { log_offset: offset, wall_s: t0.elapsed().as_secs_f64(), timed_out: false };
                     record_end(dir, &mut rec.runs[i], &a, Some(std::process::ExitStatus::from_raw(code << 8)), opts.tail_lines);
-                    summary::refresh(dir, &mut rec)?;
+                    report::refresh(dir, &mut rec)?;
                     let r = &rec.runs[i];
                     report(&format!("[{}] {} (slurm task of job {job}, exit code {code})", if code == 0 { "done" } else { "FAILED" }, r.name));
                 }
@@ -220,7 +199,7 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
                     rec.runs[i].log_tail.push(format!("(the Slurm task of job {job} ended without an exit code; see {})", dir.join("slurm").display()));
                     report(&format!("[FAILED] {}: its Slurm task ended without an exit code", rec.runs[i].name));
                 }
-                summary::refresh(dir, &mut rec)?;
+                report::refresh(dir, &mut rec)?;
                 break;
             }
         }
@@ -230,7 +209,7 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    summary::refresh(dir, &mut rec)?;
+    report::refresh(dir, &mut rec)?;
     Ok(Outcome { failed: rec.count(Status::Failed), record: rec, interrupted })
 }
 
