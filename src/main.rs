@@ -22,16 +22,16 @@ enum Command {
     /// Check specs (experiments, fragments or sweeps) and print each fully resolved, with where every value came from.
     Validate(cmd::validate::ValidateArgs),
     /// List built-in plugins, and shared-library plugins found in the given folders.
-    Plugins(cmd::misc::PluginsArgs),
+    Plugins(cmd::inspect::PluginsArgs),
     /// Inspect a ReCode-format dataset.
     Data {
         #[command(subcommand)]
-        command: cmd::misc::DataCommand,
+        command: cmd::inspect::DataCommand,
     },
     /// Score completions with rewards (for debugging rewards).
     Reward {
         #[command(subcommand)]
-        command: cmd::misc::RewardCommand,
+        command: cmd::inspect::RewardCommand,
     },
     /// Generate text with a model.
     Generate(cmd::model::GenerateArgs),
@@ -64,9 +64,9 @@ fn main() {
         Command::Run(a) => cmd::run::run(a),
         Command::Sweep(a) => cmd::sweep::sweep(a),
         Command::Validate(a) => cmd::validate::validate(a),
-        Command::Plugins(a) => cmd::misc::plugins(a),
-        Command::Data { command } => cmd::misc::data(command),
-        Command::Reward { command } => cmd::misc::reward(command),
+        Command::Plugins(a) => cmd::inspect::plugins(a),
+        Command::Data { command } => cmd::inspect::data(command),
+        Command::Reward { command } => cmd::inspect::reward(command),
         Command::Generate(a) => cmd::model::generate(a),
         Command::Score(a) => cmd::model::score(a),
         Command::Model { command } => cmd::model::model(command),

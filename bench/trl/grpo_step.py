@@ -110,7 +110,7 @@ def render_prompt(spec, row):
     return text[: cut + len(prefill.strip())]
 
 
-# ---- reward: format + ES*, a short Python version of plugins/reward-recode ----
+# ---- reward: format + ES*, a short Python version of plugins/reward ----
 
 PREFIX = "<think>"  # the end of the prefill, prepended before matching (reward option `prefix`)
 

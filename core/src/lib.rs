@@ -6,7 +6,7 @@
 
 pub mod algo;
 pub mod api;
-pub mod build;
+pub mod plugins;
 pub mod chat;
 pub mod load;
 pub mod config;

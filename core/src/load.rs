@@ -34,7 +34,7 @@ pub fn model_spec(model: &str, known_ids: &[&str], adapter: Option<(&str, usize)
 pub fn policy_for_model(reg: &Registry, known_ids: &[&str], model: &str, backend: &str, adapter: Option<(&str, usize)>) -> Result<Box<dyn Policy>> {
     let spec = model_spec(model, known_ids, adapter)?;
     let backend = BackendSpec { kind: backend_kind(backend)?, ..BackendSpec::default() };
-    crate::build::policy(reg, &ModelContext { spec: &spec, backend: &backend, training: &TrainingSpec::default(), seed: 0 })
+    crate::plugins::policy(reg, &ModelContext { spec: &spec, backend: &backend, training: &TrainingSpec::default(), seed: 0 })
 }
 
 /// The policy of a run directory: its resolved spec, with the newest checkpoint loaded;
@@ -48,7 +48,7 @@ pub fn policy_from_run(reg: &Registry, run: &Path, backend: Option<&str>, report
         backend_spec.kind = backend_kind(b)?;
     }
     let ctx = ModelContext { spec: &spec.model, backend: &backend_spec, training: &spec.training, seed: spec.run.seed };
-    let mut policy = crate::build::policy(reg, &ctx).with_context(|| format!("model of {}", spec_path.display()))?;
+    let mut policy = crate::plugins::policy(reg, &ctx).with_context(|| format!("model of {}", spec_path.display()))?;
     let (step, ckpt) = crate::rundir::latest_checkpoint(run)?.ok_or_else(|| anyhow!("{} has no checkpoint", run.display()))?;
     policy.load(&ckpt.join("policy"))?;
     report(&format!("loaded {} (step {step})", ckpt.display()));

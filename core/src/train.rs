@@ -1,7 +1,7 @@
 //! Training one spec end to end: run directory, data, model, rewards, algorithm, evaluators,
 //! resume, the loop, and the summary (`summary.json` and the table `recode run` prints).
 
-use crate::build;
+use crate::plugins::{self as plugin, Plugins};
 use crate::progress::Progress;
 use crate::registry::{ModelContext, Registry};
 use crate::rundir::{latest_checkpoint, RunDir};
@@ -31,7 +31,7 @@ pub fn run(
     reg: &Registry,
     spec: &Spec,
     annotated: &str,
-    plugins: build::Plugins,
+    plugins: Plugins,
     resume: Resume<'_>,
     max_steps: Option<usize>,
     report: &dyn Fn(&str),
@@ -64,7 +64,7 @@ pub fn run(
     ));
     let t = Instant::now();
     let ctx = ModelContext { spec: &spec.model, backend: &spec.backend, training: &spec.training, seed: spec.run.seed };
-    let mut policy = crate::build::policy(reg, &ctx)?;
+    let mut policy = crate::plugins::policy(reg, &ctx)?;
     report(&format!("model loaded in {:.1}s ({} trainable parameters)", t.elapsed().as_secs_f64(), policy.trainable_parameters()));
     let template = policy.codec().chat_template();
     let to_items = |rows: &[data::Row]| {
@@ -86,7 +86,7 @@ pub fn run(
             h.rewards.iter().map(|name| crate::spec::RewardSpec { name: name.clone(), ..Default::default() }).collect();
         Some(crate::trainer::heldout::Heldout {
             items: to_items(&dataset.heldout[..limit])?,
-            rewards: build::weighted_rewards(reg, &reward_specs).context("heldout.rewards")?,
+            rewards: plugin::weighted_rewards(reg, &reward_specs).context("heldout.rewards")?,
             every: h.every,
             max_new_tokens: if h.max_new_tokens == 0 { spec.generation.max_new_tokens } else { h.max_new_tokens },
             batch_size: if h.batch_size == 0 { spec.generation.batch_size } else { h.batch_size },
@@ -97,7 +97,7 @@ pub fn run(
     } else {
         None
     };
-    let build::Plugins { rewards, algorithm } = plugins;
+    let Plugins { rewards, algorithm } = plugins;
     let labels: Vec<String> = rewards.iter().map(|r| r.label.clone()).collect();
     let run_root = run.root.clone();
     let mut trainer = Trainer::new(spec, policy.as_mut(), rewards, algorithm, items, run)?;

@@ -6,7 +6,7 @@ use crate::registry::{PluginKind, Registry};
 use crate::spec::{AdapterKind, BackendKind, Precision, Spec};
 use std::path::Path;
 
-pub use crate::build::is_library_path;
+pub use crate::plugins::is_library_path;
 
 struct Problems<'a> {
     loaded: &'a LoadedSpec,
@@ -49,12 +49,12 @@ pub trait SpecChecker {
 impl HostInfo<'_> {
     /// The spec (environment and `sets` overrides applied), checked, with its rewards and
     /// algorithm built: what a run starts from.
-    pub fn load_for_run(&self, path: &Path, sets: &[String]) -> anyhow::Result<(LoadedSpec, crate::build::Plugins)> {
+    pub fn load_for_run(&self, path: &Path, sets: &[String]) -> anyhow::Result<(LoadedSpec, crate::plugins::Plugins)> {
         let loaded = crate::config::load(path, &crate::config::LoadOptions { sets: sets.to_vec(), env: true })?;
         if let Err(problems) = check(&loaded, self) {
             anyhow::bail!("invalid spec {}:\n  {}", path.display(), problems.join("\n  "));
         }
-        let plugins = crate::build::plugins(self.registry, &loaded.spec).map_err(|e| anyhow::anyhow!("invalid spec {}: {e:#}", path.display()))?;
+        let plugins = crate::plugins::plugins(self.registry, &loaded.spec).map_err(|e| anyhow::anyhow!("invalid spec {}: {e:#}", path.display()))?;
         Ok((loaded, plugins))
     }
 }

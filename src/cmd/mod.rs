@@ -4,7 +4,7 @@ mod bench_step;
 pub mod eval;
 pub mod evalenv;
 pub mod install;
-pub mod misc;
+pub mod inspect;
 pub mod model;
 pub mod run;
 pub mod sweep;

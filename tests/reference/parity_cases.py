@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build reward parity cases and their expected values from the paper's formulas (reward_ref.py).
 
-  parity_cases.py fixture            -> writes plugins/reward-recode/tests/fixtures/parity_cases.json
+  parity_cases.py fixture            -> writes plugins/reward/tests/fixtures/parity_cases.json
                                         from rows of data/sample-migrations.jsonl plus tricky rows below
   parity_cases.py rows FILE [STEP]   -> prints cases for every STEP-th row of a ReCode JSON-lines file
 
@@ -88,7 +88,7 @@ def main():
         pairs = [("sample:%d" % (i + 1), r["old_code"], r["new_code"]) for i, r in enumerate(rows) if i % 5 == 0]
         pairs += [("tricky:%d" % (i + 1), o, n) for i, (o, n) in enumerate(TRICKY)]
         cases = score([c for rid, o, n in pairs for c in cases_for(rid, o, n, rng)])
-        out = os.path.join(ROOT, "plugins", "reward-recode", "tests", "fixtures", "parity_cases.json")
+        out = os.path.join(ROOT, "plugins", "reward", "tests", "fixtures", "parity_cases.json")
         with open(out, "w", encoding="utf-8") as f:
             json.dump(cases, f, indent=1, ensure_ascii=False)
             f.write("\n")

@@ -21,7 +21,8 @@ pub mod pysrc;
 pub mod report;
 pub mod training;
 mod run;
-pub mod sandbox;
+/// The sandbox is its own crate (`sandbox/`); re-exported so `eval::sandbox::..` paths stay.
+pub use recode_sandbox as sandbox;
 pub mod signature;
 
 pub use jsonl::jsonl_values;

@@ -15,7 +15,7 @@
 //! <sweep dir>/slurm/              with `--executor slurm`: the array scripts, job ids, task output, exit codes
 //! ```
 
-pub mod heldout;
+pub mod heldout_change;
 pub mod local;
 pub mod plan;
 pub mod plot;

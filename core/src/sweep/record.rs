@@ -102,7 +102,7 @@ pub struct SweepRecord {
     pub variants: Vec<VariantStats>,
     /// Per variant (group, in run order): the held-out change over the untrained model.
     #[serde(default)]
-    pub heldout: Vec<(String, Vec<super::heldout::HeldoutChange>)>,
+    pub heldout: Vec<(String, Vec<super::heldout_change::HeldoutChange>)>,
 }
 
 impl SweepRecord {

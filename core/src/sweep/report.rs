@@ -99,7 +99,7 @@ fn variant_stats(rec: &SweepRecord) -> Vec<VariantStats> {
 
 /// Each group's held-out change from its finished runs' per-item records (groups without any
 /// held-out scores are left out).
-fn heldout_changes(dir: &Path, rec: &SweepRecord) -> Vec<(String, Vec<super::heldout::HeldoutChange>)> {
+fn heldout_changes(dir: &Path, rec: &SweepRecord) -> Vec<(String, Vec<super::heldout_change::HeldoutChange>)> {
     groups(rec)
         .into_iter()
         .filter_map(|g| {
@@ -110,7 +110,7 @@ fn heldout_changes(dir: &Path, rec: &SweepRecord) -> Vec<(String, Vec<super::hel
                 .filter_map(|r| r.run_dir.as_ref().map(|d| dir.join(d)))
                 .collect();
             let refs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-            let ch = super::heldout::variant_changes(&refs);
+            let ch = super::heldout_change::variant_changes(&refs);
             (!ch.is_empty()).then(|| (g.clone(), ch))
         })
         .collect()
@@ -322,7 +322,7 @@ fn markdown(dir: &Path, rec: &SweepRecord, plots: &[(String, PathBuf, Vec<(Strin
     if !rec.heldout.is_empty() {
         s.push_str(&format!(
             "\n## Held-out change over the untrained model\n\nGreedy scores of the held-out migrations at step 0 and at each run's last evaluation (`heldout.jsonl`), items paired; `exact` is the share with EM = 1. Change: mean over items of (end - step 0), each item averaged over the variant's finished runs; 95 % interval: paired bootstrap over items ({} resamples, seeded). Change per run: each seed alone. Copy: the same items scored with the old code as the answer, correctly formatted (`heldout-copy.jsonl`); end - copy: whether the trained model beats copying, paired over items.\n\n",
-            super::heldout::BOOTSTRAP_RESAMPLES
+            super::heldout_change::BOOTSTRAP_RESAMPLES
         ));
         s.push_str(&md_table(&heldout_rows(rec, true)));
     }

@@ -3,7 +3,7 @@
 
 pub mod data_order;
 pub mod heldout;
-pub mod rollout;
+pub mod step;
 pub mod schedule;
 
 use crate::api::{Algorithm, Policy, Reward};

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use recode_core::api::RewardInput;
-use recode_core::build;
+use recode_core::plugins;
 use recode_core::spec::{DataSpec, Options, RewardSpec};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -129,7 +129,7 @@ pub fn reward(c: RewardCommand) -> Result<()> {
     if specs.is_empty() {
         bail!("name at least one --reward (or --spec with [[reward]] entries)");
     }
-    let rewards = build::weighted_rewards(&reg, &specs)?;
+    let rewards = plugins::weighted_rewards(&reg, &specs)?;
     let file = std::fs::File::open(&a.input).with_context(|| format!("cannot open {}", a.input.display()))?;
     let mut lines = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {

@@ -3,7 +3,7 @@
 //! a KV cache, log-probs with autodiff, AdamW, and a run-time choice of backend (cpu/wgpu/cuda).
 
 pub mod bench;
-pub mod codec;
+pub mod byte_codec;
 pub mod cpu;
 pub mod fused;
 pub mod host;

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recode_core::api::{FinishReason, Policy, SamplingParams, Sequence};
 use recode_core::spec::{AdapterKind, AdapterSpec, TrainingSpec};
-use recode_model::codec::ByteCodec;
+use recode_model::byte_codec::ByteCodec;
 use recode_model::generate::{completion_logprobs, trim};
 use recode_model::load::load_transformer;
 use recode_model::model::{Fwd, Step, Transformer};
@@ -24,7 +24,7 @@ type B = NdArray<f32>;
 
 /// Tests in this binary run one at a time, so their timings and memory use do not mix. (The
 /// call-to-call differences once blamed on concurrency came from burn-ndarray's "simd" feature,
-/// now off; see plugins/burn-shared/Cargo.toml.)
+/// now off; see burn/Cargo.toml.)
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {

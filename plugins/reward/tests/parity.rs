@@ -38,7 +38,7 @@ fn check(cases: &[Value], source: &str) -> usize {
 
 #[test]
 fn fixture_matches_reference() {
-    let path = repo().join("plugins/reward-recode/tests/fixtures/parity_cases.json");
+    let path = repo().join("plugins/reward/tests/fixtures/parity_cases.json");
     let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let compared = check(&cases, "fixture");
     assert!(compared >= 200, "only {compared} cases compared");

@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-const DRIVER: &str = include_str!("sandbox/driver.py");
+const DRIVER: &str = include_str!("driver.py");
 
 /// Which confinement `Sandbox::new` may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use burn::backend::{Autodiff, NdArray};
 use recode_core::api::{Policy, Sequence};
 use recode_core::spec::{AdapterKind, TrainingSpec};
-use recode_model::codec::ByteCodec;
+use recode_model::byte_codec::ByteCodec;
 use recode_model::load::load_transformer;
 use recode_model::weights::SafetensorsSource;
 use recode_model::TransformerPolicy;
