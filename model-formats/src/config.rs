@@ -53,6 +53,12 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     /// HF `rope_scaling` verbatim (e.g. Llama 3.1's "llama3" scaling); None when absent.
     pub rope_scaling: Option<serde_json::Value>,
+    /// `bos_token_id` of config.json (GGUF: the tokenizer's).
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// `eos_token_id` of config.json, one or several (GGUF: the tokenizer's).
+    #[serde(default)]
+    pub eos_token_ids: Vec<u32>,
 }
 
 /// The subset of HF `config.json` we read; unknown keys are ignored.
@@ -83,6 +89,11 @@ struct HfConfig {
     attention_bias: Option<bool>,
     #[serde(default)]
     rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    bos_token_id: Option<u32>,
+    /// A number or a list.
+    #[serde(default)]
+    eos_token_id: Option<serde_json::Value>,
 }
 
 impl ModelConfig {
@@ -96,21 +107,32 @@ impl ModelConfig {
         l * per_layer + h * self.vocab_size as f64
     }
 
-    /// Parse an HF `config.json` (Qwen2ForCausalLM / LlamaForCausalLM).
+    /// Parse an HF `config.json` (Qwen2ForCausalLM / LlamaForCausalLM). Absent keys take the
+    /// defaults of transformers' `Qwen2Config` / `LlamaConfig` (untied, rope_theta 10000).
     pub fn from_hf_json_str(json: &str) -> Result<Self> {
+        Self::from_hf_json_as(json, "auto")
+    }
+
+    /// As [`Self::from_hf_json_str`], with the architecture forced unless `arch` is "auto" or "".
+    pub fn from_hf_json_as(json: &str, arch: &str) -> Result<Self> {
         let c: HfConfig = serde_json::from_str(json).context("config.json is not a Qwen2/Llama config")?;
-        let arch_name = c.model_type.clone().or_else(|| c.architectures.first().cloned()).unwrap_or_default();
+        let arch_name = if arch.is_empty() || arch == "auto" {
+            c.model_type.clone().or_else(|| c.architectures.first().cloned()).unwrap_or_default()
+        } else {
+            arch.to_string()
+        };
         let Some(architecture) = Architecture::parse(&arch_name)
-            .or_else(|| c.architectures.iter().find_map(|a| Architecture::parse(a)))
+            .or_else(|| if arch.is_empty() || arch == "auto" { c.architectures.iter().find_map(|a| Architecture::parse(a)) } else { None })
         else {
             bail!("config.json: unsupported architecture {arch_name:?} (expected qwen2 or llama)");
         };
         if c.num_attention_heads == 0 || (c.head_dim.is_none() && c.hidden_size % c.num_attention_heads != 0) {
             bail!("config.json: hidden_size {} not divisible by num_attention_heads {}", c.hidden_size, c.num_attention_heads);
         }
-        let (default_theta, default_eps) = match architecture {
-            Architecture::Qwen2 => (1_000_000.0, 1e-6),
-            Architecture::Llama => (10_000.0, 1e-6),
+        let eos_token_ids = match &c.eos_token_id {
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            _ => vec![],
         };
         Ok(Self {
             architecture,
@@ -120,15 +142,41 @@ impl ModelConfig {
             num_attention_heads: c.num_attention_heads,
             num_key_value_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
             head_dim: c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads),
-            rms_norm_eps: c.rms_norm_eps.unwrap_or(default_eps),
-            rope_theta: c.rope_theta.unwrap_or(default_theta),
+            rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta: c.rope_theta.unwrap_or(10_000.0),
             vocab_size: c.vocab_size,
-            // transformers' PretrainedConfig default is tied.
-            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(true),
+            // Qwen2Config and LlamaConfig default to untied (a missing lm_head.weight ties anyway).
+            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
             max_position_embeddings: c.max_position_embeddings.unwrap_or(32768),
-            attention_bias: c.attention_bias.unwrap_or(architecture == Architecture::Qwen2),
+            // Qwen2 always has q/k/v biases; Llama has them when `attention_bias` says so.
+            attention_bias: architecture == Architecture::Qwen2 || c.attention_bias.unwrap_or(false),
             rope_scaling: c.rope_scaling.filter(|v| !v.is_null()),
+            bos_token_id: c.bos_token_id,
+            eos_token_ids,
         })
+    }
+
+    /// The linear RoPE scaling factor (positions are divided by it): 1 without `rope_scaling`;
+    /// any other kind of scaling is an error (the decoder implements only linear).
+    pub fn linear_rope_scale(&self) -> Result<f64> {
+        match &self.rope_scaling {
+            None => Ok(1.0),
+            Some(r) if r["type"] == "linear" || r["rope_type"] == "linear" => Ok(r["factor"].as_f64().unwrap_or(1.0)),
+            Some(r) => bail!("config.json: rope_scaling {r} is not supported (only linear)"),
+        }
+    }
+
+    /// What the decoder needs of the shape: whole kv groups, an even head dimension (RoPE) and a
+    /// supported RoPE scaling.
+    pub fn check_decoder(&self) -> Result<()> {
+        let (h, kv) = (self.num_attention_heads, self.num_key_value_heads);
+        if h == 0 || kv == 0 || h % kv != 0 {
+            bail!("num_attention_heads {h} must be a multiple of num_key_value_heads {kv}");
+        }
+        if self.head_dim % 2 != 0 {
+            bail!("head_dim {} must be even for RoPE", self.head_dim);
+        }
+        self.linear_rope_scale().map(|_| ())
     }
 
     pub fn from_hf_json_file(path: &Path) -> Result<Self> {

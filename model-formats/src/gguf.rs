@@ -433,6 +433,9 @@ impl GgufFile {
             max_position_embeddings: if self.get(&k("context_length")).is_some() { u("context_length")? } else { 32768 },
             attention_bias: self.has_tensor("blk.0.attn_q.bias"),
             rope_scaling: None,
+            // The tokenizer's, filled in by whoever reads it (recode_model::gguf).
+            bos_token_id: None,
+            eos_token_ids: vec![],
         })
     }
 }

@@ -45,8 +45,8 @@ pub struct HostKv {
 
 impl HostKv {
     pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize) -> Self {
-        let len = batch * cfg.num_kv_heads * capacity * cfg.head_dim;
-        HostKv { k: vec![0.0; len], v: vec![0.0; len], kvh: cfg.num_kv_heads, cap: capacity, hd: cfg.head_dim }
+        let len = batch * cfg.num_key_value_heads * capacity * cfg.head_dim;
+        HostKv { k: vec![0.0; len], v: vec![0.0; len], kvh: cfg.num_key_value_heads, cap: capacity, hd: cfg.head_dim }
     }
     fn at(&self, b: usize, h: usize, pos: usize) -> usize {
         ((b * self.kvh + h) * self.cap + pos) * self.hd
@@ -95,7 +95,7 @@ pub fn attention<B: Backend>(
     cache: Option<&mut HostKv>,
 ) -> Option<Tensor<B, 2>> {
     let (b, t, past) = (st.batch, st.t, st.past);
-    let (nh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let (nh, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
     let (g, half, s) = (nh / kvh, hd / 2, past + t);
     let (mut q, mut k, v) = (host_vec(q)?, host_vec(k)?, host_vec(v)?);
     let mut scratch;

@@ -141,7 +141,7 @@ fn prefill<B: Backend>(
         pos.extend(positions(&row));
         valid.push(row);
     }
-    let mut caches: Vec<KvCache<B>> = (0..cfg.num_layers).map(|_| KvCache::new(cfg, nu, cap, &device)).collect();
+    let mut caches: Vec<KvCache<B>> = (0..cfg.num_hidden_layers).map(|_| KvCache::new(cfg, nu, cap, &device)).collect();
     let st = Step::new(cfg, &pos, &valid, 0, &device);
     let h = model.hidden(&ids, &st, Some(&mut caches), fwd);
     let hs = cfg.hidden_size;
@@ -175,8 +175,8 @@ pub fn generate<B: Backend>(
     let device = model.device();
     let fwd = Fwd { adapters, train: false };
     let pmax = prompts.iter().map(|x| x.len()).max().unwrap();
-    if pmax + p.max_new_tokens > cfg.max_positions {
-        bail!("prompt ({pmax}) + max_new_tokens ({}) exceeds the model's {} positions", p.max_new_tokens, cfg.max_positions);
+    if pmax + p.max_new_tokens > cfg.max_position_embeddings {
+        bail!("prompt ({pmax}) + max_new_tokens ({}) exceeds the model's {} positions", p.max_new_tokens, cfg.max_position_embeddings);
     }
     let pad = codec.pad_id();
     let mut stop_ids = codec.eos_ids();
@@ -335,7 +335,7 @@ fn shared_prompt_logprobs<B: Backend>(model: &Transformer<B>, group: &[&Sequence
     let (g, lp) = (group.len(), prompt.len());
     let cmax = group.iter().map(|s| s.completion.len()).max().unwrap_or(0).max(1);
     let hs = cfg.hidden_size;
-    let mut caches: Vec<KvCache<B>> = (0..cfg.num_layers).map(|_| KvCache::new(cfg, 1, lp + cmax, &device)).collect();
+    let mut caches: Vec<KvCache<B>> = (0..cfg.num_hidden_layers).map(|_| KvCache::new(cfg, 1, lp + cmax, &device)).collect();
     let st = Step::new(cfg, &(0..lp).collect::<Vec<_>>(), &[vec![true; lp]], 0, &device);
     let last = model.hidden(prompt, &st, Some(&mut caches), fwd).slice([lp - 1..lp, 0..hs]);
     let mut h = Tensor::cat(vec![last; g], 0).reshape([g, 1, hs]);

@@ -1,7 +1,6 @@
 //! GGUF models (and model ids) through the formats crate: tensors are dequantised to f32 under HF
 //! names (llama Q/K un-permuted there), so the same loader serves GGUF and safetensors.
 
-use crate::config::{Arch, ModelConfig};
 use crate::weights::WeightSource;
 use crate::ModelFiles;
 use anyhow::{Context, Result};
@@ -23,34 +22,15 @@ pub fn open(path: &Path, arch: &str, tokenizer: &str) -> Result<ModelFiles> {
     let g = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mc = g.model_config()?;
     let codec = if tokenizer.is_empty() { Codec::from_gguf(&g)? } else { Codec::from_tokenizer_json(Path::new(tokenizer))? };
-    let arch = if arch.is_empty() || arch == "auto" {
-        match mc.architecture {
-            Architecture::Qwen2 => Arch::Qwen2,
-            Architecture::Llama => Arch::Llama,
-        }
-    } else {
-        Arch::parse(arch)?
-    };
     use recode_core::api::TextCodec;
-    let config = ModelConfig {
-        arch,
-        // Embedding rows, which may exceed the token list.
-        vocab_size: g.tensor_info("token_embd.weight")?.shape()[0],
-        hidden_size: mc.hidden_size,
-        intermediate_size: mc.intermediate_size,
-        num_layers: mc.num_hidden_layers,
-        num_heads: mc.num_attention_heads,
-        num_kv_heads: mc.num_key_value_heads,
-        head_dim: mc.head_dim,
-        rope_theta: mc.rope_theta,
-        rope_scale: 1.0,
-        rms_eps: mc.rms_norm_eps,
-        tie_embeddings: mc.tie_word_embeddings,
-        qkv_bias: mc.attention_bias,
-        max_positions: mc.max_position_embeddings,
-        bos_id: codec.bos_id(),
-        eos_ids: codec.eos_ids(),
-    };
+    let mut config = mc;
+    if !(arch.is_empty() || arch == "auto") {
+        config.architecture = Architecture::parse(arch).with_context(|| format!("unsupported architecture `{arch}` (supported: qwen2, llama)"))?;
+    }
+    // Embedding rows, which may exceed the token list.
+    config.vocab_size = g.tensor_info("token_embd.weight")?.shape()[0];
+    config.bos_token_id = codec.bos_id();
+    config.eos_token_ids = codec.eos_ids();
     Ok(ModelFiles { config, weights: Box::new(GgufSource(g)), codec: Box::new(codec) })
 }
 

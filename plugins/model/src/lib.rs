@@ -23,7 +23,7 @@ use recode_core::registry::{ModelContext, Registry};
 use recode_core::spec::{BackendKind, Precision};
 use std::path::{Path, PathBuf};
 
-pub use config::{Arch, ModelConfig};
+pub use config::{Architecture, ModelConfig};
 pub use policy::TransformerPolicy;
 
 pub fn register(reg: &mut Registry) {
@@ -48,7 +48,7 @@ pub fn open_model(path: &Path, arch: &str, tokenizer: &str) -> Result<ModelFiles
     }
     let cfg_path = path.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
-    let config = ModelConfig::from_hf_json(&text, arch).with_context(|| format!("{}", cfg_path.display()))?;
+    let config = ModelConfig::from_hf_json_as(&text, arch).with_context(|| format!("{}", cfg_path.display()))?;
     let weights = Box::new(weights::SafetensorsSource::from_dir(path)?);
     let tok: PathBuf = if tokenizer.is_empty() { path.join("tokenizer.json") } else { PathBuf::from(tokenizer) };
     let codec = Box::new(recode_model_formats::Codec::from_tokenizer_json(&tok)?);

@@ -82,21 +82,21 @@ pub fn load_transformer<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<Transformer<B>> {
-    cfg.validate()?;
+    cfg.check_decoder()?;
     let mut ld = Loader::<B> { src, device: device.clone(), next_id: 0, train_base: adapter.kind == AdapterKind::Full };
     let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
-    let (q, kv) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+    let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
     let ev = ld.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
     let embed_tokens = ld.param(ev, [cfg.vocab_size, h], adapter.kind == AdapterKind::Full);
-    let mut layers = Vec::with_capacity(cfg.num_layers);
-    for l in 0..cfg.num_layers {
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    for l in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{l}");
         layers.push(Block {
             input_layernorm: ld.vector(&format!("{p}.input_layernorm.weight"), h)?,
             self_attn: Attention {
-                q_proj: ld.linear(&format!("{p}.self_attn.q_proj"), h, q, cfg.qkv_bias)?,
-                k_proj: ld.linear(&format!("{p}.self_attn.k_proj"), h, kv, cfg.qkv_bias)?,
-                v_proj: ld.linear(&format!("{p}.self_attn.v_proj"), h, kv, cfg.qkv_bias)?,
+                q_proj: ld.linear(&format!("{p}.self_attn.q_proj"), h, q, cfg.attention_bias)?,
+                k_proj: ld.linear(&format!("{p}.self_attn.k_proj"), h, kv, cfg.attention_bias)?,
+                v_proj: ld.linear(&format!("{p}.self_attn.v_proj"), h, kv, cfg.attention_bias)?,
                 o_proj: ld.linear(&format!("{p}.self_attn.o_proj"), q, h, false)?,
             },
             post_attention_layernorm: ld.vector(&format!("{p}.post_attention_layernorm.weight"), h)?,
@@ -108,10 +108,10 @@ pub fn load_transformer<B: Backend>(
         });
     }
     let norm = ld.vector("model.norm.weight", h)?;
-    let tied = cfg.tie_embeddings || !src.contains("lm_head.weight");
+    let tied = cfg.tie_word_embeddings || !src.contains("lm_head.weight");
     let lm_head = if tied { None } else { Some(ld.linear("lm_head", h, cfg.vocab_size, false)?) };
     let mut model = Transformer { embed_tokens, layers, norm, lm_head, cfg: cfg.clone() };
-    model.cfg.tie_embeddings = tied;
+    model.cfg.tie_word_embeddings = tied;
     if matches!(adapter.kind, AdapterKind::Lora | AdapterKind::Dora) {
         add_adapters(&mut model, adapter, seed, &mut ld.next_id)?;
     }

@@ -134,7 +134,7 @@ impl<B: Backend> KvCache<B> {
         if crate::host::is_cpu::<B>() {
             return Self { k: None, v: None, host: Some(HostKv::new(cfg, batch, capacity)) };
         }
-        let shape = [batch, cfg.num_kv_heads, capacity, cfg.head_dim];
+        let shape = [batch, cfg.num_key_value_heads, capacity, cfg.head_dim];
         Self { k: Some(Tensor::zeros(shape, device)), v: Some(Tensor::zeros(shape, device)), host: None }
     }
     /// A cache whose row `i` is a copy of this cache's row `rows[i]` (prefill shared by a group).
@@ -187,10 +187,12 @@ impl<B: Backend> Step<B> {
         let t = positions.len() / b;
         let s = past + t;
         let half = cfg.head_dim / 2;
+        // Checked when the model was loaded (`check_decoder`).
+        let rope_scale = cfg.linear_rope_scale().unwrap_or(1.0);
         let mut cos = Vec::with_capacity(b * t * half);
         let mut sin = Vec::with_capacity(b * t * half);
         for &p in positions {
-            let p = p as f64 / cfg.rope_scale;
+            let p = p as f64 / rope_scale;
             for i in 0..half {
                 let inv = cfg.rope_theta.powf(-((2 * i) as f64) / cfg.head_dim as f64);
                 let a = p * inv;
@@ -247,7 +249,7 @@ fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Param<Tensor<B, 1>>, eps: f64) -> T
 impl<B: Backend> Attention<B> {
     fn forward(&self, x: Tensor<B, 2>, cfg: &ModelConfig, st: &Step<B>, cache: Option<&mut KvCache<B>>, fwd: Fwd) -> Tensor<B, 2> {
         let (b, t) = (st.batch, st.t);
-        let (nh, kvh, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let (nh, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let g = nh / kvh;
         let [q, k, v]: [Tensor<B, 2>; 3] =
             Linear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x, fwd).try_into().expect("q, k, v");
@@ -291,7 +293,7 @@ impl<B: Backend> Transformer<B> {
         let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), &device);
         let mut x = self.embed_tokens.val().select(0, idx);
-        let eps = self.cfg.rms_eps;
+        let eps = self.cfg.rms_norm_eps;
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_mut().map(|c| &mut c[i]);
             let h = layer.self_attn.forward(rms_norm(x.clone(), &layer.input_layernorm, eps), &self.cfg, st, cache, fwd);

@@ -53,7 +53,7 @@ pub fn write_tiny(dir: &Path, arch: &str, tied: bool, seed: u64) {
 }
 
 pub fn config(dir: &Path) -> ModelConfig {
-    ModelConfig::from_hf_json(&std::fs::read_to_string(dir.join("config.json")).unwrap(), "auto").unwrap()
+    ModelConfig::from_hf_json_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
 }
 
 pub fn seqs() -> Vec<Sequence> {
