@@ -1,8 +1,7 @@
 //! Turning a spec's plugin references (built-in names or library paths) into plugin objects.
 
-use crate::api::{Algorithm, Reward};
+use crate::api::{Algorithm, Policy, Reward};
 use crate::plugin_abi;
-use crate::api::Policy;
 use crate::registry::{ModelContext, PluginKind, Registry};
 use crate::spec::{Options, RewardSpec, Spec};
 use crate::trainer::WeightedReward;
@@ -21,7 +20,7 @@ pub fn reward(reg: &Registry, name: &str, options: &Options) -> Result<Box<dyn R
     if is_library_path(name) {
         return plugin_abi::load_reward(Path::new(name), options);
     }
-    Err(anyhow!("unknown reward `{name}`; built-ins: {}", reg.names(crate::registry::PluginKind::Reward).join(", ")))
+    Err(anyhow!("unknown reward `{name}`; built-ins: {}", reg.names(PluginKind::Reward).join(", ")))
 }
 
 pub fn algorithm(reg: &Registry, name: &str, options: &Options) -> Result<Box<dyn Algorithm>> {
@@ -33,7 +32,7 @@ pub fn algorithm(reg: &Registry, name: &str, options: &Options) -> Result<Box<dy
     }
     Err(anyhow!(
         "unknown algorithm `{name}`; built-ins: {}",
-        reg.names(crate::registry::PluginKind::Algorithm).join(", ")
+        reg.names(PluginKind::Algorithm).join(", ")
     ))
 }
 

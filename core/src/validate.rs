@@ -6,7 +6,7 @@ use crate::registry::{PluginKind, Registry};
 use crate::spec::{AdapterKind, BackendKind, Precision, Spec};
 use std::path::Path;
 
-pub use crate::plugins::is_library_path;
+use crate::plugins::is_library_path;
 
 struct Problems<'a> {
     loaded: &'a LoadedSpec,
