@@ -24,6 +24,17 @@ impl Architecture {
         }
     }
 
+    /// A spec's `model.arch`: None for "" or "auto" (the file decides), else exactly one of
+    /// qwen2, llama (or their HF class names, any case).
+    pub fn forced(arch: &str) -> Result<Option<Self>> {
+        match arch.to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(None),
+            "qwen2" | "qwen2forcausallm" => Ok(Some(Self::Qwen2)),
+            "llama" | "llamaforcausallm" => Ok(Some(Self::Llama)),
+            other => bail!("unsupported architecture `{other}` (supported: qwen2, llama)"),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Qwen2 => "qwen2",
@@ -116,15 +127,15 @@ impl ModelConfig {
     /// As [`Self::from_hf_json_str`], with the architecture forced unless `arch` is "auto" or "".
     pub fn from_hf_json_as(json: &str, arch: &str) -> Result<Self> {
         let c: HfConfig = serde_json::from_str(json).context("config.json is not a Qwen2/Llama config")?;
-        let arch_name = if arch.is_empty() || arch == "auto" {
-            c.model_type.clone().or_else(|| c.architectures.first().cloned()).unwrap_or_default()
-        } else {
-            arch.to_string()
-        };
-        let Some(architecture) = Architecture::parse(&arch_name)
-            .or_else(|| if arch.is_empty() || arch == "auto" { c.architectures.iter().find_map(|a| Architecture::parse(a)) } else { None })
-        else {
-            bail!("config.json: unsupported architecture {arch_name:?} (expected qwen2 or llama)");
+        let architecture = match Architecture::forced(arch)? {
+            Some(a) => a,
+            None => {
+                let arch_name = c.model_type.clone().or_else(|| c.architectures.first().cloned()).unwrap_or_default();
+                let Some(a) = Architecture::parse(&arch_name).or_else(|| c.architectures.iter().find_map(|a| Architecture::parse(a))) else {
+                    bail!("config.json: unsupported architecture {arch_name:?} (expected qwen2 or llama)");
+                };
+                a
+            }
         };
         if c.num_attention_heads == 0 || (c.head_dim.is_none() && c.hidden_size % c.num_attention_heads != 0) {
             bail!("config.json: hidden_size {} not divisible by num_attention_heads {}", c.hidden_size, c.num_attention_heads);

@@ -20,12 +20,11 @@ impl WeightSource for GgufSource {
 
 pub fn open(path: &Path, arch: &str, tokenizer: &str) -> Result<ModelFiles> {
     let g = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mc = g.model_config()?;
+    let mut config = g.model_config()?;
     let codec = if tokenizer.is_empty() { Codec::from_gguf(&g)? } else { Codec::from_tokenizer_json(Path::new(tokenizer))? };
     use recode_core::api::TextCodec;
-    let mut config = mc;
-    if !(arch.is_empty() || arch == "auto") {
-        config.architecture = Architecture::parse(arch).with_context(|| format!("unsupported architecture `{arch}` (supported: qwen2, llama)"))?;
+    if let Some(a) = Architecture::forced(arch)? {
+        config.architecture = a;
     }
     // Embedding rows, which may exceed the token list.
     config.vocab_size = g.tensor_info("token_embd.weight")?.shape()[0];
