@@ -127,10 +127,10 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             }
             println!("adapter: {adapter} (merged into the weights for generation)");
             let mut policy = super::model::load_policy(&args)?;
-            let prompt = synthetic_prompt(policy.as_ref(), prompt_tokens)?;
+            let prompt = recode_model::bench::synthetic_prompt(policy.as_ref(), prompt_tokens)?;
             let weight_bytes = decode_weight_bytes(&model)?;
             // The host-memory roofline applies to the CPU backend only.
-            let bw = (args.backend == "cpu").then(machine::read_bandwidth);
+            let bw = (args.backend == "cpu").then(|| recode_model::bench::read_bandwidth(128 << 20, 5));
             if let Some(bw) = bw {
                 println!("memory read bandwidth (one thread per core, 512 MiB): {:.1} GB/s", bw / 1e9);
                 // The model's largest matrix, the output projection [hidden, vocab].
@@ -159,10 +159,10 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             args.backend = backend;
             args.adapter = Some(("lora".into(), rank));
             let mut policy = super::model::load_policy(&args)?;
-            let prompt = synthetic_prompt(policy.as_ref(), prompt_tokens)?;
-            let completion = synthetic_prompt(policy.as_ref(), completion_tokens)?;
+            let prompt = recode_model::bench::synthetic_prompt(policy.as_ref(), prompt_tokens)?;
+            let completion = recode_model::bench::synthetic_prompt(policy.as_ref(), completion_tokens)?;
             let n = if args.backend == "cpu" { 512 } else { 4096 };
-            let flops = machine::matmul_flops(&args.backend, n, 3)?;
+            let flops = recode_model::bench::matmul_flops(&args.backend, n, 3)?;
             println!("plain matmul ({} backend, {n}x{n} f32): {:.1} GFLOP/s", args.backend, flops / 1e9);
             let r = recode_model::bench::bench_train(policy.as_mut(), &prompt, &completion, micro_batch, steps)?;
             let params = recode_model_formats::model_config(&model)?.matmul_parameters();
@@ -183,32 +183,7 @@ pub fn bench(c: BenchCommand) -> Result<()> {
     Ok(())
 }
 
-/// A prompt of `n` tokens cut from repeated code text.
-fn synthetic_prompt(policy: &dyn recode_core::api::Policy, n: usize) -> Result<Vec<u32>> {
-    let text = "def add(a, b):\n    return a + b\n\nclass Stack:\n    def __init__(self):\n        self.items = []\n".repeat(n / 8 + 2);
-    let mut ids = policy.codec().encode(&text)?;
-    if ids.len() < n {
-        bail!("could not build a {n}-token prompt");
-    }
-    ids.truncate(n);
-    Ok(ids)
-}
-
 /// Bytes of f32 weights a decode step reads (every linear layer and the output head).
 fn decode_weight_bytes(model: &str) -> Result<f64> {
     Ok(4.0 * recode_model_formats::model_config(model)?.matmul_parameters())
-}
-
-mod machine {
-
-    /// Best-of-5 read bandwidth over 512 MiB with one thread per core (bytes per second).
-    pub fn read_bandwidth() -> f64 {
-        recode_model::bench::read_bandwidth(128 << 20, 5)
-    }
-
-    /// FLOP/s of an n x n f32 matmul on the named burn backend (in the model crate, which
-    /// already instantiates every backend).
-    pub fn matmul_flops(backend: &str, n: usize, reps: usize) -> anyhow::Result<f64> {
-        recode_model::bench::matmul_flops(backend, n, reps)
-    }
 }

@@ -49,7 +49,7 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
     let summary = find_summary(&out)?;
     let history: Vec<Value> = summary["steps"].as_array().cloned().unwrap_or_default();
     print_table(&history, s.algorithm.name.as_str());
-    println!("peak resident memory: {:.2} GiB", peak_rss_bytes()? as f64 / (1u64 << 30) as f64);
+    println!("peak resident memory: {:.2} GiB", recode_model::bench::peak_rss_bytes()? as f64 / (1u64 << 30) as f64);
     if keep {
         println!("run folder: {}", out.display());
     } else {
@@ -99,12 +99,4 @@ fn print_table(history: &[Value], algorithm: &str) {
     let later = if rest.is_empty() { "-".into() } else { format!("{:.2}", mean("time/step_s")) };
     println!("{:<14} {:>10} {:>10.2} {:>10}   {:>10} {:>10}", "step", "", get(&history[0], "time/step_s"), "", "", later);
     println!("({} step(s) after the first)", rest.len());
-}
-
-/// The process's peak resident set (VmHWM), Linux only.
-fn peak_rss_bytes() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
-    let kb: u64 = line.split_whitespace().nth(1).and_then(|x| x.parse().ok()).context("unreadable VmHWM")?;
-    Ok(kb * 1024)
 }

@@ -1,7 +1,8 @@
 //! Candidate files for `recode eval --candidates`: JSON lines `{"id": str, "completion": str}`
 //! (or `"program": str`), several lines per id for pass@k.
 
-use super::{Candidate, Problem};
+use super::problem::Problem;
+use super::report::Candidate;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;

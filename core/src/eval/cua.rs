@@ -11,7 +11,7 @@
 //! "separated by \n" / "\n\n" are also accepted as lists of strings.
 
 use super::{pysrc, signature};
-use super::sandbox::{Job, TestCase};
+use recode_sandbox::{Job, TestCase};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;

@@ -6,7 +6,8 @@
 //! per problem gave its n rows the same seed and streams 0..n, so reports match those too.)
 
 use super::prompts::PromptVariant;
-use super::{Candidate, EvalOptions, EvalReport, Problem};
+use super::problem::{EvalOptions, Problem};
+use super::report::{Candidate, EvalReport};
 use crate::api::{ChatMessage, Policy, RowSeed, SamplingParams};
 use crate::progress::{Mode, Progress};
 use crate::spec::EvalSpec;
@@ -49,7 +50,7 @@ pub fn prompt_ids(policy: &dyn Policy, problems: &[Problem], variant: PromptVari
             let mut msgs = p.prompt_messages(variant);
             let prefill = matches!(p, Problem::Cua(_)) && variant == PromptVariant::Recode;
             if prefill {
-                msgs.push(ChatMessage { role: "assistant".into(), content: super::PREFILL.into() });
+                msgs.push(ChatMessage { role: "assistant".into(), content: super::prompts::PREFILL.into() });
             }
             let text = crate::chat::render(&template, &msgs, !prefill, prefill).with_context(|| format!("prompt of {}", p.id()))?;
             policy.codec().encode(&text)
@@ -209,7 +210,7 @@ mod tests {
 
     fn problems() -> Vec<Problem> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/humaneval-sample.jsonl");
-        super::super::load_problems("humaneval", &path).unwrap()
+        super::super::problem::load_problems("humaneval", &path).unwrap()
     }
 
     fn run(batch: usize, seed: u64) -> (Vec<Vec<String>>, Vec<usize>, Vec<usize>) {

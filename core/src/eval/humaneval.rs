@@ -1,6 +1,6 @@
 //! HumanEval-format problems (task_id, prompt, entry_point, canonical_solution, test).
 
-use super::sandbox::{Job, TestCase};
+use recode_sandbox::{Job, TestCase};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use serde_json::Value;

@@ -2,7 +2,7 @@
 
 use super::passk::{mean_pass_at_k, pass_at_k};
 use super::packages::PythonEnv;
-use super::sandbox::{Isolation, Outcome};
+use recode_sandbox::{Isolation, Outcome};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -2,8 +2,9 @@
 //! candidates arrive (so execution overlaps generation).
 
 use super::report::{group, Candidate, EvalReport, ProblemResult, SampleResult};
-use super::sandbox::{Outcome, RunResult, Sandbox};
-use super::{packages, EvalOptions, Problem};
+use recode_sandbox::{Outcome, RunResult, Sandbox};
+use super::packages;
+use super::problem::{EvalOptions, Problem};
 use crate::progress::{Mode, Progress};
 use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;

@@ -1,6 +1,8 @@
 //! Evaluation during training: the evaluator `train::run` calls every `eval.every` steps.
 
-use super::{evalenv, evaluate_policy, load_problems, EvalOptions, Problem};
+use super::evalenv;
+use super::generate::evaluate_policy;
+use super::problem::{load_problems, EvalOptions, Problem};
 use crate::api::Policy;
 use crate::spec::EvalSpec;
 use anyhow::Result;
@@ -44,7 +46,7 @@ pub fn training_evaluator<'a>(
 
 
 /// Sandbox errors and the unsafe mode, on stderr where they cannot be missed.
-pub fn warn_sandbox(report: &super::EvalReport) {
+pub fn warn_sandbox(report: &super::report::EvalReport) {
     if report.sandbox_errors > 0 {
         eprintln!(
             "warning: {} program(s) ended in a sandbox error and are left out of n (first: {})",

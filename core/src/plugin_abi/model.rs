@@ -1,4 +1,5 @@
-use super::{ffi, open, open_library};
+use super::ffi;
+use super::loader::{open, open_library};
 use crate::registry::{ModelContext, ModelFactory, PluginInfo, PluginKind};
 use anyhow::{anyhow, bail, Result};
 use std::ffi::CStr;
@@ -7,11 +8,6 @@ use std::path::Path;
 /// The burn release the host's model plugins are built against (see the workspace Cargo.toml).
 pub const BURN_VERSION: &str = "burn 0.21.0";
 
-/// The fingerprint as a NUL-terminated constant, compiled into the host and into every plugin
-/// (through `export_model_plugin!`): each side records the compiler that built its recode-core.
-pub const MODEL_PLUGIN_FINGERPRINT_C: &str =
-    concat!("recode-core ", env!("CARGO_PKG_VERSION"), "; ", env!("RECODE_RUSTC_VERSION"), "; burn 0.21.0\0");
-
 /// "recode-core <version>; <rustc --version>; <burn>", the identity a model plugin must match.
 pub fn fingerprint_for(burn: &str) -> String {
     format!("recode-core {}; {}; {burn}", env!("CARGO_PKG_VERSION"), env!("RECODE_RUSTC_VERSION"))
@@ -19,7 +15,7 @@ pub fn fingerprint_for(burn: &str) -> String {
 
 /// The host's fingerprint: the same constant plugins export, so the two cannot drift apart.
 pub fn host_fingerprint() -> String {
-    MODEL_PLUGIN_FINGERPRINT_C.trim_end_matches('\0').to_string()
+    ffi::MODEL_PLUGIN_FINGERPRINT_C.trim_end_matches('\0').to_string()
 }
 
 /// Load a Rust model plugin (a `dylib` built in this workspace with `export_model_plugin!`):
@@ -58,7 +54,7 @@ macro_rules! export_model_plugin {
     (name: $name:literal, version: $version:literal, description: $desc:literal, create: $create:path $(,)?) => {
         #[no_mangle]
         pub extern "C" fn recode_model_plugin_abi_fingerprint() -> *const ::std::ffi::c_char {
-            $crate::plugin_abi::MODEL_PLUGIN_FINGERPRINT_C.as_ptr().cast()
+            $crate::plugin_abi::ffi::MODEL_PLUGIN_FINGERPRINT_C.as_ptr().cast()
         }
 
         #[no_mangle]

@@ -1,4 +1,5 @@
-use super::{ffi, first_non_finite, open, options_json, ErrBuf, Opened};
+use super::ffi;
+use super::loader::{first_non_finite, open, options_json, ErrBuf, Opened};
 use crate::api::{Reward, RewardInput};
 use crate::registry::PluginKind;
 use crate::spec::Options;

@@ -372,6 +372,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn describe_shows_each_run_by_its_varied_values() {
+        let d = tempfile::tempdir().unwrap();
+        let p = super::super::plan::tests::four_axis_plan(d.path());
+        assert!(describe(&p).contains("format+0.5*em"));
+    }
+
+    #[test]
     fn glob_matches_segments_and_wholes() {
         assert!(glob("reward/*/mean", "reward/format/mean"));
         assert!(!glob("reward/*/mean", "reward/format/std"));

@@ -1,6 +1,6 @@
 //! Throughput measurements through the `Policy` API (what `recode bench` reports).
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use recode_core::api::{Policy, SamplingParams, Sequence};
 use std::time::Instant;
 
@@ -191,4 +191,24 @@ unsafe fn lanes_sum_avx2(c: &[f32]) -> f32 {
         }
     }
     lanes.iter().sum::<f32>() + tail
+}
+
+/// A prompt of `n` tokens cut from repeated code text (for throughput runs: content does not
+/// change the cost of a step, only its length does).
+pub fn synthetic_prompt(policy: &dyn Policy, n: usize) -> Result<Vec<u32>> {
+    let text = "def add(a, b):\n    return a + b\n\nclass Stack:\n    def __init__(self):\n        self.items = []\n".repeat(n / 8 + 2);
+    let mut ids = policy.codec().encode(&text)?;
+    if ids.len() < n {
+        bail!("could not build a {n}-token prompt");
+    }
+    ids.truncate(n);
+    Ok(ids)
+}
+
+/// The process's peak resident set (VmHWM), Linux only.
+pub fn peak_rss_bytes() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
+    let kb: u64 = line.split_whitespace().nth(1).and_then(|x| x.parse().ok()).context("unreadable VmHWM")?;
+    Ok(kb * 1024)
 }

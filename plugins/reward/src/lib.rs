@@ -29,3 +29,32 @@ pub fn register(reg: &mut Registry) {
     reg.add_reward("similarity", "1 - lev/max_len of the whole completion and the target, no code extraction (option trim)", similarity_factory);
     reg.add_reward("length", "completion tokens / max_length, clipped to [0, 1] (weight < 0 to penalise, 0 to log)", length_factory);
 }
+
+#[cfg(test)]
+mod tests {
+    use recode_core::api::RewardInput;
+    use recode_core::spec::Options;
+
+    fn opts(pairs: &[(&str, toml::Value)]) -> Options {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    #[test]
+    fn registry_and_options() {
+        let mut reg = recode_core::registry::Registry::default();
+        super::register(&mut reg);
+        let names = reg.names(recode_core::registry::PluginKind::Reward);
+        assert_eq!(names, ["em", "em_star", "es", "es_star", "format", "length", "overlong", "similarity"]);
+        let ol = reg.reward("overlong").unwrap()(&opts(&[("max_length", 100.into()), ("cache_length", 20.into())])).unwrap();
+        let input = RewardInput { completion_tokens: 90, ..Default::default() };
+        assert_eq!(ol.score(&[input]).unwrap(), vec![-0.5]);
+        assert_eq!(ol.name(), "overlong");
+        let err = reg.reward("es_star").unwrap()(&opts(&[("extrct", "answer".into())])).err().unwrap().to_string();
+        assert!(err.contains("es_star") && err.contains("extrct"), "{err}");
+        assert!(reg.reward("em").unwrap()(&opts(&[("extract", "last".into())])).is_err());
+        assert!(reg.reward("overlong").unwrap()(&opts(&[("cache_length", 2000.into())])).is_err());
+        let f = reg.reward("format").unwrap()(&opts(&[("prefix", "".into())])).unwrap();
+        let input = RewardInput { completion: "<think>a</think><answer>b</answer>", ..Default::default() };
+        assert_eq!(f.score(&[input]).unwrap(), vec![1.0]);
+    }
+}

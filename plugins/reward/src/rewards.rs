@@ -358,27 +358,4 @@ mod tests {
         assert_eq!(length_fraction(256, 1024), 0.25);
         assert_eq!(length_fraction(4096, 1024), 1.0);
     }
-
-    fn opts(pairs: &[(&str, toml::Value)]) -> Options {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-    }
-
-    #[test]
-    fn registry_and_options() {
-        let mut reg = recode_core::registry::Registry::default();
-        crate::register(&mut reg);
-        let names = reg.names(recode_core::registry::PluginKind::Reward);
-        assert_eq!(names, ["em", "em_star", "es", "es_star", "format", "length", "overlong", "similarity"]);
-        let ol = reg.reward("overlong").unwrap()(&opts(&[("max_length", 100.into()), ("cache_length", 20.into())])).unwrap();
-        let input = RewardInput { completion_tokens: 90, ..Default::default() };
-        assert_eq!(ol.score(&[input]).unwrap(), vec![-0.5]);
-        assert_eq!(ol.name(), "overlong");
-        let err = reg.reward("es_star").unwrap()(&opts(&[("extrct", "answer".into())])).err().unwrap().to_string();
-        assert!(err.contains("es_star") && err.contains("extrct"), "{err}");
-        assert!(reg.reward("em").unwrap()(&opts(&[("extract", "last".into())])).is_err());
-        assert!(reg.reward("overlong").unwrap()(&opts(&[("cache_length", 2000.into())])).is_err());
-        let f = reg.reward("format").unwrap()(&opts(&[("prefix", "".into())])).unwrap();
-        let input = RewardInput { completion: "<think>a</think><answer>b</answer>", ..Default::default() };
-        assert_eq!(f.score(&[input]).unwrap(), vec![1.0]);
-    }
 }
