@@ -3,7 +3,7 @@
 
 use crate::api::Policy;
 use crate::registry::{ModelContext, Registry};
-use crate::spec::{AdapterKind, BackendKind, BackendSpec, ModelSpec, TrainingSpec};
+use crate::spec::{AdapterKind, BackendKind, BackendSpec, ModelSpec, Options, TrainingSpec};
 use anyhow::{anyhow, Context, Result};
 use std::path::Path;
 
@@ -30,9 +30,11 @@ pub fn model_spec(model: &str, known_ids: &[&str], adapter: Option<(&str, usize)
     Ok(spec)
 }
 
-/// A model by name on `backend`, with default training settings (for inference and benchmarks).
-pub fn policy_for_model(reg: &Registry, known_ids: &[&str], model: &str, backend: &str, adapter: Option<(&str, usize)>) -> Result<Box<dyn Policy>> {
-    let spec = model_spec(model, known_ids, adapter)?;
+/// A model by name on `backend`, with default training settings (for inference and benchmarks);
+/// `options` is the model plugin's `[model.options]` table.
+pub fn policy_for_model(reg: &Registry, known_ids: &[&str], model: &str, backend: &str, adapter: Option<(&str, usize)>, options: &Options) -> Result<Box<dyn Policy>> {
+    let mut spec = model_spec(model, known_ids, adapter)?;
+    spec.options = options.clone();
     let backend = BackendSpec { kind: backend_kind(backend)?, ..BackendSpec::default() };
     crate::plugins::policy(reg, &ModelContext { spec: &spec, backend: &backend, training: &TrainingSpec::default(), seed: 0 })
 }

@@ -69,6 +69,9 @@ pub enum BenchCommand {
         /// cpu, wgpu or cuda.
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// The transformer's `attention` option: auto, plain or blockwise (default: the plugin's).
+        #[arg(long)]
+        attention: Option<String>,
     },
 }
 
@@ -154,10 +157,14 @@ pub fn bench(c: BenchCommand) -> Result<()> {
                 println!("{:>5} {:>8} {:>12.1} {:>12.2} {:>14} {:>9}", r.batch, r.prompt_tokens, r.prefill_tok_s, r.decode_tok_s, roof_s, pct);
             }
         }
-        BenchCommand::Train { model, micro_batch, prompt_tokens, completion_tokens, steps, rank, backend } => {
+        BenchCommand::Train { model, micro_batch, prompt_tokens, completion_tokens, steps, rank, backend, attention } => {
             let mut args = super::model::ModelArgs::new(&model);
             args.backend = backend;
             args.adapter = Some(("lora".into(), rank));
+            if let Some(a) = attention {
+                println!("attention: {a}");
+                args.options.insert("attention".into(), toml::Value::String(a));
+            }
             let mut policy = super::model::load_policy(&args)?;
             let prompt = recode_model::bench::synthetic_prompt(policy.as_ref(), prompt_tokens)?;
             let completion = recode_model::bench::synthetic_prompt(policy.as_ref(), completion_tokens)?;

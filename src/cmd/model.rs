@@ -15,11 +15,14 @@ pub struct ModelArgs {
     /// Attach a fresh adapter (kind, rank), e.g. for training benchmarks.
     #[arg(skip)]
     pub adapter: Option<(String, usize)>,
+    /// The model plugin's options (`[model.options]`), e.g. `attention` for training benchmarks.
+    #[arg(skip)]
+    pub options: recode_core::spec::Options,
 }
 
 impl ModelArgs {
     pub fn new(model: &str) -> Self {
-        Self { model: model.to_string(), backend: "cpu".into(), adapter: None }
+        Self { model: model.to_string(), backend: "cpu".into(), adapter: None, options: Default::default() }
     }
 }
 
@@ -27,7 +30,7 @@ impl ModelArgs {
 pub fn load_policy(a: &ModelArgs) -> Result<Box<dyn Policy>> {
     let host = crate::host::Host::new();
     let adapter = a.adapter.as_ref().map(|(kind, rank)| (kind.as_str(), *rank));
-    recode_core::load::policy_for_model(&host.registry, &host.known_model_ids, &a.model, &a.backend, adapter)
+    recode_core::load::policy_for_model(&host.registry, &host.known_model_ids, &a.model, &a.backend, adapter, &a.options)
 }
 
 #[derive(Args)]
@@ -100,7 +103,7 @@ pub struct ScoreArgs {
 pub fn score(a: ScoreArgs) -> Result<()> {
     let (mut policy, adapters) = match (&a.model, &a.run) {
         (_, Some(run)) => (recode_core::load::policy_from_run(&crate::host::registry(), run, None, &|l| eprintln!("{l}"))?, true),
-        (Some(m), None) => (load_policy(&ModelArgs { model: m.clone(), backend: a.backend.clone(), adapter: None })?, false),
+        (Some(m), None) => (load_policy(&ModelArgs { model: m.clone(), backend: a.backend.clone(), adapter: None, options: Default::default() })?, false),
         (None, None) => anyhow::bail!("give --model or --run"),
     };
     let ids = policy.codec().encode(&a.text)?;

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod byte_codec;
 pub mod cpu;
+pub mod flash;
 pub mod fused;
 pub mod host;
 pub mod config;
@@ -67,12 +68,24 @@ fn model_path(ctx: &ModelContext<'_>) -> Result<PathBuf> {
     bail!("model: set `path` (HF folder or .gguf) or `id`")
 }
 
+/// `[model.options]` of the built-in transformer.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformerOptions {
+    /// Attention in the training forward: "plain" (default; keeps the [b, heads, t, s]
+    /// probabilities for backward), "blockwise" (keeps the output and row log-sum-exp only and
+    /// recomputes the probabilities in backward) or "auto" (blockwise from 512 x 512 scores).
+    pub attention: flash::AttentionMode,
+}
+
 /// Load a policy on backend `B`.
 pub fn build_policy<B: Backend>(ctx: &ModelContext<'_>, device: &B::Device) -> Result<TransformerPolicy<B>> {
     let path = model_path(ctx)?;
     let files = open_model(&path, &ctx.spec.architecture, &ctx.spec.tokenizer)?;
-    let model = load::load_transformer::<burn::backend::Autodiff<B>>(&files.config, files.weights.as_ref(), &ctx.spec.adapter, ctx.seed, device)
+    let options: TransformerOptions = recode_core::registry::decode_options("transformer", &ctx.spec.options)?;
+    let mut model = load::load_transformer::<burn::backend::Autodiff<B>>(&files.config, files.weights.as_ref(), &ctx.spec.adapter, ctx.seed, device)
         .with_context(|| format!("loading {}", path.display()))?;
+    model.attention = options.attention;
     drop(files.weights);
     // burn 0.21 fixes one float dtype per device type for the whole process, set by the first
     // backend that makes a tensor there: an f16 model after an f32 one on the same device would

@@ -110,7 +110,7 @@ pub fn load_transformer<B: Backend>(
     let norm = ld.vector("model.norm.weight", h)?;
     let tied = cfg.tie_word_embeddings || !src.contains("lm_head.weight");
     let lm_head = if tied { None } else { Some(ld.linear("lm_head", h, cfg.vocab_size, false)?) };
-    let mut model = Transformer { embed_tokens, layers, norm, lm_head, cfg: cfg.clone() };
+    let mut model = Transformer { embed_tokens, layers, norm, lm_head, cfg: cfg.clone(), attention: Default::default() };
     model.cfg.tie_word_embeddings = tied;
     if matches!(adapter.kind, AdapterKind::Lora | AdapterKind::Dora) {
         add_adapters(&mut model, adapter, seed, &mut ld.next_id)?;

@@ -5,6 +5,7 @@
 //! except inside attention.
 
 use crate::config::ModelConfig;
+use crate::flash::{self, AttentionMode};
 use crate::fused::{self, HostKv, StepHost};
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{silu, softmax};
@@ -119,6 +120,9 @@ pub struct Transformer<B: Backend> {
     pub lm_head: Option<Linear<B>>,
     #[module(skip)]
     pub cfg: ModelConfig,
+    /// Plain or blockwise attention in the training forward (`[model.options] attention`).
+    #[module(skip)]
+    pub attention: AttentionMode,
 }
 
 /// Pre-allocated keys/values of one layer, `[batch, kv_heads, capacity, head_dim]`, written in place.
@@ -172,6 +176,8 @@ pub struct Step<B: Backend> {
     sin: Tensor<B, 4>,
     /// Additive mask `[b, 1, 1, t, past+t]`.
     mask: Tensor<B, 5>,
+    /// `[b, past+t]`: 1 for a real key, 0 for padding (the blockwise attention's mask input).
+    key_ok: Tensor<B, 2>,
     /// The same tables on the host (for the fused CPU attention).
     cos_h: Vec<f32>,
     sin_h: Vec<f32>,
@@ -217,6 +223,7 @@ impl<B: Backend> Step<B> {
             cos: Tensor::from_data(TensorData::new(cos.clone(), [b, 1, t, half]), device),
             sin: Tensor::from_data(TensorData::new(sin.clone(), [b, 1, t, half]), device),
             mask: Tensor::from_data(TensorData::new(mask.clone(), [b, 1, 1, t, s]), device),
+            key_ok: Tensor::from_data(TensorData::new(valid.iter().flatten().map(|&ok| if ok { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(), [b, s]), device),
             cos_h: cos,
             sin_h: sin,
             mask_h: mask,
@@ -247,7 +254,7 @@ fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Param<Tensor<B, 1>>, eps: f64) -> T
 }
 
 impl<B: Backend> Attention<B> {
-    fn forward(&self, x: Tensor<B, 2>, cfg: &ModelConfig, st: &Step<B>, cache: Option<&mut KvCache<B>>, fwd: Fwd) -> Tensor<B, 2> {
+    fn forward(&self, x: Tensor<B, 2>, cfg: &ModelConfig, st: &Step<B>, cache: Option<&mut KvCache<B>>, fwd: Fwd, mode: AttentionMode) -> Tensor<B, 2> {
         let (b, t) = (st.batch, st.t);
         let (nh, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let g = nh / kvh;
@@ -267,6 +274,12 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
         let s = k.dims()[2];
+        if mode.blockwise_for(t, s) {
+            let spec = flash::Spec::for_shapes(b, nh, t, s, hd, st.past, g);
+            if let Some(out) = flash::try_attention(&q, &k, &v, &st.key_ok, spec) {
+                return self.o_proj.forward(out.swap_dims(1, 2).reshape([b * t, nh * hd]), fwd);
+            }
+        }
         // GQA without copying K/V: query heads of one kv group are stacked along the row axis.
         let q = q.reshape([b, kvh, g * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
@@ -296,7 +309,7 @@ impl<B: Backend> Transformer<B> {
         let eps = self.cfg.rms_norm_eps;
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_mut().map(|c| &mut c[i]);
-            let h = layer.self_attn.forward(rms_norm(x.clone(), &layer.input_layernorm, eps), &self.cfg, st, cache, fwd);
+            let h = layer.self_attn.forward(rms_norm(x.clone(), &layer.input_layernorm, eps), &self.cfg, st, cache, fwd, self.attention);
             x = x + h;
             let h = layer.mlp.forward(rms_norm(x.clone(), &layer.post_attention_layernorm, eps), fwd);
             x = x + h;
