@@ -10,26 +10,12 @@ tell copying from migrating: answers whose ES* equals the copy answer's (`heldou
 RUN_A: the old code as a well-formed answer), answers without a python block (ES* = -2) and
 well-formed answers. Standard library only.
 """
-import json
+import os
 import random
 import sys
-from collections import defaultdict
 
-SCORES = [("format", "format"), ("es_star", "ES*"), ("em_star", "EM*"), ("em", "exact")]
-
-
-def read(path):
-    by_step = defaultdict(dict)
-    for line in open(path):
-        r = json.loads(line)
-        by_step[r["step"]][r["id"]] = r["scores"]
-    return by_step
-
-
-def interval(d, rng):
-    n = len(d)
-    means = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(10000))
-    return means[249], means[9749]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from heldout_steps import SCORES, interval, print_table, read  # noqa: E402  (same folder)
 
 
 def counts(scores, copy, ids):
@@ -64,15 +50,9 @@ def main():
         ca, cb = counts(a[step], copy, ids), counts(b[step], copy, ids)
         for (label, p, q) in zip(["ES* equal to the copy's", "no python block", "well formed"], ca, cb):
             rows.append([str(step), label, f"{p}/{len(ids)}", f"{q}/{len(ids)}", ""])
-    if md:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
+    if not md:
         print(f"A = {args[0]}\nB = {args[1]}")
-        for r in [header] + rows:
-            print("  ".join(f"{c:<24}" for c in r))
+    print_table(header, rows, md)
 
 
 if __name__ == "__main__":

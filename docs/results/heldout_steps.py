@@ -32,6 +32,18 @@ def interval(d, rng):
     return means[249], means[9749]
 
 
+def print_table(header, rows, markdown):
+    """A Markdown table, or tab-separated lines."""
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        for r in [header] + rows:
+            print("\t".join(r))
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     md = "--markdown" in sys.argv
@@ -60,14 +72,7 @@ def main():
             vlo, vhi = interval(vs, rng)
             label = f"{name} ({len(sel)} items)" if key == "em_not_copy" else name
             rows.append([str(step), label, f"{mean:+.3f}", f"{sum(ch) / len(ch):+.3f} [{lo:+.3f}, {hi:+.3f}]", f"{sum(vs) / len(vs):+.3f} [{vlo:+.3f}, {vhi:+.3f}]"])
-    if md:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
-        for r in [header] + rows:
-            print("\t".join(r))
+    print_table(header, rows, md)
 
 
 if __name__ == "__main__":
