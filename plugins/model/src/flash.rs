@@ -76,12 +76,13 @@ impl Spec {
     }
 }
 
-/// Additive bias of one block, [b, 1, 1, queries, keys]: 0 where visible, -1e9 where hidden.
-/// Built on the device from two ranges and the per-key flags.
-fn bias<B: Backend>(key_ok: &Tensor<B, 2>, sp: &Spec, i: Range<usize>, j: Range<usize>) -> Tensor<B, 5> {
+/// Additive bias of queries `i` (after `past` keys) against keys `j`, [b, 1, 1, queries, keys]:
+/// 0 where visible, -1e9 where hidden. Built on the device from two ranges and the per-key flags
+/// (also the plain path's mask, so both mask exactly alike).
+pub fn bias<B: Backend>(key_ok: &Tensor<B, 2>, past: usize, i: Range<usize>, j: Range<usize>) -> Tensor<B, 5> {
     let (dev, b) = (key_ok.device(), key_ok.dims()[0]);
     let (nq, nk) = (i.len(), j.len());
-    let qi = Tensor::<B, 1, Int>::arange((sp.past + i.start) as i64..(sp.past + i.end) as i64, &dev).float().reshape([1, 1, 1, nq, 1]);
+    let qi = Tensor::<B, 1, Int>::arange((past + i.start) as i64..(past + i.end) as i64, &dev).float().reshape([1, 1, 1, nq, 1]);
     let kj = Tensor::<B, 1, Int>::arange(j.start as i64..j.end as i64, &dev).float().reshape([1, 1, 1, 1, nk]);
     let ahead = qi.clone().expand([1, 1, 1, nq, nk]) - kj.expand([1, 1, 1, nq, nk]); // past+i - j, whole numbers
     let causal = (ahead.clone() + 1.0).clamp(0.0, 1.0); // 1 where j <= past+i
@@ -119,7 +120,7 @@ pub fn forward<B: Backend>(q: Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, 
         for j0 in (0..kend).step_by(sp.bk) {
             let j1 = (j0 + sp.bk).min(kend);
             let kb = k.clone().slice([0..b, 0..kvh, j0..j1, 0..hd]);
-            let sc = scores(&qb, kb, bias(key_ok, sp, i0..i1, j0..j1), g);
+            let sc = scores(&qb, kb, bias(key_ok, sp.past, i0..i1, j0..j1), g);
             let m2 = m.clone().max_pair(sc.clone().max_dim(3));
             let p = (sc - m2.clone()).exp();
             let alpha = (m - m2.clone()).exp();
@@ -176,7 +177,7 @@ impl<B: Backend> Backward<B, 3> for BlockwiseBackward {
                 let j1 = (j0 + sp.bk).min(kend);
                 let kb = k.clone().slice([0..b, 0..kvh, j0..j1, 0..hd]);
                 let vb = v.clone().slice([0..b, 0..kvh, j0..j1, 0..hd]);
-                let p = (scores(&qb, kb.clone(), bias(&key_ok, &sp, i0..i1, j0..j1), g) - lb.clone()).exp();
+                let p = (scores(&qb, kb.clone(), bias(&key_ok, sp.past, i0..i1, j0..j1), g) - lb.clone()).exp();
                 // dS = P * (dO V^T - D), the gradient of the scaled scores.
                 let ds = p.clone() * (dob.clone().matmul(vb.swap_dims(2, 3)) - db.clone());
                 dqb = dqb + ds.clone().matmul(kb);

@@ -5,6 +5,7 @@
 //! except inside attention.
 
 use crate::config::ModelConfig;
+use std::cell::OnceCell;
 use crate::flash::{self, AttentionMode};
 use crate::fused::{self, HostKv, StepHost};
 use burn::module::{Module, Param, ParamId};
@@ -174,14 +175,16 @@ pub struct Step<B: Backend> {
     /// RoPE tables `[b, 1, t, head_dim/2]`.
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
-    /// Additive mask `[b, 1, 1, t, past+t]`.
-    mask: Tensor<B, 5>,
-    /// `[b, past+t]`: 1 for a real key, 0 for padding (the blockwise attention's mask input).
+    /// `[b, past+t]`: 1 for a real key, 0 for padding. The masks below are made from it on first
+    /// use, so the blockwise attention (which masks block by block) never makes an [t, s] one.
     key_ok: Tensor<B, 2>,
-    /// The same tables on the host (for the fused CPU attention).
+    valid: Vec<Vec<bool>>,
+    /// Additive mask `[b, 1, 1, t, past+t]` (0 or -1e9), made on the device.
+    mask: OnceCell<Tensor<B, 5>>,
+    /// The RoPE tables and the mask on the host (for the fused CPU attention).
     cos_h: Vec<f32>,
     sin_h: Vec<f32>,
-    mask_h: Vec<f32>,
+    mask_h: OnceCell<Vec<f32>>,
 }
 
 impl<B: Backend> Step<B> {
@@ -206,15 +209,8 @@ impl<B: Backend> Step<B> {
                 sin.push(a.sin() as f32);
             }
         }
-        let mut mask = Vec::with_capacity(b * t * s);
         for row in valid {
             assert_eq!(row.len(), s, "valid flags must cover past+t keys");
-            for i in 0..t {
-                for (j, &ok) in row.iter().enumerate() {
-                    let allowed = j <= past + i && (ok || j == past + i);
-                    mask.push(if allowed { 0.0f32 } else { -1e9 });
-                }
-            }
         }
         Step {
             batch: b,
@@ -222,16 +218,41 @@ impl<B: Backend> Step<B> {
             past,
             cos: Tensor::from_data(TensorData::new(cos.clone(), [b, 1, t, half]), device),
             sin: Tensor::from_data(TensorData::new(sin.clone(), [b, 1, t, half]), device),
-            mask: Tensor::from_data(TensorData::new(mask.clone(), [b, 1, 1, t, s]), device),
             key_ok: Tensor::from_data(TensorData::new(valid.iter().flatten().map(|&ok| if ok { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(), [b, s]), device),
+            valid: valid.to_vec(),
+            mask: OnceCell::new(),
             cos_h: cos,
             sin_h: sin,
-            mask_h: mask,
+            mask_h: OnceCell::new(),
         }
     }
 
+    /// The additive mask on the device, `[b, 1, 1, t, past+t]`.
+    fn mask(&self) -> Tensor<B, 5> {
+        let s = self.past + self.t;
+        self.mask.get_or_init(|| flash::bias(&self.key_ok, self.past, 0..self.t, 0..s)).clone()
+    }
+
+    /// The same mask on the host, `[b*t, past+t]` row-major. A query sees key j when j <= its
+    /// position and the key is real or its own.
+    fn host_mask(&self) -> &[f32] {
+        self.mask_h.get_or_init(|| {
+            let (t, past) = (self.t, self.past);
+            let mut mask = Vec::with_capacity(self.batch * t * (past + t));
+            for row in &self.valid {
+                for i in 0..t {
+                    for (j, &ok) in row.iter().enumerate() {
+                        let allowed = j <= past + i && (ok || j == past + i);
+                        mask.push(if allowed { 0.0f32 } else { -1e9 });
+                    }
+                }
+            }
+            mask
+        })
+    }
+
     fn host(&self) -> StepHost<'_> {
-        StepHost { batch: self.batch, t: self.t, past: self.past, cos: &self.cos_h, sin: &self.sin_h, mask: &self.mask_h }
+        StepHost { batch: self.batch, t: self.t, past: self.past, cos: &self.cos_h, sin: &self.sin_h, mask: self.host_mask() }
     }
 
     fn rope(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -283,7 +304,7 @@ impl<B: Backend> Attention<B> {
         // GQA without copying K/V: query heads of one kv group are stacked along the row axis.
         let q = q.reshape([b, kvh, g * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let scores = scores.reshape([b, kvh, g, t, s]) + st.mask.clone();
+        let scores = scores.reshape([b, kvh, g, t, s]) + st.mask();
         let probs = softmax(scores, 4).reshape([b, kvh, g * t, s]);
         let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b * t, nh * hd]);
         self.o_proj.forward(out, fwd)
