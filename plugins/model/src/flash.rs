@@ -81,14 +81,16 @@ impl Spec {
 /// (also the plain path's mask, so both mask exactly alike).
 pub fn bias<B: Backend>(key_ok: &Tensor<B, 2>, past: usize, i: Range<usize>, j: Range<usize>) -> Tensor<B, 5> {
     let (dev, b) = (key_ok.device(), key_ok.dims()[0]);
-    let (nq, nk) = (i.len(), j.len());
-    let qi = Tensor::<B, 1, Int>::arange((past + i.start) as i64..(past + i.end) as i64, &dev).float().reshape([1, 1, 1, nq, 1]);
-    let kj = Tensor::<B, 1, Int>::arange(j.start as i64..j.end as i64, &dev).float().reshape([1, 1, 1, 1, nk]);
-    let ahead = qi.clone().expand([1, 1, 1, nq, nk]) - kj.expand([1, 1, 1, nq, nk]); // past+i - j, whole numbers
-    let causal = (ahead.clone() + 1.0).clamp(0.0, 1.0); // 1 where j <= past+i
-    let own = (-ahead.abs() + 1.0).clamp(0.0, 1.0); // 1 where j == past+i
-    let ok = key_ok.clone().slice([0..b, j]).reshape([b, 1, 1, 1, nk]).expand([b, 1, 1, nq, nk]);
-    (causal.expand([b, 1, 1, nq, nk]) * (ok + own.expand([b, 1, 1, nq, nk])).clamp_max(1.0) - 1.0) * 1e9
+    let shape = [b, 1, 1, i.len(), j.len()];
+    // Integer positions and 0/1 integer flags: exact at any length, also under f16 (whose
+    // integers stop being exact above 2048, and whose 1e9 is inf).
+    let qi = Tensor::<B, 1, Int>::arange((past + i.start) as i64..(past + i.end) as i64, &dev).reshape([1, 1, 1, i.len(), 1]).expand(shape);
+    let kj = Tensor::<B, 1, Int>::arange(j.start as i64..j.end as i64, &dev).reshape([1, 1, 1, 1, j.len()]).expand(shape);
+    let causal = kj.clone().lower_equal(qi.clone()).int();
+    let own = kj.equal(qi).int();
+    let ok = key_ok.clone().slice([0..b, j.clone()]).greater_elem(0.5).int().reshape([b, 1, 1, 1, j.len()]).expand(shape);
+    let hidden = (causal * (ok + own).clamp_max(1)).equal_elem(0);
+    Tensor::<B, 5>::zeros(shape, &dev).mask_fill(hidden, -1e9)
 }
 
 /// Scores of a stacked, pre-scaled query block [b, kvh, g*nq, hd] against keys [b, kvh, nk, hd].
