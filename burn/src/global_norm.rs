@@ -15,6 +15,13 @@ fn sq_norm<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, 1> {
 /// norm, scales them as torch's `clip_grad_norm_` (TRL's `max_grad_norm`): by `max / (norm + 1e-6)`
 /// when that is below 1. Returns the norm before clipping.
 pub fn clip<B: Backend>(grads: &mut GradientsParams, params: &[(ParamId, usize)], max: Option<f64>) -> f64 {
+    clip_scaled::<B>(grads, params, max, 1.0)
+}
+
+/// [`clip`] for gradients of a loss multiplied by `1 / inv_scale` (f16 loss scaling): the norm
+/// returned and compared with `max` is the true one, and the gradients leave unscaled (and
+/// clipped) in one pass. A non-finite norm (an overflow) leaves them untouched.
+pub fn clip_scaled<B: Backend>(grads: &mut GradientsParams, params: &[(ParamId, usize)], max: Option<f64>, inv_scale: f64) -> f64 {
     // Each parameter's sum of squares stays on the device; one read of their total (a GPU syncs
     // once per optimiser step, not once per parameter). Summed in parameter order.
     let parts: Vec<Tensor<B, 1>> = params
@@ -29,12 +36,16 @@ pub fn clip<B: Backend>(grads: &mut GradientsParams, params: &[(ParamId, usize)]
     } else {
         Tensor::cat(parts, 0).sum().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
     };
-    let norm = total.sqrt();
-    let coef = match max {
-        Some(max) if max > 0.0 && norm.is_finite() => max / (norm + 1e-6),
-        _ => return norm,
+    let norm = total.sqrt() * inv_scale;
+    if !norm.is_finite() {
+        return norm;
+    }
+    let clip = match max {
+        Some(max) if max > 0.0 => (max / (norm + 1e-6)).min(1.0),
+        _ => 1.0,
     };
-    if coef < 1.0 {
+    let coef = clip * inv_scale;
+    if coef != 1.0 {
         for &(id, rank) in params {
             match rank {
                 1 => {

@@ -96,7 +96,10 @@ pub struct BackendSpec {
     pub kind: BackendKind,
     /// GPU index for wgpu/cuda.
     pub device: usize,
-    /// Floating-point type of weights and activations. The CPU backend supports f32 only.
+    /// Compute dtype of the frozen weights and the activations. Trainable parameters (adapters, or
+    /// every weight under full fine-tuning), their gradients, AdamW's moments, the gradient norm
+    /// and the log-probs stay f32 at every precision; f16 trains with dynamic loss scaling
+    /// (bf16 needs none). The CPU backend supports f32 only; wgpu has no bf16.
     pub precision: Precision,
 }
 

@@ -385,7 +385,7 @@ pub fn selected_logprobs<B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, ta
     assert_eq!(targets.len(), rows, "one target per hidden row");
     let ids = |a: usize, b: usize| Tensor::<B, 1, Int>::from_data(TensorData::new(targets[a..b].to_vec(), [b - a]), &device);
     if rows == 0 || model.head_trains() {
-        return log_softmax(model.logits(h), 1).gather(1, ids(0, rows).reshape([rows, 1]));
+        return log_softmax(model.logits(h).cast(model.master), 1).gather(1, ids(0, rows).reshape([rows, 1]));
     }
     // The autodiff backend runs only the training pass (no-grad passes use the inner backend).
     // `h.is_require_grad()` would not do: it is false for an intermediate tracked tensor.
@@ -395,7 +395,9 @@ pub fn selected_logprobs<B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, ta
     let (mut values, mut expected) = (vec![], vec![]);
     for a in (0..rows).step_by(step) {
         let b = (a + step).min(rows);
-        let lsm = log_softmax(model.logits(detached.clone().slice([a..b, 0..hs])), 1);
+        // In the masters' dtype (f32) whatever the compute dtype: log-probs feed the ratios
+        // exp(lp - lp_old) and the KL, and the loss gradient comes in f32.
+        let lsm = log_softmax(model.logits(detached.clone().slice([a..b, 0..hs])).cast(model.master), 1);
         values.push(lsm.clone().gather(1, ids(a, b).reshape([b - a, 1])));
         if tracked {
             expected.push(model.head_expect(lsm.exp()));
@@ -407,7 +409,7 @@ pub fn selected_logprobs<B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, ta
     }
     // d value / d h = W[target] - E_softmax[W]; `lin - lin.detach()` carries it with value 0.
     let direction = model.head_rows(ids(0, rows)) - Tensor::cat(expected, 0);
-    let lin = (h * direction).sum_dim(1);
+    let lin = (h * direction).sum_dim(1).cast(model.master);
     lin.clone() - lin.detach() + value
 }
 

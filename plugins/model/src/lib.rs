@@ -11,6 +11,7 @@ pub mod host;
 pub mod config;
 pub mod generate;
 pub mod load;
+pub mod loss_scale;
 pub mod merge;
 pub mod model;
 pub mod policy;
@@ -19,6 +20,7 @@ pub mod weights;
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, FloatDType};
 use recode_core::api::{Policy, TextCodec};
 use recode_core::registry::{ModelContext, Registry};
 use recode_core::spec::{BackendKind, Precision};
@@ -72,9 +74,9 @@ fn model_path(ctx: &ModelContext<'_>) -> Result<PathBuf> {
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransformerOptions {
-    /// Attention in the training forward: "plain" (default; keeps the [b, heads, t, s]
-    /// probabilities for backward), "blockwise" (keeps the output and row log-sum-exp only and
-    /// recomputes the probabilities in backward) or "auto" (blockwise from 512 x 512 scores).
+    /// Attention in the training forward: "auto" (default; blockwise from 512 x 512 scores),
+    /// "plain" (keeps the [b, heads, t, s] probabilities for backward) or "blockwise" (keeps the
+    /// output and row log-sum-exp only and recomputes the probabilities in backward).
     pub attention: flash::AttentionMode,
 }
 
@@ -83,16 +85,27 @@ pub fn build_policy<B: Backend>(ctx: &ModelContext<'_>, device: &B::Device) -> R
     let path = model_path(ctx)?;
     let files = open_model(&path, &ctx.spec.architecture, &ctx.spec.tokenizer)?;
     let options: TransformerOptions = recode_core::registry::decode_options("transformer", &ctx.spec.options)?;
-    let mut model = load::load_transformer::<burn::backend::Autodiff<B>>(&files.config, files.weights.as_ref(), &ctx.spec.adapter, ctx.seed, device)
+    // The backend's element type is the masters' dtype (f32); `precision` is the compute dtype of
+    // activations and frozen weights, chosen at run time (`load_transformer_in`).
+    let master = <B::FloatElem as burn::tensor::Element>::dtype();
+    let compute = match ctx.backend.precision {
+        Precision::F32 => master.into(),
+        Precision::F16 => FloatDType::F16,
+        Precision::Bf16 => FloatDType::BF16,
+    };
+    if DType::from(compute) != master && !B::supports_dtype(device, compute.into()) {
+        bail!("precision {:?} is not supported by this {:?} device; use f32, or f16/bf16 where the device has it", ctx.backend.precision, ctx.backend.kind);
+    }
+    let mut model = load::load_transformer_in::<burn::backend::Autodiff<B>>(&files.config, files.weights.as_ref(), &ctx.spec.adapter, ctx.seed, device, compute)
         .with_context(|| format!("loading {}", path.display()))?;
     model.attention = options.attention;
     drop(files.weights);
-    // burn 0.21 fixes one float dtype per device type for the whole process, set by the first
-    // backend that makes a tensor there: an f16 model after an f32 one on the same device would
-    // silently be f32.
-    let (want, got) = (<B::FloatElem as burn::tensor::Element>::dtype(), model.embed_tokens.val().dtype());
-    if want != got {
-        bail!("the {want:?} model was built with {got:?} tensors: this process already used the same device at another precision, and burn keeps one per device; use one precision per process");
+    // burn 0.21 fixes one default float dtype per device type for the whole process, set by the
+    // first backend that makes a tensor there: an f64 backend after an f32 one on the same device
+    // would silently keep f32 masters.
+    let got = DType::from(model.master);
+    if master != got {
+        bail!("the {master:?} backend was built with {got:?} tensors: this process already used the same device with another element type, and burn keeps one per device; use one precision per process");
     }
     TransformerPolicy::new(model, files.codec, ctx.spec.adapter.clone(), ctx.training)
 }
@@ -122,20 +135,17 @@ fn factory(ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
 #[cfg(feature = "gpu")]
 fn gpu_factory(ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
     use burn::backend::{cuda::CudaDevice, wgpu::WgpuDevice, Cuda, Wgpu};
-    use burn::tensor::{bf16, f16};
     let b = ctx.backend;
     let wdev = if b.device == 0 { WgpuDevice::DefaultDevice } else { WgpuDevice::DiscreteGpu(b.device) };
     let cdev = CudaDevice::new(b.device);
     fn boxed<B: Backend>(p: TransformerPolicy<B>) -> Box<dyn Policy> {
         Box::new(p)
     }
+    // f32 backends at every precision: f16/bf16 is the compute dtype inside (build_policy).
     match (b.kind, b.precision) {
-        (BackendKind::Wgpu, Precision::F32) => guarded("wgpu", || Ok(boxed(build_policy::<Wgpu<f32, i32>>(ctx, &wdev)?))),
-        (BackendKind::Wgpu, Precision::F16) => guarded("wgpu", || Ok(boxed(build_policy::<Wgpu<f16, i32>>(ctx, &wdev)?))),
-        (BackendKind::Wgpu, Precision::Bf16) => bail!("bf16 is not supported by the wgpu backend (lavapipe reports it unsupported); use f16 or cuda"),
-        (BackendKind::Cuda, Precision::F32) => guarded("cuda", || Ok(boxed(build_policy::<Cuda<f32, i32>>(ctx, &cdev)?))),
-        (BackendKind::Cuda, Precision::F16) => guarded("cuda", || Ok(boxed(build_policy::<Cuda<f16, i32>>(ctx, &cdev)?))),
-        (BackendKind::Cuda, Precision::Bf16) => guarded("cuda", || Ok(boxed(build_policy::<Cuda<bf16, i32>>(ctx, &cdev)?))),
+        (BackendKind::Wgpu, Precision::Bf16) => bail!("bf16 is not supported by the wgpu backend (its WGSL compiler has no bf16; lavapipe reports it unsupported); use f16 or cuda"),
+        (BackendKind::Wgpu, _) => guarded("wgpu", || Ok(boxed(build_policy::<Wgpu<f32, i32>>(ctx, &wdev)?))),
+        (BackendKind::Cuda, _) => guarded("cuda", || Ok(boxed(build_policy::<Cuda<f32, i32>>(ctx, &cdev)?))),
         (BackendKind::Cpu, _) => unreachable!("handled by factory"),
     }
 }

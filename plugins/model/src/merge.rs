@@ -13,20 +13,24 @@ impl<B: Backend> Linear<B> {
     /// The adapted weight `[in, out]` as one matrix; `None` without an adapter.
     pub fn merged_weight(&self) -> Option<Tensor<B, 2>> {
         let (a, b) = (self.lora_a.as_ref()?, self.lora_b.as_ref()?);
-        let w = self.weight.val() + a.val().matmul(b.val()) * self.scaling;
-        Some(match &self.magnitude {
+        // Merged in the masters' dtype (f32), stored in the frozen weight's (compute) dtype.
+        let (compute, master) = (self.weight.val().dtype(), b.val().dtype());
+        let w = self.weight.val().cast(master) + a.val().matmul(b.val()) * self.scaling;
+        let w = match &self.magnitude {
             None => w,
             // The same norm as the unmerged DoRA path: over the input dim, per output feature.
             Some(m) => {
                 let norm = w.clone().powi_scalar(2).sum_dim(0).sqrt();
                 w * (m.val().unsqueeze::<2>() / norm)
             }
-        })
+        };
+        Some(w.cast(compute))
     }
 
     fn merge_adapter(&mut self) {
         if let Some(w) = self.merged_weight() {
-            self.weight = Param::from_tensor(w);
+            // Detached: on an autodiff model the merged weight would otherwise be a graph node.
+            self.weight = Param::from_tensor(w.detach());
             (self.lora_a, self.lora_b, self.magnitude) = (None, None, None);
         }
     }

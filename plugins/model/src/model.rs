@@ -11,7 +11,7 @@ use crate::fused::{self, HostKv, StepHost};
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
 
 /// Per-call switches.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +46,10 @@ impl<B: Backend> Linear<B> {
     /// Several projections of the same input (q/k/v, gate/up): on the CPU decode path their base
     /// matmuls share one pass of the kernel.
     pub fn forward_many(lins: &[&Self], x: Tensor<B, 2>, fwd: Fwd) -> Vec<Tensor<B, 2>> {
-        let ws: Vec<Tensor<B, 2>> = lins.iter().map(|l| l.weight.val()).collect();
+        // Every product runs in the input's (compute) dtype; f32 masters (adapters, full
+        // fine-tuning weights) are cast on use. A cast to the same dtype is no op and no graph node.
+        let dt = x.dtype();
+        let ws: Vec<Tensor<B, 2>> = lins.iter().map(|l| l.weight.val().cast(dt)).collect();
         let refs: Vec<&Tensor<B, 2>> = ws.iter().collect();
         let bases = crate::cpu::small_matmul_many(&x, &refs)
             .unwrap_or_else(|| ws.iter().map(|w| x.clone().matmul(w.clone())).collect());
@@ -55,7 +58,8 @@ impl<B: Backend> Linear<B> {
 
     /// Adapter and bias on top of the base projection `x W`.
     fn finish(&self, x: Tensor<B, 2>, base: Tensor<B, 2>, fwd: Fwd) -> Tensor<B, 2> {
-        let w = self.weight.val();
+        let dt = x.dtype();
+        let w = self.weight.val().cast(dt);
         let out = match (&self.lora_a, &self.lora_b, fwd.adapters) {
             (Some(a), Some(b), true) => {
                 let dropped = fwd.train && self.dropout > 0.0;
@@ -65,24 +69,27 @@ impl<B: Backend> Linear<B> {
                 } else {
                     x
                 };
-                let lora = xd.clone().matmul(a.val()).matmul(b.val());
+                let (a, b) = (a.val().cast(dt), b.val().cast(dt));
+                let lora = xd.clone().matmul(a.clone()).matmul(b.clone());
                 match &self.magnitude {
                     None => base + lora * self.scaling,
                     Some(m) => {
                         // DoRA (PEFT): W' = W + s·BA; scale = m / ||W'|| per output feature (norm over
                         // the input dim), the norm detached. out = base(x) + (scale-1)·xd W + scale·s·lora.
-                        let delta = a.val().matmul(b.val()).detach() * self.scaling;
+                        // The scale is formed in f32 against the f32 master m, and scale-1 is cast
+                        // to the compute dtype on its own: a 5e-5 move of m survives f16/bf16.
+                        let delta = a.matmul(b).detach() * self.scaling;
                         let norm = (w.clone().detach() + delta).powi_scalar(2).sum_dim(0).sqrt().detach();
-                        let scale = m.val().unsqueeze::<2>() / norm; // [1, out]
+                        let scale = m.val().unsqueeze::<2>() / norm.cast(m.val().dtype()); // [1, out]
                         let base_d = if dropped { xd.matmul(w) } else { base.clone() };
-                        base + base_d * (scale.clone() - 1.0) + lora * scale * self.scaling
+                        base + base_d * (scale.clone() - 1.0).cast(dt) + lora * scale.cast(dt) * self.scaling
                     }
                 }
             }
             _ => base,
         };
         match &self.bias {
-            Some(b) => out + b.val().unsqueeze::<2>(),
+            Some(b) => out + b.val().cast(dt).unsqueeze::<2>(),
             None => out,
         }
     }
@@ -124,6 +131,14 @@ pub struct Transformer<B: Backend> {
     /// Plain or blockwise attention in the training forward (`[model.options] attention`).
     #[module(skip)]
     pub attention: AttentionMode,
+    /// The dtype of activations and frozen weights (`[backend] precision`). Trainable parameters
+    /// stay f32 masters whatever this is (`load.rs`); log-probs are made in f32 (`generate.rs`).
+    #[module(skip)]
+    pub compute: FloatDType,
+    /// The dtype of trainable parameters, gradients and log-probs: the device's default (f32;
+    /// f64 in the gradient checks).
+    #[module(skip)]
+    pub master: FloatDType,
 }
 
 /// Pre-allocated keys/values of one layer, `[batch, kv_heads, capacity, head_dim]`, written in place.
@@ -156,9 +171,11 @@ impl<B: Backend> KvCache<B> {
     /// Write `[b, kvh, t, hd]` at `past..past+t` and return views of `0..past+t`.
     fn append(&mut self, k: Tensor<B, 4>, v: Tensor<B, 4>, past: usize) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, h, t, d] = k.dims();
-        // `take` keeps the buffer uniquely owned so the backend can write in place.
-        let kc = self.k.take().expect("cache").slice_assign([0..b, 0..h, past..past + t, 0..d], k);
-        let vc = self.v.take().expect("cache").slice_assign([0..b, 0..h, past..past + t, 0..d], v);
+        // `take` keeps the buffer uniquely owned so the backend can write in place. The buffer is
+        // made in the device's default dtype; the first write under f16/bf16 converts it once.
+        let dt = k.dtype();
+        let kc = self.k.take().expect("cache").cast(dt).slice_assign([0..b, 0..h, past..past + t, 0..d], k);
+        let vc = self.v.take().expect("cache").cast(dt).slice_assign([0..b, 0..h, past..past + t, 0..d], v);
         let ks = kc.clone().slice([0..b, 0..h, 0..past + t, 0..d]);
         let vs = vc.clone().slice([0..b, 0..h, 0..past + t, 0..d]);
         self.k = Some(kc);
@@ -257,12 +274,21 @@ impl<B: Backend> Step<B> {
 
     fn rope(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         // Rotate-half RoPE (HF Qwen2/Llama layout; GGUF loaders undo llama.cpp's interleaving).
-        let [b, h, t, d] = x.dims();
+        let ([b, h, t, d], dt) = (x.dims(), x.dtype());
         let half = d / 2;
         let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
         let x2 = x.slice([0..b, 0..h, 0..t, half..d]);
-        let (c, s) = (self.cos.clone(), self.sin.clone());
+        let (c, s) = (self.cos.clone().cast(dt), self.sin.clone().cast(dt));
         Tensor::cat(vec![x1.clone() * c.clone() - x2.clone() * s.clone(), x2 * c + x1 * s], 3)
+    }
+}
+
+/// f16/bf16 widened to f32 for the reductions that overflow or lose too much in them; f32 and
+/// f64 kept (the gradient checks run in f64).
+pub(crate) fn widened(dt: DType) -> DType {
+    match dt {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
     }
 }
 
@@ -270,8 +296,11 @@ fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Param<Tensor<B, 1>>, eps: f64) -> T
     if let Some(y) = fused::rms_norm(&x, &w.val(), eps) {
         return y;
     }
+    // Normalised in f32 (as HF's Qwen2RMSNorm): x² overflows f16 for |x| > 256.
+    let dt = x.dtype();
+    let x = x.cast(widened(dt));
     let var = x.clone().powi_scalar(2).mean_dim(1);
-    x * (var + eps).sqrt().recip() * w.val().unsqueeze::<2>()
+    (x * (var + eps).sqrt().recip()).cast(dt) * w.val().cast(dt).unsqueeze::<2>()
 }
 
 impl<B: Backend> Attention<B> {
@@ -295,16 +324,20 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
         let s = k.dims()[2];
+        let dt = q.dtype();
         if mode.blockwise_for(t, s) {
+            // Its online softmax and log-sum-exp need f32 (a hidden block's -inf would give NaN
+            // in f16); q, k, v are cast for it and the output back.
             let spec = flash::Spec::for_shapes(b, nh, t, s, hd, st.past, g);
-            if let Some(out) = flash::try_attention(&q, &k, &v, &st.key_ok, spec) {
-                return self.o_proj.forward(out.swap_dims(1, 2).reshape([b * t, nh * hd]), fwd);
+            let wide = |x: &Tensor<B, 4>| x.clone().cast(widened(dt));
+            if let Some(out) = flash::try_attention(&wide(&q), &wide(&k), &wide(&v), &st.key_ok, spec) {
+                return self.o_proj.forward(out.cast(dt).swap_dims(1, 2).reshape([b * t, nh * hd]), fwd);
             }
         }
         // GQA without copying K/V: query heads of one kv group are stacked along the row axis.
         let q = q.reshape([b, kvh, g * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let scores = scores.reshape([b, kvh, g, t, s]) + st.mask();
+        let scores = scores.reshape([b, kvh, g, t, s]) + st.mask().cast(dt);
         let probs = softmax(scores, 4).reshape([b, kvh, g * t, s]);
         let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b * t, nh * hd]);
         self.o_proj.forward(out, fwd)
@@ -326,7 +359,7 @@ impl<B: Backend> Transformer<B> {
         let device = self.embed_tokens.val().device();
         let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), &device);
-        let mut x = self.embed_tokens.val().select(0, idx);
+        let mut x = self.embed_tokens.val().select(0, idx).cast(self.compute);
         let eps = self.cfg.rms_norm_eps;
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_mut().map(|c| &mut c[i]);
@@ -343,7 +376,7 @@ impl<B: Backend> Transformer<B> {
         match &self.lm_head {
             Some(l) => l.forward(h, Fwd { adapters: false, train: false }),
             None => {
-                let e = self.embed_tokens.val();
+                let e = self.embed_tokens.val().cast(h.dtype());
                 crate::cpu::small_matmul_nt(&h, &e).unwrap_or_else(|| h.matmul(e.transpose()))
             }
         }
@@ -369,10 +402,19 @@ impl<B: Backend> Transformer<B> {
     /// `[rows, hidden]`, detached). With `p = softmax(logits)` this is the gradient of the
     /// log-sum-exp with respect to the hidden state.
     pub fn head_expect(&self, p: Tensor<B, 2>) -> Tensor<B, 2> {
+        // p (f32 from the log-softmax) in the weights' dtype: mixed operands are an error on the
+        // CPU and silently wrong on wgpu/cuda.
         match &self.lm_head {
             // W is [hidden, vocab]: W p^T keeps the big operand contiguous.
-            Some(l) => l.weight.val().detach().matmul(p.transpose()).transpose(),
-            None => p.matmul(self.embed_tokens.val().detach()),
+            Some(l) => {
+                let w = l.weight.val().detach();
+                let p = p.cast(w.dtype());
+                w.matmul(p.transpose()).transpose()
+            }
+            None => {
+                let e = self.embed_tokens.val().detach();
+                p.cast(e.dtype()).matmul(e)
+            }
         }
     }
 
@@ -418,13 +460,13 @@ impl<B: Backend> ParamMut<'_, B> {
         let shape = self.shape();
         match self {
             ParamMut::D1(p) => {
-                let (rg, dev) = (p.val().is_require_grad(), p.val().device());
-                let t = Tensor::from_data(TensorData::new(vals, [shape[0]]), &dev).set_require_grad(rg);
+                let (rg, dev, dt) = (p.val().is_require_grad(), p.val().device(), p.val().dtype());
+                let t = Tensor::from_data(TensorData::new(vals, [shape[0]]), (&dev, dt)).set_require_grad(rg);
                 **p = Param::initialized(p.id, t);
             }
             ParamMut::D2(p) => {
-                let (rg, dev) = (p.val().is_require_grad(), p.val().device());
-                let t = Tensor::from_data(TensorData::new(vals, [shape[0], shape[1]]), &dev).set_require_grad(rg);
+                let (rg, dev, dt) = (p.val().is_require_grad(), p.val().device(), p.val().dtype());
+                let t = Tensor::from_data(TensorData::new(vals, [shape[0], shape[1]]), (&dev, dt)).set_require_grad(rg);
                 **p = Param::initialized(p.id, t);
             }
         }

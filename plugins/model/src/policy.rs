@@ -5,6 +5,7 @@
 //! once per optimiser step.
 
 use crate::generate::{completion_logprobs, generate, trim};
+use crate::loss_scale::LossScaler;
 use crate::load::resolve_targets;
 use crate::model::{Fwd, ParamMut, Transformer};
 use crate::weights::{write_safetensors, SafetensorsSource, WeightSource};
@@ -15,7 +16,7 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use recode_core::api::{Generation, OptimStats, Policy, SamplingParams, Sequence, TextCodec};
 use recode_core::spec::{AdapterKind, AdapterSpec, TrainingSpec};
 use std::path::Path;
@@ -37,7 +38,12 @@ pub struct TransformerPolicy<B: Backend> {
     frozen: Option<Transformer<B>>,
     /// Rows per forward in `logprobs` (bounds activation memory).
     pub logprob_chunk: usize,
+    /// Dynamic loss scaling, when the model computes in f16.
+    pub scaler: Option<LossScaler>,
 }
+
+/// The f16 loss scaler's state in a checkpoint, so that a resume continues with the same scale.
+const LOSS_SCALE_FILE: &str = "loss_scale.json";
 
 fn adamw(t: &TrainingSpec) -> AdamWConfig {
     AdamWConfig::new()
@@ -53,6 +59,7 @@ impl<B: Backend> TransformerPolicy<B> {
             bail!("optimizer `{}` is not built in (only adamw)", training.optimizer);
         }
         let frozen = (adapter.kind == AdapterKind::Full).then(|| model.valid());
+        let scaler = (model.compute == FloatDType::F16).then(LossScaler::default);
         Ok(Self {
             model: Some(model),
             codec,
@@ -63,6 +70,7 @@ impl<B: Backend> TransformerPolicy<B> {
             merged: None,
             frozen,
             logprob_chunk: 8,
+            scaler,
         })
     }
 
@@ -175,7 +183,11 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
             }
             g[r * cmax..r * cmax + row.len()].copy_from_slice(row);
         }
-        let g = Tensor::<AD<B>, 2>::from_data(TensorData::new(g, [b, cmax]), &lp.device());
+        if let Some(sc) = &self.scaler {
+            let scale = sc.scale as f32;
+            g.iter_mut().for_each(|x| *x *= scale);
+        }
+        let g = Tensor::<AD<B>, 2>::from_data(TensorData::new(g, [b, cmax]), (&lp.device(), lp.dtype()));
         let surrogate = (lp * g).sum();
         let grads = GradientsParams::from_grads(surrogate.backward(), model);
         self.accum.accumulate(model, grads);
@@ -186,10 +198,18 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
     fn optimizer_step(&mut self, lr: f64, max_grad_norm: Option<f64>) -> Result<OptimStats> {
         let mut grads = self.accum.grads();
         let had = std::mem::take(&mut self.pending) > 0;
-        // Global-norm clipping as torch.nn.utils.clip_grad_norm_ (TRL's max_grad_norm).
-        let norm = burn::global_norm::clip::<B>(&mut grads, &self.trainable_ids(), max_grad_norm);
+        // Global-norm clipping as torch.nn.utils.clip_grad_norm_ (TRL's max_grad_norm), the loss
+        // scale divided out in the same pass.
+        let inv_scale = self.scaler.as_ref().map_or(1.0, |s| 1.0 / s.scale);
+        let norm = burn::global_norm::clip_scaled::<B>(&mut grads, &self.trainable_ids(), max_grad_norm, inv_scale);
         if !had || !norm.is_finite() {
+            if let (true, Some(sc)) = (had, self.scaler.as_mut()) {
+                sc.backoff();
+            }
             return Ok(OptimStats { grad_norm: norm, lr, applied: false });
+        }
+        if let Some(sc) = self.scaler.as_mut() {
+            sc.grow();
         }
         self.merged = None;
         let model = self.model.take().expect("model present");
@@ -223,6 +243,9 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
         NamedMpkFileRecorder::<FullPrecisionSettings>::new()
             .record(rec, dir.join("optimizer"))
             .map_err(|e| anyhow::anyhow!("saving optimizer state to {}: {e}", dir.display()))?;
+        if let Some(sc) = &self.scaler {
+            std::fs::write(dir.join(LOSS_SCALE_FILE), serde_json::to_string(sc)?).with_context(|| format!("writing {}", dir.join(LOSS_SCALE_FILE).display()))?;
+        }
         Ok(())
     }
 
@@ -248,6 +271,14 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
             .map_err(|e| anyhow::anyhow!("loading optimizer state from {}: {e}", dir.display()))?;
         let optim = self.optim.take().expect("optimizer present");
         self.optim = Some(optim.load_record(rec));
+        if self.scaler.is_some() {
+            let path = dir.join(LOSS_SCALE_FILE);
+            // A checkpoint saved at another precision has none: start from the initial scale.
+            if path.exists() {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                self.scaler = Some(serde_json::from_str(&text).with_context(|| format!("{}: expected {{\"scale\": number, \"good\": count}}", path.display()))?);
+            }
+        }
         Ok(())
     }
 
