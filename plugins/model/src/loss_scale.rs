@@ -37,28 +37,3 @@ impl LossScaler {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn halves_on_overflow_doubles_after_the_interval_and_stays_at_least_one() {
-        let mut s = LossScaler::default();
-        s.backoff();
-        assert_eq!(s, LossScaler { scale: 32768.0, good: 0 });
-        for _ in 0..GROWTH_INTERVAL - 1 {
-            s.grow();
-        }
-        assert_eq!(s, LossScaler { scale: 32768.0, good: GROWTH_INTERVAL - 1 });
-        s.grow();
-        assert_eq!(s, LossScaler { scale: 65536.0, good: 0 });
-        s.grow();
-        s.backoff();
-        assert_eq!(s.good, 0, "an overflow restarts the count");
-        for _ in 0..40 {
-            s.backoff();
-        }
-        assert_eq!(s.scale, 1.0);
-    }
-}

@@ -18,6 +18,7 @@ use recode_model::byte_codec::ByteCodec;
 use recode_model::flash::AttentionMode;
 use recode_model::generate::completion_logprobs;
 use recode_model::load::{load_transformer, load_transformer_in};
+use recode_model::loss_scale::{LossScaler, GROWTH_INTERVAL};
 use recode_model::model::{Fwd, ParamMut, Transformer};
 use recode_model::weights::{SafetensorsSource, WeightSource};
 use recode_model::TransformerPolicy;
@@ -236,4 +237,80 @@ fn f16_on_wgpu_trains_like_f32_and_moves_dora_magnitudes() {
         }
     }
     assert_eq!(magnitudes, 14);
+}
+
+#[test]
+fn the_loss_scale_halves_on_overflow_doubles_after_the_interval_and_stays_at_least_one() {
+    let mut s = LossScaler::default();
+    s.backoff();
+    assert_eq!(s, LossScaler { scale: 32768.0, good: 0 });
+    for _ in 0..GROWTH_INTERVAL - 1 {
+        s.grow();
+    }
+    assert_eq!(s, LossScaler { scale: 32768.0, good: GROWTH_INTERVAL - 1 });
+    s.grow();
+    assert_eq!(s, LossScaler { scale: 65536.0, good: 0 });
+    s.grow();
+    s.backoff();
+    assert_eq!(s.good, 0, "an overflow restarts the count");
+    for _ in 0..40 {
+        s.backoff();
+    }
+    assert_eq!(s.scale, 1.0);
+}
+
+/// An f16 run saved after its first step and resumed in a fresh policy ends where the run that
+/// went on ends: the AdamW record (f32) and the loss scale (loss_scale.json) come back.
+#[test]
+fn an_f16_checkpoint_resumes_exactly() {
+    let icd = Path::new("/usr/share/vulkan/icd.d");
+    if !std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false) {
+        recode_test_support::skip_or_fail_in_ci(&format!("WGPU f16 resume: no Vulkan driver in {}", icd.display()));
+        return;
+    }
+    use recode_core::registry::{ModelContext, Registry};
+    use recode_core::spec::{BackendKind, BackendSpec, ModelSpec, Precision};
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), "qwen2", false, 34);
+    let mut reg = Registry::default();
+    recode_model::register(&mut reg);
+    let factory = reg.model("transformer").expect("registered");
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-qwen2/tokenizer.json").display().to_string();
+    let spec = ModelSpec { path: dir.path().display().to_string(), tokenizer, adapter: adapter(AdapterKind::Dora, &["all-linear"]), ..Default::default() };
+    let backend = BackendSpec { kind: BackendKind::Wgpu, device: 0, precision: Precision::F16 };
+    let training = TrainingSpec { weight_decay: 0.01, ..Default::default() };
+    let mk = || factory(&ModelContext { spec: &spec, backend: &backend, training: &training, seed: 5 }).unwrap();
+    let s = seqs();
+    let step = |p: &mut Box<dyn Policy>, k: usize| {
+        for _ in 0..20 {
+            p.accumulate_gradients(&s, &mut |lp: &[Vec<f32>]| Ok(lp.iter().enumerate().map(|(r, row)| row.iter().enumerate().map(|(j, _)| ((r * 3 + j + k) % 5) as f32 / 5.0 - 0.4).collect()).collect())).unwrap();
+            if p.optimizer_step(1e-3, Some(1.0)).unwrap().applied {
+                return;
+            }
+        }
+        panic!("step {k} never applied");
+    };
+    let tensors = |d: &Path| {
+        let src = SafetensorsSource::from_files(&[d.join("trainable.safetensors")]).unwrap();
+        let n = "model.layers.1.mlp.down_proj.lora_magnitude_vector";
+        let m = "model.layers.0.self_attn.q_proj.lora_B.weight";
+        (src.tensor(n).unwrap().1, src.tensor(m).unwrap().1)
+    };
+    let (ckpt, end_a, end_b) = (dir.path().join("ckpt"), dir.path().join("a"), dir.path().join("b"));
+    let mut a = mk();
+    step(&mut a, 0);
+    a.save(&ckpt).unwrap();
+    let scale: LossScaler = serde_json::from_str(&std::fs::read_to_string(ckpt.join("loss_scale.json")).unwrap()).unwrap();
+    eprintln!("loss scale in the checkpoint: {scale:?}");
+    step(&mut a, 1);
+    step(&mut a, 2);
+    a.save(&end_a).unwrap();
+    let mut b = mk();
+    b.load(&ckpt).unwrap();
+    step(&mut b, 1);
+    step(&mut b, 2);
+    b.save(&end_b).unwrap();
+    assert_eq!(tensors(&end_a), tensors(&end_b), "resumed run differs from the uninterrupted one");
+    assert_eq!(std::fs::read_to_string(end_a.join("loss_scale.json")).unwrap(), std::fs::read_to_string(end_b.join("loss_scale.json")).unwrap());
+    assert_ne!(tensors(&ckpt), tensors(&end_a), "the steps after the checkpoint moved the weights");
 }
