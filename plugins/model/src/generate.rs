@@ -109,8 +109,65 @@ fn sample_rows(logits: &[f32], v: usize, todo: &[(usize, usize)], p: &SamplingPa
     picked.into_par_iter().map(|(i, rng)| sample_token(&logits[i * v..(i + 1) * v], p, rng)).collect()
 }
 
+/// The logits of the last position of each row: on the host (the CPU backend, or top-k / top-p
+/// sampling, which sorts) or left on the device, where only the sampled ids and their log-probs
+/// come back (`sample_on_device`): a GPU copies 8 bytes a row per token, not the vocabulary.
+enum Logits<B: Backend> {
+    Host(Vec<f32>),
+    Device(Tensor<B, 2>),
+}
+
+impl<B: Backend> Logits<B> {
+    fn new(t: Tensor<B, 2>, on_device: bool) -> Self {
+        if on_device {
+            Logits::Device(t)
+        } else {
+            Logits::Host(to_f32(t))
+        }
+    }
+}
+
+/// Whether sampling runs on the device: a GPU backend and no top-k / top-p filter.
+fn samples_on_device<B: Backend>(p: &SamplingParams, vocab: usize) -> bool {
+    let filtered = (p.top_k > 0 && p.top_k < vocab) || p.top_p < 1.0;
+    !crate::host::is_cpu::<B>() && !filtered
+}
+
+/// `sample_token` on the device for each `(i, r)` of `todo` (logits row i, prompt row r): the
+/// same inverse-CDF draw with the same uniform from row r's generator, the weights summed by a
+/// cumulative sum in f32 (the host sums in f64, so a draw within rounding of a boundary can pick
+/// the neighbour). Unfiltered sampling and greedy only.
+fn sample_on_device<B: Backend>(logits: &Tensor<B, 2>, todo: &[(usize, usize)], p: &SamplingParams, rngs: &mut [ChaCha8Rng]) -> Result<Vec<(u32, f32)>> {
+    let device = logits.device();
+    let (m, v) = (todo.len(), logits.dims()[1]);
+    let rows: Vec<i64> = todo.iter().map(|&(i, _)| i as i64).collect();
+    let x = logits.clone().select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [m]), &device)).cast(crate::model::widened(logits.dtype()));
+    let max = x.clone().max_dim(1);
+    let e = (x.clone() - max.clone()).exp();
+    let lse = e.clone().sum_dim(1).log() + max.clone();
+    let tok = if p.temperature <= 0.0 {
+        x.clone().argmax(1)
+    } else {
+        let inv_t = 1.0 / p.temperature;
+        let w = if inv_t == 1.0 { e } else { ((x.clone() - max) * inv_t).exp() };
+        let c = w.cumsum(1);
+        let total = c.clone().slice([0..m, v - 1..v]);
+        let u: Vec<f32> = todo.iter().map(|&(_, r)| rngs[r].gen::<f64>() as f32).collect();
+        let u = Tensor::<B, 2>::from_data(TensorData::new(u, [m, 1]), (&device, total.dtype())) * total;
+        // The first index whose cumulative weight reaches u: the count of those below it.
+        c.lower(u.expand([m, v])).int().sum_dim(1).clamp_max((v - 1) as i64)
+    };
+    let lp = x.gather(1, tok.clone()) - lse;
+    let ids: Vec<i64> = tok.into_data().convert::<i64>().into_vec::<i64>().map_err(|e| anyhow::anyhow!("sampled ids: {e:?}"))?;
+    let lps = to_f32(lp);
+    if lps.iter().any(|l| !l.is_finite()) {
+        bail!("non-finite logits during sampling");
+    }
+    Ok(ids.into_iter().zip(lps).map(|(t, l)| (t as u32, l)).collect())
+}
+
 /// Left-padded prefill of `prompts`: the KV caches (capacity `cap`) and the last position's
-/// logits `[b * vocab]`. Identical prompts (a group's G rows) are computed once and their cache
+/// logits `[b, vocab]`. Identical prompts (a group's G rows) are computed once and their cache
 /// rows copied: each row's values do not depend on the other rows of the batch.
 fn prefill<B: Backend>(
     model: &Transformer<B>,
@@ -119,7 +176,8 @@ fn prefill<B: Backend>(
     cap: usize,
     fwd: Fwd,
     pad: u32,
-) -> Result<(Vec<KvCache<B>>, Vec<f32>)> {
+    on_device: bool,
+) -> Result<(Vec<KvCache<B>>, Logits<B>)> {
     let cfg = &model.cfg;
     let device = model.device();
     let mut unique: Vec<&Vec<u32>> = vec![];
@@ -146,13 +204,19 @@ fn prefill<B: Backend>(
     let h = model.hidden(&ids, &st, Some(&mut caches), fwd);
     let hs = cfg.hidden_size;
     let last = h.reshape([nu, pmax, hs]).slice([0..nu, pmax - 1..pmax, 0..hs]).reshape([nu, hs]);
-    let logits = to_f32(model.logits(last));
+    let logits = Logits::new(model.logits(last), on_device);
     if nu == prompts.len() {
         return Ok((caches, logits));
     }
     let v = cfg.vocab_size;
     let caches = caches.iter().map(|c| c.gather_rows(&row_of, &device)).collect();
-    let logits = row_of.iter().flat_map(|&u| logits[u * v..(u + 1) * v].iter().copied()).collect();
+    let logits = match logits {
+        Logits::Host(l) => Logits::Host(row_of.iter().flat_map(|&u| l[u * v..(u + 1) * v].iter().copied()).collect()),
+        Logits::Device(t) => {
+            let idx: Vec<i64> = row_of.iter().map(|&u| u as i64).collect();
+            Logits::Device(t.select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [row_of.len()]), &device)))
+        }
+    };
     Ok((caches, logits))
 }
 
@@ -183,8 +247,9 @@ pub fn generate<B: Backend>(
     stop_ids.extend(&p.stop_token_ids);
     let mut valid: Vec<Vec<bool>> = prompts.iter().map(|pr| (0..pmax).map(|j| j >= pmax - pr.len()).collect()).collect();
     let cap = pmax + p.max_new_tokens;
-    let (mut caches, mut logits) = prefill(model, prompts, pmax, cap, fwd, pad)?;
     let v = cfg.vocab_size;
+    let on_device = samples_on_device::<B>(p, v);
+    let (mut caches, mut logits) = prefill(model, prompts, pmax, cap, fwd, pad, on_device)?;
 
     let mut rngs: Vec<ChaCha8Rng> = (0..b)
         .map(|r| {
@@ -207,7 +272,10 @@ pub fn generate<B: Backend>(
     let mut next_pos: Vec<usize> = prompts.iter().map(|x| x.len()).collect();
     for step in 0..p.max_new_tokens {
         let todo: Vec<(usize, usize)> = live.iter().copied().enumerate().filter(|&(_, r)| !done[r]).collect();
-        let picks = sample_rows(&logits, v, &todo, p, &mut rngs)?;
+        let picks = match &logits {
+            Logits::Host(l) => sample_rows(l, v, &todo, p, &mut rngs)?,
+            Logits::Device(t) => sample_on_device(t, &todo, p, &mut rngs)?,
+        };
         for (&(_, r), &(tok, lp)) in todo.iter().zip(&picks) {
             let g = &mut out[r];
             g.tokens.push(tok);
@@ -244,7 +312,7 @@ pub fn generate<B: Backend>(
             *np += 1;
         }
         let h = model.hidden(&feed, &st, Some(&mut caches), fwd);
-        logits = to_f32(model.logits(h));
+        logits = Logits::new(model.logits(h), on_device);
     }
     for g in out.iter_mut() {
         let body = if g.finish == FinishReason::Eos { &g.tokens[..g.tokens.len() - 1] } else { &g.tokens[..] };
