@@ -16,7 +16,7 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::Backend;
-use burn::tensor::{FloatDType, Tensor, TensorData};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use recode_core::api::{Generation, OptimStats, Policy, SamplingParams, Sequence, TextCodec};
 use recode_core::spec::{AdapterKind, AdapterSpec, TrainingSpec};
 use std::path::Path;
@@ -42,6 +42,21 @@ pub struct TransformerPolicy<B: Backend> {
     pub scaler: Option<LossScaler>,
 }
 
+/// The full fine-tuning reference in the compute dtype: its f32 masters are only read, so a
+/// bf16/f16 copy computes the same forward (every product casts to the compute dtype anyway) in
+/// half the memory. No copy at f32.
+fn in_compute_dtype<B: Backend>(mut m: Transformer<B>) -> Transformer<B> {
+    let dt = m.compute;
+    if DType::from(dt) == DType::from(m.master) {
+        return m;
+    }
+    m.visit_params(&mut |_, p| match p {
+        ParamMut::D1(q) => *q = burn::module::Param::initialized(q.id, q.val().cast(dt)),
+        ParamMut::D2(q) => *q = burn::module::Param::initialized(q.id, q.val().cast(dt)),
+    });
+    m
+}
+
 /// The f16 loss scaler's state in a checkpoint, so that a resume continues with the same scale.
 const LOSS_SCALE_FILE: &str = "loss_scale.json";
 
@@ -58,7 +73,7 @@ impl<B: Backend> TransformerPolicy<B> {
         if training.optimizer != "adamw" {
             bail!("optimizer `{}` is not built in (only adamw)", training.optimizer);
         }
-        let frozen = (adapter.kind == AdapterKind::Full).then(|| model.valid());
+        let frozen = (adapter.kind == AdapterKind::Full).then(|| in_compute_dtype(model.valid()));
         let scaler = (model.compute == FloatDType::F16).then(LossScaler::default);
         Ok(Self {
             model: Some(model),

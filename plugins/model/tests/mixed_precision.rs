@@ -314,3 +314,20 @@ fn an_f16_checkpoint_resumes_exactly() {
     assert_eq!(std::fs::read_to_string(end_a.join("loss_scale.json")).unwrap(), std::fs::read_to_string(end_b.join("loss_scale.json")).unwrap());
     assert_ne!(tensors(&ckpt), tensors(&end_a), "the steps after the checkpoint moved the weights");
 }
+
+/// Full fine-tuning at a low compute dtype: the weights train as f32 masters and the frozen
+/// reference is kept in the compute dtype (half the memory in bf16/f16; its forward casts every
+/// weight to the compute dtype anyway).
+#[test]
+fn full_fine_tuning_keeps_f32_masters_and_a_compute_dtype_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny(dir.path(), "qwen2", false, 35);
+    let src = SafetensorsSource::from_dir(dir.path()).unwrap();
+    let spec = adapter(AdapterKind::Full, &[]);
+    let m = load_transformer_in::<AD>(&config(dir.path()), &src, &spec, 3, &Default::default(), FloatDType::F64).unwrap();
+    assert_eq!(m.layers[0].mlp.up_proj.weight.val().dtype(), DType::F32, "trained weights are f32 masters");
+    let mut p = TransformerPolicy::<NdArray<f32>>::new(m, Box::new(ByteCodec { eos: vec![127], pad: 0 }), spec, &TrainingSpec::default()).unwrap();
+    let reference = p.inference_model_for(false);
+    assert_eq!(reference.layers[0].mlp.up_proj.weight.val().dtype(), DType::F64, "the reference is stored in the compute dtype");
+    assert_eq!(reference.embed_tokens.val().dtype(), DType::F64);
+}
