@@ -76,13 +76,14 @@ fn paddings(b: usize, s: usize) -> Vec<Vec<bool>> {
 }
 
 /// (b, nh, kvh, hd, past, t, bq, bk)
-const CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 6] = [
+const CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 7] = [
     (2, 4, 2, 8, 0, 9, 4, 3),   // self-attention, GQA 2, ragged blocks, online softmax across key blocks
     (2, 4, 2, 8, 5, 6, 2, 4),   // queries after a 5-key prompt (the shared-prompt path)
     (1, 2, 1, 4, 0, 1, 1, 1),   // one query, multi-query attention
     (3, 6, 6, 8, 7, 5, 5, 12),  // no GQA, one block of each
     (3, 4, 2, 8, 4, 11, 16, 64), // blocks larger than the shapes
     (2, 14, 2, 16, 3, 20, 8, 23), // the 0.5B's 7 query heads per kv head
+    (1, 14, 2, 64, 24, 40, 16, 32), // the 0.5B's attention shape (14 heads, 2 kv heads, head dim 64) after a prompt
 ];
 
 #[test]
