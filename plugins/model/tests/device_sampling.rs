@@ -4,27 +4,21 @@
 //! lavapipe in CI.
 
 use recode_core::api::SamplingParams;
-use recode_core::registry::{ModelContext, Registry};
-use recode_core::spec::{AdapterKind, BackendKind, BackendSpec, ModelSpec, Precision, TrainingSpec};
-use std::path::Path;
+use recode_core::registry::ModelContext;
+use recode_core::spec::{AdapterKind, BackendKind, BackendSpec, Precision, TrainingSpec};
 
 mod common;
-use common::{adapter, write_tiny};
+use common::{adapter, factory_spec, has_vulkan, transformer_factory, write_tiny};
 
 #[test]
 fn wgpu_samples_on_the_device_what_the_cpu_samples_on_the_host() {
-    let icd = Path::new("/usr/share/vulkan/icd.d");
-    if !std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false) {
-        recode_test_support::skip_or_fail_in_ci(&format!("WGPU sampling check: no Vulkan driver in {}", icd.display()));
+    if !has_vulkan("WGPU sampling check") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "qwen2", false, 41);
-    let mut reg = Registry::default();
-    recode_model::register(&mut reg);
-    let factory = reg.model("transformer").expect("registered");
-    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-qwen2/tokenizer.json").display().to_string();
-    let spec = ModelSpec { path: dir.path().display().to_string(), tokenizer, adapter: adapter(AdapterKind::Lora, &["q_proj"]), ..Default::default() };
+    let factory = transformer_factory();
+    let spec = factory_spec(dir.path(), adapter(AdapterKind::Lora, &["q_proj"]));
     let training = TrainingSpec::default();
     // Two rows share a prompt (the prefill runs it once and copies the row on the device).
     let prompts = vec![vec![5u32, 9, 33, 2], vec![12u32, 40], vec![5u32, 9, 33, 2]];

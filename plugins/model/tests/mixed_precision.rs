@@ -25,7 +25,7 @@ use recode_model::TransformerPolicy;
 use std::path::Path;
 
 mod common;
-use common::{adapter, config, seqs, write_tiny};
+use common::{adapter, config, factory_spec, has_vulkan, seqs, transformer_factory, write_tiny};
 
 type AD = Autodiff<NdArray<f32>>;
 
@@ -151,23 +151,17 @@ fn a_step_and_a_merge_keep_every_tensor_in_its_dtype() {
 /// three steps of the same loss.
 #[test]
 fn f16_on_wgpu_trains_like_f32_and_moves_dora_magnitudes() {
-    let icd = Path::new("/usr/share/vulkan/icd.d");
-    if !std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false) {
-        recode_test_support::skip_or_fail_in_ci(&format!("WGPU f16 check: no Vulkan driver in {} (.ci/run installs mesa-vulkan-drivers)", icd.display()));
+    if !has_vulkan("WGPU f16 check") {
         return;
     }
-    use recode_core::registry::{ModelContext, Registry};
-    use recode_core::spec::{BackendKind, BackendSpec, ModelSpec, Precision};
+    use recode_core::registry::ModelContext;
+    use recode_core::spec::{BackendKind, BackendSpec, Precision};
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "qwen2", false, 33);
-    let mut reg = Registry::default();
-    recode_model::register(&mut reg);
-    let factory = reg.model("transformer").expect("registered");
+    let factory = transformer_factory();
     let s = seqs();
     let run = |precision: Precision| {
-        // The fixture's tokenizer: only its pad and end ids are used here.
-        let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-qwen2/tokenizer.json").display().to_string();
-        let spec = ModelSpec { path: dir.path().display().to_string(), tokenizer, adapter: adapter(AdapterKind::Dora, &["all-linear"]), ..Default::default() };
+        let spec = factory_spec(dir.path(), adapter(AdapterKind::Dora, &["all-linear"]));
         let backend = BackendSpec { kind: BackendKind::Wgpu, device: 0, precision };
         let training = TrainingSpec { weight_decay: 0.0, ..Default::default() };
         let mut p = factory(&ModelContext { spec: &spec, backend: &backend, training: &training, seed: 5 }).unwrap_or_else(|e| panic!("{precision:?}: {e:#}"));
@@ -263,20 +257,15 @@ fn the_loss_scale_halves_on_overflow_doubles_after_the_interval_and_stays_at_lea
 /// went on ends: the AdamW record (f32) and the loss scale (loss_scale.json) come back.
 #[test]
 fn an_f16_checkpoint_resumes_exactly() {
-    let icd = Path::new("/usr/share/vulkan/icd.d");
-    if !std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false) {
-        recode_test_support::skip_or_fail_in_ci(&format!("WGPU f16 resume: no Vulkan driver in {}", icd.display()));
+    if !has_vulkan("WGPU f16 resume") {
         return;
     }
-    use recode_core::registry::{ModelContext, Registry};
-    use recode_core::spec::{BackendKind, BackendSpec, ModelSpec, Precision};
+    use recode_core::registry::ModelContext;
+    use recode_core::spec::{BackendKind, BackendSpec, Precision};
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "qwen2", false, 34);
-    let mut reg = Registry::default();
-    recode_model::register(&mut reg);
-    let factory = reg.model("transformer").expect("registered");
-    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-qwen2/tokenizer.json").display().to_string();
-    let spec = ModelSpec { path: dir.path().display().to_string(), tokenizer, adapter: adapter(AdapterKind::Dora, &["all-linear"]), ..Default::default() };
+    let factory = transformer_factory();
+    let spec = factory_spec(dir.path(), adapter(AdapterKind::Dora, &["all-linear"]));
     let backend = BackendSpec { kind: BackendKind::Wgpu, device: 0, precision: Precision::F16 };
     let training = TrainingSpec { weight_decay: 0.01, ..Default::default() };
     let mk = || factory(&ModelContext { spec: &spec, backend: &backend, training: &training, seed: 5 }).unwrap();

@@ -67,3 +67,28 @@ pub fn seqs() -> Vec<Sequence> {
 pub fn adapter(kind: AdapterKind, targets: &[&str]) -> AdapterSpec {
     AdapterSpec { kind, rank: 4, alpha: 8.0, dropout: 0.0, target_modules: targets.iter().map(|s| s.to_string()).collect() }
 }
+
+/// Whether a Vulkan driver is installed (Mesa's lavapipe in CI) for a wgpu test; without one the
+/// test is skipped, and fails under CI=true, where .ci/run installs mesa-vulkan-drivers.
+pub fn has_vulkan(what: &str) -> bool {
+    let icd = Path::new("/usr/share/vulkan/icd.d");
+    let found = std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false);
+    if !found {
+        recode_test_support::skip_or_fail_in_ci(&format!("{what}: no Vulkan driver in {} (.ci/run installs mesa-vulkan-drivers)", icd.display()));
+    }
+    found
+}
+
+/// The built-in transformer's factory, as a run builds its policy.
+pub fn transformer_factory() -> recode_core::registry::ModelFactory {
+    let mut reg = recode_core::registry::Registry::default();
+    recode_model::register(&mut reg);
+    reg.model("transformer").expect("registered")
+}
+
+/// A model spec for the factory: the tiny checkpoint written in `dir`, the fixture's tokenizer
+/// (only its pad and end ids are used by these tests).
+pub fn factory_spec(dir: &Path, adapter: AdapterSpec) -> recode_core::spec::ModelSpec {
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-qwen2/tokenizer.json").display().to_string();
+    recode_core::spec::ModelSpec { path: dir.display().to_string(), tokenizer, adapter, ..Default::default() }
+}
