@@ -10,10 +10,12 @@ fn sandbox() -> Sandbox {
     Sandbox::new(cfg).expect("python3 sandbox")
 }
 
-/// The explicit unsafe mode (no namespaces): socket guard, host temp dir.
+/// The explicit unsafe mode (no namespaces): socket guard, host temp dir. A longer wall limit than
+/// `sandbox()`: under heavy load (a training run and a build on two cores) the memory bomb once
+/// ran out of 4 s before its cgroup's OOM kill (Timeout instead of Memory).
 fn fallback_sandbox() -> Sandbox {
     let cfg = SandboxConfig {
-        timeout: Duration::from_secs(4),
+        timeout: Duration::from_secs(10),
         memory_mb: 512,
         confinement: Confinement::None,
         unsafe_no_sandbox: true,
