@@ -59,7 +59,6 @@ impl<B: Backend> Linear<B> {
     /// Adapter and bias on top of the base projection `x W`.
     fn finish(&self, x: Tensor<B, 2>, base: Tensor<B, 2>, fwd: Fwd) -> Tensor<B, 2> {
         let dt = x.dtype();
-        let w = self.weight.val().cast(dt);
         let out = match (&self.lora_a, &self.lora_b, fwd.adapters) {
             (Some(a), Some(b), true) => {
                 let dropped = fwd.train && self.dropout > 0.0;
@@ -78,6 +77,7 @@ impl<B: Backend> Linear<B> {
                         // the input dim), the norm detached. out = base(x) + (scale-1)·xd W + scale·s·lora.
                         // The scale is formed in f32 against the f32 master m, and scale-1 is cast
                         // to the compute dtype on its own: a 5e-5 move of m survives f16/bf16.
+                        let w = self.weight.val().cast(dt);
                         let delta = a.matmul(b).detach() * self.scaling;
                         let norm = (w.clone().detach() + delta).powi_scalar(2).sum_dim(0).sqrt().detach();
                         let scale = m.val().unsqueeze::<2>() / norm.cast(m.val().dtype()); // [1, out]
@@ -196,7 +196,7 @@ pub struct Step<B: Backend> {
     /// use, so the blockwise attention (which masks block by block) never makes an [t, s] one.
     key_ok: Tensor<B, 2>,
     valid: Vec<Vec<bool>>,
-    /// Additive mask `[b, 1, 1, t, past+t]` (0 or -1e9), made on the device.
+    /// Additive mask `[b, 1, 1, t, past+t]` (0 or -1e9), made on the device in the scores' dtype.
     mask: OnceCell<Tensor<B, 5>>,
     /// The RoPE tables and the mask on the host (for the fused CPU attention).
     cos_h: Vec<f32>,
@@ -244,10 +244,11 @@ impl<B: Backend> Step<B> {
         }
     }
 
-    /// The additive mask on the device, `[b, 1, 1, t, past+t]`.
-    fn mask(&self) -> Tensor<B, 5> {
+    /// The additive mask on the device, `[b, 1, 1, t, past+t]`, in the scores' dtype: made and
+    /// cast once per step, not once per layer (one model, so one dtype, uses a step).
+    fn mask(&self, dt: DType) -> Tensor<B, 5> {
         let s = self.past + self.t;
-        self.mask.get_or_init(|| flash::bias(&self.key_ok, self.past, 0..self.t, 0..s)).clone()
+        self.mask.get_or_init(|| flash::bias(&self.key_ok, self.past, 0..self.t, 0..s).cast(dt)).clone()
     }
 
     /// The same mask on the host, `[b*t, past+t]` row-major. A query sees key j when j <= its
@@ -337,7 +338,7 @@ impl<B: Backend> Attention<B> {
         // GQA without copying K/V: query heads of one kv group are stacked along the row axis.
         let q = q.reshape([b, kvh, g * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
-        let scores = scores.reshape([b, kvh, g, t, s]) + st.mask().cast(dt);
+        let scores = scores.reshape([b, kvh, g, t, s]) + st.mask(dt);
         let probs = softmax(scores, 4).reshape([b, kvh, g * t, s]);
         let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b * t, nh * hd]);
         self.o_proj.forward(out, fwd)
