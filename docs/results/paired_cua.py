@@ -45,6 +45,28 @@ def mcnemar_exact(b, c):
     return min(1.0, 2 * tail)
 
 
+def paired_change(before, after):
+    """Pass counts on the examples evaluated in both, the discordant pairs and a 95 % paired-bootstrap
+    interval for the change in pass rate (10,000 resamples, seed 0); None when no example is shared."""
+    ids = [i for i in before if i in after and not before[i][0] and not after[i][0]]
+    if not ids:
+        return None
+    x = [before[i][1] for i in ids]
+    y = [after[i][1] for i in ids]
+    n = len(ids)
+    rng = random.Random(0)
+    boots = sorted(sum(y[j] - x[j] for j in (rng.randrange(n) for _ in range(n))) / n for _ in range(10000))
+    return {
+        "n": n,
+        "before": sum(x),
+        "after": sum(y),
+        "only_before": sum(1 for p, q in zip(x, y) if p and not q),
+        "only_after": sum(1 for p, q in zip(x, y) if q and not p),
+        "lo": boots[249],
+        "hi": boots[9749],
+    }
+
+
 def main():
     args = sys.argv[1:]
     out_csv = None
@@ -57,24 +79,13 @@ def main():
     before, after = load(args[0]), load(args[1])
     if out_csv:
         write_csv(after, out_csv)
-    ids = [i for i in before if i in after and not before[i][0] and not after[i][0]]
-    if not ids:
+    r = paired_change(before, after)
+    if r is None:
         sys.exit("no example evaluated in both")
-    x = [before[i][1] for i in ids]
-    y = [after[i][1] for i in ids]
-    n = len(ids)
-    b = sum(1 for p, q in zip(x, y) if p and not q)
-    c = sum(1 for p, q in zip(x, y) if q and not p)
-    diff = (sum(y) - sum(x)) / n
-    rng = random.Random(0)
-    boots = []
-    for _ in range(10000):
-        idx = [rng.randrange(n) for _ in range(n)]
-        boots.append(sum(y[j] - x[j] for j in idx) / n)
-    boots.sort()
-    lo, hi = boots[249], boots[9749]
+    n, x, y, b, c, lo, hi = r["n"], r["before"], r["after"], r["only_before"], r["only_after"], r["lo"], r["hi"]
+    diff = (y - x) / n
     print(f"examples evaluated in both: {n} (of {len(before)} / {len(after)})")
-    print(f"before: {sum(x)}/{n} = {100 * sum(x) / n:.1f} %   after: {sum(y)}/{n} = {100 * sum(y) / n:.1f} %")
+    print(f"before: {x}/{n} = {100 * x / n:.1f} %   after: {y}/{n} = {100 * y / n:.1f} %")
     print(f"change: {100 * diff:+.1f} points, 95 % paired-bootstrap interval [{100 * lo:+.1f}, {100 * hi:+.1f}]")
     print(f"discordant: {b} passed only before, {c} passed only after; McNemar exact p = {mcnemar_exact(b, c):.3f}")
 
