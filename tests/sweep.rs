@@ -404,3 +404,32 @@ fn only_runs_a_subset_resume_finishes_it_and_the_heldout_change_pairs_items_acro
     }
     assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("## Held-out change over the untrained model"));
 }
+
+#[test]
+fn resume_compares_the_specs_by_value_and_names_a_changed_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sw");
+    let sweep = |extra: &[&str]| {
+        let mut a = vec!["sweep", "ablations/tiny-rewards-lr.toml", "--out", out.to_str().unwrap(), "--set", "training.steps=2"];
+        a.extend(extra);
+        recode(&a)
+    };
+    let o = sweep(&["--only", "es-lr=0.01"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A checkout in another folder writes other origin comments (they name absolute paths), not
+    // another experiment: the stored spec without its comments still resumes.
+    let stored = out.join("specs/es-lr=0.01.toml");
+    let bare: String = std::fs::read_to_string(&stored).unwrap().lines().map(|l| l.split("  # ").next().unwrap().to_string() + "\n").collect();
+    assert!(!bare.contains("  # "));
+    std::fs::write(&stored, bare).unwrap();
+    let o = sweep(&["--resume", "--only", "es-lr=0.003"]);
+    assert!(o.status.success() && text(&o).contains("1 of 4 runs already finished"), "{}", text(&o));
+
+    // A changed value is refused, and the message says which key and how.
+    let o = sweep(&["--resume", "--set", "training.lr=0.5"]);
+    let log = text(&o);
+    assert!(!o.status.success(), "{log}");
+    assert!(log.contains("run `es-lr=0.003` was started with another spec") || log.contains("run `es-lr=0.01` was started with another spec"), "{log}");
+    assert!(log.contains("key `training.lr` was 0.0") && log.contains("is now 0.5"), "{log}");
+}

@@ -6,7 +6,9 @@ use super::plan::{Plan, PlannedRun};
 use super::plan::glob;
 use super::record::{read_series, RunRecord, Status, SweepRecord, SWEEP_FILE};
 use crate::rundir::{latest_checkpoint, write_atomic};
+use crate::spec::Spec;
 use anyhow::{bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +77,25 @@ impl Drop for SignalGuard {
     }
 }
 
+/// How the spec a run was started with (its `specs/<run>.toml`) differs from the one planned now,
+/// both read by this binary, one line per changed key. Compared by value, not as text: the origin
+/// comments name absolute paths, which change when the checkout moves; `extends` is merged into both.
+fn spec_changes(stored: &str, planned: &Spec) -> Result<Vec<String>> {
+    let then = toml::from_str::<Spec>(stored).context("this binary cannot read it")?.flatten()?;
+    let now = planned.flatten()?;
+    let keys: BTreeSet<&String> = then.keys().chain(now.keys()).filter(|k| *k != "extends").collect();
+    // An empty table is a leaf of `flatten`; one that gains a key is reported by that key alone.
+    let get = |m: &BTreeMap<String, toml::Value>, k: &str| {
+        m.get(k).cloned().filter(|v| !matches!(v, toml::Value::Table(t) if t.is_empty()))
+    };
+    let show = |v: Option<toml::Value>| v.map_or_else(|| "unset".to_string(), |v| v.to_string());
+    Ok(keys
+        .into_iter()
+        .filter(|k| get(&then, k) != get(&now, k))
+        .map(|k| format!("key `{k}` was {}, is now {}", show(get(&then, k)), show(get(&now, k))))
+        .collect())
+}
+
 /// The record of a fresh sweep, or of the one in the folder when resuming (runs the plan no longer
 /// has are kept as they are; new ones are added).
 pub(super) fn initial_record(plan: &Plan, resume: bool) -> Result<SweepRecord> {
@@ -95,13 +116,18 @@ pub(super) fn initial_record(plan: &Plan, resume: bool) -> Result<SweepRecord> {
         let spec_file = format!("specs/{}.toml", r.name);
         let old = previous.as_ref().and_then(|p| p.runs.iter().find(|o| o.name == r.name));
         if let Some(o) = old.filter(|o| o.attempts > 0) {
-            let stored = std::fs::read_to_string(dir.join(&o.spec_file)).unwrap_or_default();
-            if stored != r.annotated {
+            let path = dir.join(&o.spec_file);
+            let changes = std::fs::read_to_string(&path)
+                .context("cannot read it")
+                .and_then(|stored| spec_changes(&stored, &r.spec))
+                .unwrap_or_else(|e| vec![format!("{e:#}")]);
+            if !changes.is_empty() {
                 bail!(
-                    "run `{}` was started with another spec ({}); the sweep file or an override changed since. \
-                     Put the changed sweep in another folder (--out)",
+                    "run `{}` was started with another spec ({}): {}; the sweep file, its base, an override or this \
+                     binary's defaults changed since. Put the changed sweep in another folder (--out)",
                     r.name,
-                    dir.join(&o.spec_file).display()
+                    path.display(),
+                    changes.join("; ")
                 );
             }
         }
