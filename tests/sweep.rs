@@ -431,5 +431,5 @@ fn resume_compares_the_specs_by_value_and_names_a_changed_key() {
     let log = text(&o);
     assert!(!o.status.success(), "{log}");
     assert!(log.contains("run `es-lr=0.003` was started with another spec") || log.contains("run `es-lr=0.01` was started with another spec"), "{log}");
-    assert!(log.contains("key `training.lr` was 0.0") && log.contains("is now 0.5"), "{log}");
+    assert!(log.contains("training.lr: 0.003 -> 0.5") || log.contains("training.lr: 0.01 -> 0.5"), "{log}");
 }

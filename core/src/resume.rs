@@ -34,13 +34,17 @@ pub fn spec_hash(flat: &BTreeMap<String, String>) -> String {
     format!("{:x}", h.finalize())
 }
 
-/// `key: checkpoint value -> current value` for every key that differs.
+/// `key: checkpoint value -> current value` for every key that differs. An empty table is a leaf
+/// of `Spec::flatten`; one that gains a key counts as absent, so only that key is reported.
 pub fn differences(saved: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
     let keys: std::collections::BTreeSet<&String> = saved.keys().chain(now.keys()).collect();
+    fn get<'a>(m: &'a BTreeMap<String, String>, k: &str) -> Option<&'a String> {
+        m.get(k).filter(|v| v.as_str() != "{}")
+    }
     keys.into_iter()
         .filter(|k| !DISPLAY_ONLY.contains(&k.as_str()))
         .filter_map(|k| {
-            let (a, b) = (saved.get(k), now.get(k));
+            let (a, b) = (get(saved, k), get(now, k));
             (a != b).then(|| {
                 let show = |x: Option<&String>| x.cloned().unwrap_or_else(|| "(absent)".into());
                 format!("{k}: {} -> {}", show(a), show(b))

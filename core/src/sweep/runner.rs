@@ -6,9 +6,9 @@ use super::plan::{Plan, PlannedRun};
 use super::plan::glob;
 use super::record::{read_series, RunRecord, Status, SweepRecord, SWEEP_FILE};
 use crate::rundir::{latest_checkpoint, write_atomic};
+use crate::resume::{differences, flatten_spec};
 use crate::spec::Spec;
 use anyhow::{bail, Context, Result};
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -78,22 +78,13 @@ impl Drop for SignalGuard {
 }
 
 /// How the spec a run was started with (its `specs/<run>.toml`) differs from the one planned now,
-/// both read by this binary, one line per changed key. Compared by value, not as text: the origin
-/// comments name absolute paths, which change when the checkout moves; `extends` is merged into both.
+/// both read by this binary: the strict run resume's comparison, one line per changed key. By value,
+/// not as text: the origin comments name absolute paths, which change when the checkout moves.
 fn spec_changes(stored: &str, planned: &Spec) -> Result<Vec<String>> {
-    let then = toml::from_str::<Spec>(stored).context("this binary cannot read it")?.flatten()?;
-    let now = planned.flatten()?;
-    let keys: BTreeSet<&String> = then.keys().chain(now.keys()).filter(|k| *k != "extends").collect();
-    // An empty table is a leaf of `flatten`; one that gains a key is reported by that key alone.
-    let get = |m: &BTreeMap<String, toml::Value>, k: &str| {
-        m.get(k).cloned().filter(|v| !matches!(v, toml::Value::Table(t) if t.is_empty()))
-    };
-    let show = |v: Option<toml::Value>| v.map_or_else(|| "unset".to_string(), |v| v.to_string());
-    Ok(keys
-        .into_iter()
-        .filter(|k| get(&then, k) != get(&now, k))
-        .map(|k| format!("key `{k}` was {}, is now {}", show(get(&then, k)), show(get(&now, k))))
-        .collect())
+    let mut then = toml::from_str::<Spec>(stored).context("this binary cannot read it")?;
+    // Recorded as a comment only: the stored file has the fragments merged in.
+    then.extends = planned.extends.clone();
+    Ok(differences(&flatten_spec(&then)?, &flatten_spec(planned)?))
 }
 
 /// The record of a fresh sweep, or of the one in the folder when resuming (runs the plan no longer
