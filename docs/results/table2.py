@@ -4,7 +4,7 @@
     python3 docs/results/table2.py [--markdown]
 
 One row per finished run, found as `qwen0.5b-<variant>-seed<N>/` (its `heldout.jsonl` and
-`heldout-copy.jsonl`, copied from the run directory) with, where it exists, the CodeUpdateArena CSV
+`heldout-copy.jsonl`, copied from the run directory by `collect_run.py`) with, where it exists, the CodeUpdateArena CSV
 `cua-qwen0.5b-<variant>-seed<N>-120.csv` (from `paired_cua.py --csv`), compared with the untrained
 model's `cua-qwen0.5b-untrained-120.csv`. Held-out: the change from step 0 to the run's last scored
 step, 95 % paired-bootstrap intervals over items; "exact, not copy": exact answers among the items
