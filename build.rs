@@ -5,10 +5,7 @@ use std::process::Command;
 
 fn main() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    if let Ok(out) = Command::new(rustc)
-        .args(["--print", "target-libdir"])
-        .output()
-    {
+    if let Ok(out) = Command::new(rustc).args(["--print", "target-libdir"]).output() {
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !dir.is_empty() {
             println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{dir}");

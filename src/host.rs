@@ -19,15 +19,25 @@ pub struct Host {
 
 impl Host {
     pub fn new() -> Self {
-        Self { registry: registry(), known_model_ids: known_model_ids() }
+        Self {
+            registry: registry(),
+            known_model_ids: known_model_ids(),
+        }
     }
     /// `complete = false` checks a fragment: what it sets must be valid, but it may leave out
     /// what a run requires.
     pub fn info(&self, complete: bool) -> HostInfo<'_> {
-        HostInfo { registry: &self.registry, known_model_ids: &self.known_model_ids, complete }
+        HostInfo {
+            registry: &self.registry,
+            known_model_ids: &self.known_model_ids,
+            complete,
+        }
     }
 }
 
 pub fn known_model_ids() -> Vec<&'static str> {
-    recode_model_formats::fetch::known_models().iter().map(|m| m.id).collect()
+    recode_model_formats::fetch::known_models()
+        .iter()
+        .map(|m| m.id)
+        .collect()
 }

@@ -7,7 +7,11 @@ mod host;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "recode", version, about = "ReCode-rs: RL for code LLMs to keep up with API updates")]
+#[command(
+    name = "recode",
+    version,
+    about = "ReCode-rs: RL for code LLMs to keep up with API updates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,4 +84,3 @@ fn main() {
         std::process::exit(1);
     }
 }
-

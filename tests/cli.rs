@@ -8,11 +8,18 @@ fn root() -> PathBuf {
 }
 
 fn recode(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recode")).args(args).current_dir(root()).output().expect("run recode")
+    Command::new(env!("CARGO_BIN_EXE_recode"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run recode")
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn toml_files(dir: &str) -> Vec<String> {
@@ -67,7 +74,10 @@ fn misspelled_key_is_refused_naming_file_and_key() {
     let (_, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains(&spec.display().to_string()), "{err}");
-    assert!(err.contains("training.learning_rate") && err.contains("unknown field"), "{err}");
+    assert!(
+        err.contains("training.learning_rate") && err.contains("unknown field"),
+        "{err}"
+    );
     // The same spec does not run.
     let o = recode(&["run", spec.to_str().unwrap()]);
     assert!(!o.status.success());
@@ -81,7 +91,13 @@ fn every_range_and_name_problem_is_reported_at_once() {
         "[training]\nlr = 2.0\n[generation]\ntop_p = 0.0\n[algorithm]\nname = \"ppo\"\n[data]\npath = \"nope.jsonl\"\n",
     );
     let (_, err) = text(&recode(&["validate", spec.to_str().unwrap()]));
-    for needle in ["training.lr", "generation.top_p", "unknown algorithm plugin `ppo`", "data.path", "nope.jsonl"] {
+    for needle in [
+        "training.lr",
+        "generation.top_p",
+        "unknown algorithm plugin `ppo`",
+        "data.path",
+        "nope.jsonl",
+    ] {
         assert!(err.contains(needle), "missing {needle}:\n{err}");
     }
     // Plugin options are checked too.
@@ -108,7 +124,12 @@ fn cc_plugin(src: &str, dir: &Path, name: &str, defines: &[&str]) -> PathBuf {
 #[test]
 fn c_and_rust_reward_plugins_load_by_path_and_score() {
     let dir = tempfile::tempdir().unwrap();
-    let c_lib = cc_plugin("examples/plugins/c-reward/keyword_reward.c", dir.path(), "keyword_reward", &[]);
+    let c_lib = cc_plugin(
+        "examples/plugins/c-reward/keyword_reward.c",
+        dir.path(),
+        "keyword_reward",
+        &[],
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .args(["build", "--offline", "--quiet", "--manifest-path"])
@@ -130,7 +151,16 @@ fn c_and_rust_reward_plugins_load_by_path_and_score() {
     .unwrap();
     let c_arg = c_lib.display().to_string();
     let rust_arg = format!("{}:0.5", rust_lib.display());
-    let o = recode(&["reward", "score", "--reward", &c_arg, "--reward", &rust_arg, "--input", input.to_str().unwrap()]);
+    let o = recode(&[
+        "reward",
+        "score",
+        "--reward",
+        &c_arg,
+        "--reward",
+        &rust_arg,
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -145,7 +175,11 @@ fn c_and_rust_reward_plugins_load_by_path_and_score() {
     // Named in a spec, the plugins validate; `recode plugins` lists them beside the built-ins.
     let spec = write_spec(
         dir.path(),
-        &format!("[[reward]]\nname = {:?}\n[[reward]]\nname = {:?}\nweight = 0.5\n", c_arg, rust_lib.display().to_string()),
+        &format!(
+            "[[reward]]\nname = {:?}\n[[reward]]\nname = {:?}\nweight = 0.5\n",
+            c_arg,
+            rust_lib.display().to_string()
+        ),
     );
     let o = recode(&["validate", "--quiet", spec.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o).1);
@@ -170,25 +204,57 @@ fn builtin_rewards_score_by_hand() {
         ),
     )
     .unwrap();
-    let o = recode(&["reward", "score", "--reward", "format", "--reward", "es_star", "--input", input.to_str().unwrap()]);
+    let o = recode(&[
+        "reward",
+        "score",
+        "--reward",
+        "format",
+        "--reward",
+        "es_star",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines[0]["reward"], 3.0);
     assert_eq!(lines[1]["reward"], -3.0);
-    let o = recode(&["reward", "score", "--reward", "no_such_reward", "--input", input.to_str().unwrap()]);
+    let o = recode(&[
+        "reward",
+        "score",
+        "--reward",
+        "no_such_reward",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(text(&o).1.contains("unknown reward `no_such_reward`"));
 }
 
 #[test]
 fn mismatched_model_plugin_is_refused_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = cc_plugin("core/tests/plugin_fixtures/bad.c", dir.path(), "model_plugin", &["FINGERPRINT=\"recode-core 0.0.1; rustc 1.0.0; burn 0.1.0\""]);
-    let spec = write_spec(dir.path(), &format!("[model]\nplugin = {:?}\n", lib.display().to_string()));
-    let o = recode(&["run", spec.to_str().unwrap(), "--set", &format!("run.output_dir={:?}", dir.path().display().to_string())]);
+    let lib = cc_plugin(
+        "core/tests/plugin_fixtures/bad.c",
+        dir.path(),
+        "model_plugin",
+        &["FINGERPRINT=\"recode-core 0.0.1; rustc 1.0.0; burn 0.1.0\""],
+    );
+    let spec = write_spec(
+        dir.path(),
+        &format!("[model]\nplugin = {:?}\n", lib.display().to_string()),
+    );
+    let o = recode(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--set",
+        &format!("run.output_dir={:?}", dir.path().display().to_string()),
+    ]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("model plugin was built for") && err.contains("burn 0.1.0") && err.contains("rebuild"), "{err}");
+    assert!(
+        err.contains("model plugin was built for") && err.contains("burn 0.1.0") && err.contains("rebuild"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -217,14 +283,39 @@ fn eval_json(args: &[&str], out: &Path) -> serde_json::Value {
 fn eval_reference_passes_and_wrong_candidates_fail() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r.json");
-    let r = eval_json(&["eval", "--bench", "cua", "--data", "data/cua-sample.jsonl", "--reference"], &out);
+    let r = eval_json(
+        &[
+            "eval",
+            "--bench",
+            "cua",
+            "--data",
+            "data/cua-sample.jsonl",
+            "--reference",
+        ],
+        &out,
+    );
     assert_eq!(r["overall"]["pass_at_k"]["pass@1"], 1.0, "{}", r["overall"]);
-    let h = eval_json(&["eval", "--bench", "humaneval", "--data", "data/humaneval-sample.jsonl", "--reference"], &out);
+    let h = eval_json(
+        &[
+            "eval",
+            "--bench",
+            "humaneval",
+            "--data",
+            "data/humaneval-sample.jsonl",
+            "--reference",
+        ],
+        &out,
+    );
     assert_eq!(h["overall"]["pass_at_k"]["pass@1"], 1.0, "{}", h["overall"]);
 
     // Two samples per problem: one wrong answer and the reference itself, wrapped as a model
     // would write it; pass@1 = 1/2 for every problem.
-    let ids: Vec<String> = r["problems"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = r["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
     let problems = recode_core_free_references("data/cua-sample.jsonl");
     let mut lines = String::new();
     for id in &ids {
@@ -237,7 +328,19 @@ fn eval_reference_passes_and_wrong_candidates_fail() {
     let cands = dir.path().join("c.jsonl");
     std::fs::write(&cands, lines).unwrap();
     let c = eval_json(
-        &["eval", "--bench", "cua", "--data", "data/cua-sample.jsonl", "--candidates", cands.to_str().unwrap(), "--n", "2", "--k", "1,2"],
+        &[
+            "eval",
+            "--bench",
+            "cua",
+            "--data",
+            "data/cua-sample.jsonl",
+            "--candidates",
+            cands.to_str().unwrap(),
+            "--n",
+            "2",
+            "--k",
+            "1,2",
+        ],
         &out,
     );
     assert_eq!(c["overall"]["pass_at_k"]["pass@1"], 0.5, "{}", c["overall"]);
@@ -250,7 +353,10 @@ fn recode_core_free_references(path: &str) -> std::collections::BTreeMap<String,
     text.lines()
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            (v["prog_syn_id"].as_str().unwrap().to_string(), v["ref_solution"].as_str().unwrap().to_string())
+            (
+                v["prog_syn_id"].as_str().unwrap().to_string(),
+                v["ref_solution"].as_str().unwrap().to_string(),
+            )
         })
         .collect()
 }
@@ -261,15 +367,32 @@ fn wgpu_backend_matches_cpu_on_the_tiny_model() {
     let icd = Path::new("/usr/share/vulkan/icd.d");
     let has_vulkan = std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false);
     if !has_vulkan {
-        recode_test_support::skip_or_fail_in_ci(&format!("WGPU check: no Vulkan driver in {} (.ci/run installs mesa-vulkan-drivers)", icd.display()));
+        recode_test_support::skip_or_fail_in_ci(&format!(
+            "WGPU check: no Vulkan driver in {} (.ci/run installs mesa-vulkan-drivers)",
+            icd.display()
+        ));
         return;
     }
     let score = |backend: &str| -> Vec<f64> {
-        let o = recode(&["score", "--model", "tests/fixtures/tiny-qwen2", "--text", "task alpha hello", "--json", "--backend", backend]);
+        let o = recode(&[
+            "score",
+            "--model",
+            "tests/fixtures/tiny-qwen2",
+            "--text",
+            "task alpha hello",
+            "--json",
+            "--backend",
+            backend,
+        ]);
         let (out, err) = text(&o);
         assert!(o.status.success(), "{backend}: {err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["logprobs"].as_array().unwrap().iter().filter_map(|x| x.as_f64()).collect()
+        v["logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x.as_f64())
+            .collect()
     };
     let (cpu, gpu) = (score("cpu"), score("wgpu"));
     assert_eq!(cpu.len(), 15);
@@ -282,17 +405,48 @@ fn wgpu_backend_matches_cpu_on_the_tiny_model() {
 #[test]
 fn progress_is_printed_as_lines_without_a_terminal() {
     let run = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_recode")).args(args).current_dir(root()).env("RECODE_PROGRESS_SECS", "0").output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_recode"))
+            .args(args)
+            .current_dir(root())
+            .env("RECODE_PROGRESS_SECS", "0")
+            .output()
+            .unwrap();
         let (out, err) = text(&o);
         assert!(o.status.success(), "{out}\n{err}");
         err
     };
-    let err = run(&["eval", "--bench", "cua", "--data", "data/cua-sample.jsonl", "--reference"]);
-    assert!(err.lines().any(|l| l.starts_with("execute: 4/4 problems, ") && l.contains("elapsed")), "{err}");
+    let err = run(&[
+        "eval",
+        "--bench",
+        "cua",
+        "--data",
+        "data/cua-sample.jsonl",
+        "--reference",
+    ]);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("execute: 4/4 problems, ") && l.contains("elapsed")),
+        "{err}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let out_dir = format!("run.output_dir={:?}", dir.path().display().to_string());
-    let err = run(&["run", "experiments/tiny-grpo.toml", "--set", "training.steps=2", "--set", "logging.progress=true", "--set", &out_dir]);
-    let first = err.lines().find(|l| l.starts_with("train: 1/2 steps, ")).unwrap_or_else(|| panic!("no step line:\n{err}"));
-    assert!(first.contains("about") && first.contains("left") && first.contains("tokens/s"), "{first}");
+    let err = run(&[
+        "run",
+        "experiments/tiny-grpo.toml",
+        "--set",
+        "training.steps=2",
+        "--set",
+        "logging.progress=true",
+        "--set",
+        &out_dir,
+    ]);
+    let first = err
+        .lines()
+        .find(|l| l.starts_with("train: 1/2 steps, "))
+        .unwrap_or_else(|| panic!("no step line:\n{err}"));
+    assert!(
+        first.contains("about") && first.contains("left") && first.contains("tokens/s"),
+        "{first}"
+    );
     assert!(err.lines().any(|l| l.starts_with("train: 2/2 steps, ")), "{err}");
 }

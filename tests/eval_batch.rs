@@ -17,9 +17,17 @@ fn root() -> PathBuf {
 fn tiny_policy() -> Box<dyn Policy> {
     let mut reg = Registry::default();
     recode_model::register(&mut reg);
-    let mut spec = ModelSpec { path: root().join("tests/fixtures/tiny-qwen2").display().to_string(), ..ModelSpec::default() };
+    let mut spec = ModelSpec {
+        path: root().join("tests/fixtures/tiny-qwen2").display().to_string(),
+        ..ModelSpec::default()
+    };
     spec.adapter.kind = AdapterKind::None;
-    let ctx = ModelContext { spec: &spec, backend: &BackendSpec::default(), training: &TrainingSpec::default(), seed: 1 };
+    let ctx = ModelContext {
+        spec: &spec,
+        backend: &BackendSpec::default(),
+        training: &TrainingSpec::default(),
+        seed: 1,
+    };
     reg.model("transformer").expect("built-in transformer")(&ctx).expect("tiny model")
 }
 
@@ -29,8 +37,19 @@ fn problems(bench: &str, file: &str) -> Vec<Problem> {
 
 fn run(policy: &mut dyn Policy, problems: &[Problem], bench: &str, batch: usize) -> (EvalReport, eval::GenStats) {
     // Temperature 1: every sample differs, so equal reports mean the same draws per row.
-    let spec = EvalSpec { benchmark: bench.into(), n_samples: 3, k: vec![1, 3], temperature: 1.0, max_new_tokens: 12, batch_size: batch, ..EvalSpec::default() };
-    let opts = EvalOptions { benchmark: bench.into(), ..EvalOptions::from_spec(&spec) };
+    let spec = EvalSpec {
+        benchmark: bench.into(),
+        n_samples: 3,
+        k: vec![1, 3],
+        temperature: 1.0,
+        max_new_tokens: 12,
+        batch_size: batch,
+        ..EvalSpec::default()
+    };
+    let opts = EvalOptions {
+        benchmark: bench.into(),
+        ..EvalOptions::from_spec(&spec)
+    };
     eval::evaluate_policy(policy, problems, &spec, &opts, 7, Some(TEMPLATE), false).unwrap()
 }
 
@@ -40,7 +59,10 @@ fn comparable(r: &EvalReport) -> Vec<String> {
     for p in &r.problems {
         v.push(format!("{} {:?}", p.id, p.pass_at_k));
         for s in &p.samples {
-            v.push(format!("{:?} | {:?} | {:?} | {}/{}", s.completion, s.outcome, s.without_update, s.tests_passed, s.tests_total));
+            v.push(format!(
+                "{:?} | {:?} | {:?} | {}/{}",
+                s.completion, s.outcome, s.without_update, s.tests_passed, s.tests_total
+            ));
         }
     }
     v
@@ -49,7 +71,10 @@ fn comparable(r: &EvalReport) -> Vec<String> {
 #[test]
 fn batch_size_does_not_change_completions_or_report() {
     let mut policy = tiny_policy();
-    for (bench, file) in [("cua", "data/cua-sample.jsonl"), ("humaneval", "data/humaneval-sample.jsonl")] {
+    for (bench, file) in [
+        ("cua", "data/cua-sample.jsonl"),
+        ("humaneval", "data/humaneval-sample.jsonl"),
+    ] {
         let probs = problems(bench, file);
         let rows = 3 * probs.len();
         let (one, g1) = run(policy.as_mut(), &probs, bench, 1);
@@ -64,7 +89,11 @@ fn batch_size_does_not_change_completions_or_report() {
             assert_eq!((g.rows, g.tokens), (g1.rows, g1.tokens), "{bench} batch {batch}");
             let got = comparable(&r);
             let first_diff = want.iter().zip(&got).position(|(a, b)| a != b);
-            assert!(first_diff.is_none() && want.len() == got.len(), "{bench}, batch {batch} vs 1, first difference: {:?}", first_diff.map(|i| (&want[i], &got[i])));
+            assert!(
+                first_diff.is_none() && want.len() == got.len(),
+                "{bench}, batch {batch} vs 1, first difference: {:?}",
+                first_diff.map(|i| (&want[i], &got[i]))
+            );
         }
     }
 }

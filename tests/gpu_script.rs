@@ -14,17 +14,36 @@ fn the_gpu_benchmark_script_runs_in_its_tiny_cpu_mode() {
         .env("RECODE_PROGRESS_SECS", "0")
         .output()
         .expect("bash");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "bench/gpu.sh --tiny failed:\n{text}");
-    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| measurement")).collect();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| measurement"))
+        .collect();
     assert_eq!(rows.len(), 4, "three decode rows and one GRPO step row:\n{text}");
     for (row, batch) in rows.iter().zip(["1", "8", "64"]) {
-        assert!(row.starts_with(&format!("| decode, batch {batch} | tiny | cpu")), "{row}");
+        assert!(
+            row.starts_with(&format!("| decode, batch {batch} | tiny | cpu")),
+            "{row}"
+        );
     }
-    assert!(rows[3].starts_with("| GRPO step (experiments/recode-grpo-0.5b.toml) | tiny | cpu f32"), "{}", rows[3]);
+    assert!(
+        rows[3].starts_with("| GRPO step (experiments/recode-grpo-0.5b.toml) | tiny | cpu f32"),
+        "{}",
+        rows[3]
+    );
     for row in &rows {
         let cells: Vec<&str> = row.split(" | ").collect();
-        let value: f64 = cells[3].split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("no number in {row}"));
+        let value: f64 = cells[3]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("no number in {row}"));
         assert!(value > 0.0, "{row}");
         assert!(cells[4].contains("GiB (resident)"), "{row}");
     }

@@ -12,13 +12,22 @@ fn root() -> PathBuf {
 fn an_installed_binary_trains_outside_the_checkout() {
     let tmp = tempfile::tempdir().unwrap();
     let prefix = tmp.path().join("prefix");
-    let o = Command::new(env!("CARGO_BIN_EXE_recode")).args(["install", "--prefix", prefix.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_recode"))
+        .args(["install", "--prefix", prefix.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let listed = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(listed.contains("lib/recode/librecode_burn.so") && listed.contains("lib/recode/libstd-"), "{listed}");
+    assert!(
+        listed.contains("lib/recode/librecode_burn.so") && listed.contains("lib/recode/libstd-"),
+        "{listed}"
+    );
     let exe = prefix.join("bin/recode");
     let clean = |c: &mut Command| {
-        c.env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin").env("HOME", tmp.path()).current_dir(tmp.path());
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", tmp.path())
+            .current_dir(tmp.path());
     };
     // The build tree's deps/ is not beside the copy: burn must come from the prefix.
     let mut ldd = Command::new("ldd");
@@ -37,6 +46,10 @@ fn an_installed_binary_trains_outside_the_checkout() {
         .args(["--set", "run.output_dir=\"runs\"", "--set", "training.steps=2"])
         .output()
         .unwrap();
-    assert!(o.status.success(), "the installed binary failed outside the checkout:\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "the installed binary failed outside the checkout:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(tmp.path().join("runs/tiny-grpo").is_dir());
 }

@@ -15,11 +15,7 @@ fn root() -> PathBuf {
 
 /// The plugin library cargo built next to this test binary (target/<profile>/deps).
 fn plugin_library() -> PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
     let mut found: Vec<PathBuf> = std::fs::read_dir(&deps)
         .unwrap()
         .flatten()
@@ -30,12 +26,9 @@ fn plugin_library() -> PathBuf {
         })
         .collect();
     found.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    found.pop().unwrap_or_else(|| {
-        panic!(
-            "librecode_example_model*.so not found in {}",
-            deps.display()
-        )
-    })
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("librecode_example_model*.so not found in {}", deps.display()))
 }
 
 fn recode(args: &[&str]) -> std::process::Output {
@@ -87,22 +80,13 @@ fn a_rust_model_plugin_trains_through_recode_run() {
             &format!("run.output_dir={:?}", dir.path().display().to_string()),
         ])
         .args(["--set", "run.name=\"window-mlp\""])
-        .args([
-            "--set",
-            &format!("model.plugin={:?}", lib.display().to_string()),
-        ])
-        .args([
-            "--set",
-            "model.options={context=3, embedding=16, hidden=32}",
-        ])
+        .args(["--set", &format!("model.plugin={:?}", lib.display().to_string())])
+        .args(["--set", "model.options={context=3, embedding=16, hidden=32}"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(
-        err.contains("model plugin `window-mlp` 0.1.0 from"),
-        "{err}"
-    );
+    assert!(err.contains("model plugin `window-mlp` 0.1.0 from"), "{err}");
     let run_dir = PathBuf::from(
         err.lines()
             .find_map(|l| l.strip_prefix("run directory: "))

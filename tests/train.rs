@@ -14,14 +14,23 @@ fn root() -> PathBuf {
 fn run(spec: &str, out: &Path, sets: &[&str], extra: &[&str]) -> PathBuf {
     let o = run_command(spec, out, sets).args(extra).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "recode run {spec} failed:\n{err}\n{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "recode run {spec} failed:\n{err}\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     run_dir_of(&err).expect("run directory printed")
 }
 
 /// `recode run SPEC --set run.output_dir=OUT --set ...`, from the project root.
 fn run_command(spec: &str, out: &Path, sets: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_recode"));
-    cmd.current_dir(root()).args(["run", spec, "--set", &format!("run.output_dir={:?}", out.display().to_string())]);
+    cmd.current_dir(root()).args([
+        "run",
+        spec,
+        "--set",
+        &format!("run.output_dir={:?}", out.display().to_string()),
+    ]);
     for s in sets {
         cmd.args(["--set", s]);
     }
@@ -56,11 +65,21 @@ fn grpo_and_dapo_learn_and_a_flipped_sign_does_not() {
     let grpo = run("experiments/tiny-grpo.toml", dir.path(), &[], &[]);
     let dapo = run("experiments/tiny-dapo.toml", dir.path(), &[], &[]);
     // Negating the reward negates every advantage: the gradient now points away from the target.
-    let flipped = run("experiments/tiny-grpo.toml", dir.path(), &["run.name=\"tiny-flipped\"", "reward=[{name=\"similarity\", weight=-1.0}]"], &[]);
+    let flipped = run(
+        "experiments/tiny-grpo.toml",
+        dir.path(),
+        &[
+            "run.name=\"tiny-flipped\"",
+            "reward=[{name=\"similarity\", weight=-1.0}]",
+        ],
+        &[],
+    );
     let (g0, g1) = start_end(&grpo, 5);
     let (d0, d1) = start_end(&dapo, 5);
     let (f0, f1) = start_end(&flipped, 5);
-    eprintln!("similarity first/last 5 steps: grpo {g0:.3} -> {g1:.3}, dapo {d0:.3} -> {d1:.3}, flipped {f0:.3} -> {f1:.3}");
+    eprintln!(
+        "similarity first/last 5 steps: grpo {g0:.3} -> {g1:.3}, dapo {d0:.3} -> {d1:.3}, flipped {f0:.3} -> {f1:.3}"
+    );
     assert!(g1 > g0 + 0.15, "GRPO did not learn: {g0:.3} -> {g1:.3}");
     assert!(d1 > d0 + 0.15, "DAPO did not learn: {d0:.3} -> {d1:.3}");
     assert!(f1 < f0 + 0.02, "the flipped sign still learned: {f0:.3} -> {f1:.3}");
@@ -81,10 +100,18 @@ fn an_out_of_tree_c_algorithm_trains_the_tiny_model() {
         .expect("cc is required");
     assert!(st.success());
     let name = format!("algorithm.name={:?}", lib.display().to_string());
-    let run_dir = run("experiments/tiny-grpo.toml", dir.path(), &[&name, "run.name=\"tiny-c-algo\""], &[]);
+    let run_dir = run(
+        "experiments/tiny-grpo.toml",
+        dir.path(),
+        &[&name, "run.name=\"tiny-c-algo\""],
+        &[],
+    );
     let (s0, s1) = start_end(&run_dir, 5);
     eprintln!("C plugin GRPO: similarity {s0:.3} -> {s1:.3}");
-    assert!(s1 > s0 + 0.15, "the C algorithm plugin did not learn: {s0:.3} -> {s1:.3}");
+    assert!(
+        s1 > s0 + 0.15,
+        "the C algorithm plugin did not learn: {s0:.3} -> {s1:.3}"
+    );
 }
 
 /// Scalars that depend on wall-clock time differ between runs; everything else must match.
@@ -108,7 +135,11 @@ fn assert_same_trajectory(a: &[serde_json::Map<String, Value>], b: &[serde_json:
             assert_eq!(kx, ky);
             let reduced = ["grad_norm", "loss", "kl", "clip_frac", "ratio_mean"].contains(&kx.as_str());
             if reduced {
-                assert!((vx - vy).abs() <= 1e-5 * vx.abs().max(vy.abs()).max(1e-3), "step {}: {kx} {vx} vs {vy}", x["step"]);
+                assert!(
+                    (vx - vy).abs() <= 1e-5 * vx.abs().max(vy.abs()).max(1e-3),
+                    "step {}: {kx} {vx} vs {vy}",
+                    x["step"]
+                );
             } else {
                 assert_eq!(vx, vy, "step {}: {kx}", x["step"]);
             }
@@ -125,7 +156,12 @@ fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
     sets_b.push("run.name=\"tiny-resume\"");
     let part = run("experiments/tiny-grpo.toml", dir.path(), &sets_b, &["--max-steps", "3"]);
     assert_eq!(metrics(&part).len(), 3);
-    let resumed = run("experiments/tiny-grpo.toml", dir.path(), &sets_b, &["--resume", part.to_str().unwrap()]);
+    let resumed = run(
+        "experiments/tiny-grpo.toml",
+        dir.path(),
+        &sets_b,
+        &["--resume", part.to_str().unwrap()],
+    );
     assert_eq!(resumed, part, "resume continues in the same run directory");
     let (a, b) = (metrics(&full), metrics(&resumed));
     assert_eq!(a.len(), 6);
@@ -136,12 +172,20 @@ fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
 
 #[test]
 fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
-    let Some(python) = recode_test_support::python("TensorBoard's reader on our event files") else { return };
+    let Some(python) = recode_test_support::python("TensorBoard's reader on our event files") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let run_dir = run(
         "experiments/tiny-grpo.toml",
         dir.path(),
-        &["training.steps=3", "logging.sample_every=1", "eval.every=3", "eval.data=\"data/cua-sample.jsonl\"", "eval.max_new_tokens=8"],
+        &[
+            "training.steps=3",
+            "logging.sample_every=1",
+            "eval.every=3",
+            "eval.data=\"data/cua-sample.jsonl\"",
+            "eval.max_new_tokens=8",
+        ],
         &[],
     );
     let o = Command::new(python)
@@ -149,7 +193,11 @@ fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
         .arg(run_dir.join("tb"))
         .output()
         .expect("the tests' python");
-    assert!(o.status.success(), "tests/reference/read_tensorboard.py failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "tests/reference/read_tensorboard.py failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let tb: Value = serde_json::from_slice(&o.stdout).unwrap();
     let m = metrics(&run_dir);
     for tag in [
@@ -168,12 +216,17 @@ fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
         "throughput/tokens_per_s",
         "time/generation_s",
     ] {
-        let points = tb["scalars"][tag].as_array().unwrap_or_else(|| panic!("no scalar {tag} in {}", tb["scalars"]));
+        let points = tb["scalars"][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no scalar {tag} in {}", tb["scalars"]));
         assert_eq!(points.len(), 3, "{tag}");
         for (p, row) in points.iter().zip(&m) {
             assert_eq!(p[0].as_u64(), row["step"].as_u64());
             let (got, want) = (p[1].as_f64().unwrap(), row[tag].as_f64().unwrap());
-            assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{tag}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "{tag}: {got} vs {want}"
+            );
         }
     }
     // Evaluation during training: pass@k as scalars, and the full report beside the events.
@@ -182,20 +235,35 @@ fn tensorboard_reader_sees_our_scalars_text_and_histograms() {
     assert!(run_dir.join("eval-step-000003.json").exists());
     let samples = tb["text"]["samples"].as_array().expect("sample completions as text");
     assert!(samples[0][1].as_str().unwrap().contains("reward"), "{samples:?}");
-    let hist: Vec<&str> = tb["histograms"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(hist.contains(&"reward/total") && hist.contains(&"advantage"), "{hist:?}");
+    let hist: Vec<&str> = tb["histograms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        hist.contains(&"reward/total") && hist.contains(&"advantage"),
+        "{hist:?}"
+    );
     let plugins = tb["plugins"].to_string();
     assert!(plugins.contains("text") && plugins.contains("hparams"), "{plugins}");
 }
 
 /// Runs `recode run` with extra environment and returns (success, stderr).
 fn run_raw(spec: &str, out: &Path, sets: &[&str], extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let o = run_command(spec, out, sets).args(extra).envs(env.iter().copied()).output().unwrap();
+    let o = run_command(spec, out, sets)
+        .args(extra)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
 fn run_dir_of(stderr: &str) -> Option<PathBuf> {
-    stderr.lines().find_map(|l| l.strip_prefix("run directory: ")).map(|l| PathBuf::from(l.trim()))
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("run directory: "))
+        .map(|l| PathBuf::from(l.trim()))
 }
 
 /// Every file of a checkpoint's policy folder, by name.
@@ -207,7 +275,10 @@ fn policy_files(ckpt: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
             if e.path().is_dir() {
                 stack.push(e.path());
             } else {
-                out.insert(e.path().strip_prefix(ckpt).unwrap().display().to_string(), std::fs::read(e.path()).unwrap());
+                out.insert(
+                    e.path().strip_prefix(ckpt).unwrap().display().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                );
             }
         }
     }
@@ -218,18 +289,29 @@ fn policy_files(ckpt: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 fn a_nan_injected_into_real_grpo_and_dapo_runs_skips_that_update_and_keeps_the_weights() {
     let dir = tempfile::tempdir().unwrap();
     for spec in ["experiments/tiny-grpo.toml", "experiments/tiny-dapo.toml"] {
-        let sets = ["training.steps=4", "training.checkpoint_every=1", "training.num_iterations=1"];
+        let sets = [
+            "training.steps=4",
+            "training.checkpoint_every=1",
+            "training.num_iterations=1",
+        ];
         // Optimiser step 2 is rollout step 2's only pass.
         let (ok, err) = run_raw(spec, dir.path(), &sets, &[], &[("RECODE_INJECT_NONFINITE", "2")]);
         assert!(ok, "{spec} with a NaN injected stopped:\n{err}");
         let run_dir = run_dir_of(&err).unwrap();
         let m = metrics(&run_dir);
         assert_eq!(series(&m, "update/skipped"), vec![0.0, 1.0, 0.0, 0.0], "{spec}");
-        assert!(m.iter().all(|x| x["loss"].as_f64().unwrap().is_finite()), "{spec}: a NaN reached the logged loss");
-        let summary: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+        assert!(
+            m.iter().all(|x| x["loss"].as_f64().unwrap().is_finite()),
+            "{spec}: a NaN reached the logged loss"
+        );
+        let summary: Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
         assert_eq!(summary["skipped_updates"], 1, "{spec}");
         let log = std::fs::read_to_string(run_dir.join("log.txt")).unwrap();
-        assert!(log.contains("non-finite current log-prob at row 0, token 0: update skipped"), "{spec}: {log}");
+        assert!(
+            log.contains("non-finite current log-prob at row 0, token 0: update skipped"),
+            "{spec}: {log}"
+        );
         // The skipped step left weights and optimiser state exactly as the step before; the
         // steps around it did change them. burn writes the optimiser's per-parameter map in hash
         // order, so its file is compared as a multiset of bytes (an AdamW step rewrites the
@@ -244,33 +326,48 @@ fn a_nan_injected_into_real_grpo_and_dapo_runs_skips_that_update_and_keeps_the_w
             f
         };
         assert!(ck(1) == ck(2), "{spec}: the skipped update changed the saved policy");
-        assert!(ck(2) != ck(3) && ck(3) != ck(4), "{spec}: the updates after it must change the saved policy");
+        assert!(
+            ck(2) != ck(3) && ck(3) != ck(4),
+            "{spec}: the updates after it must change the saved policy"
+        );
     }
 }
 
 #[test]
 fn resume_under_a_different_spec_is_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let sets = ["training.steps=4", "training.checkpoint_every=1", "run.name=\"tiny-strict\""];
+    let sets = [
+        "training.steps=4",
+        "training.checkpoint_every=1",
+        "run.name=\"tiny-strict\"",
+    ];
     let part = run("experiments/tiny-grpo.toml", dir.path(), &sets, &["--max-steps", "2"]);
     let resume = ["--resume", part.to_str().unwrap()];
     let mut changed = sets.to_vec();
     changed.push("training.lr=0.02");
     let (ok, err) = run_raw("experiments/tiny-grpo.toml", dir.path(), &changed, &resume, &[]);
     assert!(!ok, "a resume under another lr was accepted");
-    assert!(err.contains("training.lr: 0.01 -> 0.02") && err.contains("--allow-spec-change"), "{err}");
+    assert!(
+        err.contains("training.lr: 0.01 -> 0.02") && err.contains("--allow-spec-change"),
+        "{err}"
+    );
     assert_eq!(metrics(&part).len(), 2, "a refused resume must not touch the run");
     let mut allowed = resume.to_vec();
     allowed.push("--allow-spec-change");
     let (ok, err) = run_raw("experiments/tiny-grpo.toml", dir.path(), &changed, &allowed, &[]);
     assert!(ok, "{err}");
-    assert!(err.contains("warning: resuming under a changed spec: training.lr: 0.01 -> 0.02"), "{err}");
+    assert!(
+        err.contains("warning: resuming under a changed spec: training.lr: 0.01 -> 0.02"),
+        "{err}"
+    );
     assert_eq!(metrics(&part).len(), 4);
 }
 
 /// A small deterministic generator for the kill times (the test must be reproducible).
 fn next_delay(state: &mut u64) -> std::time::Duration {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     std::time::Duration::from_millis(100 + (*state >> 33) % 600)
 }
 
@@ -286,11 +383,16 @@ fn a_run_killed_at_random_points_and_resumed_logs_the_uninterrupted_trajectory()
     let log_path = dir.path().join("attempt.log");
     for attempt in 0..40 {
         let mut cmd = run_command("experiments/tiny-grpo.toml", dir.path(), &sets_k);
-        let resumable = run_dir.as_ref().is_some_and(|d| d.join("checkpoints").read_dir().is_ok_and(|mut r| r.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-")))));
+        let resumable = run_dir.as_ref().is_some_and(|d| {
+            d.join("checkpoints")
+                .read_dir()
+                .is_ok_and(|mut r| r.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("step-"))))
+        });
         if resumable {
             cmd.args(["--resume", run_dir.as_ref().unwrap().to_str().unwrap()]);
         }
-        cmd.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log_path).unwrap());
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap());
         let mut child = cmd.spawn().unwrap();
         let status = if kills < 4 {
             let delay = next_delay(&mut rng);
@@ -325,12 +427,27 @@ fn a_run_killed_at_random_points_and_resumed_logs_the_uninterrupted_trajectory()
     assert_same_trajectory(&metrics(&full), &metrics(&killed));
     assert_eq!(metrics(&killed).len(), 200);
     // TensorBoard sees each step once per tag, as in the uninterrupted run.
-    let Some(python) = recode_test_support::python("TensorBoard's reader on a resumed run's events") else { return };
-    let o = Command::new(python).arg(root().join("tests/reference/read_tensorboard.py")).arg(killed.join("tb")).output().unwrap();
+    let Some(python) = recode_test_support::python("TensorBoard's reader on a resumed run's events") else {
+        return;
+    };
+    let o = Command::new(python)
+        .arg(root().join("tests/reference/read_tensorboard.py"))
+        .arg(killed.join("tb"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let tb: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let steps: Vec<u64> = tb["scalars"]["reward/total/mean"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect();
-    assert_eq!(steps, (1..=200).collect::<Vec<u64>>(), "TensorBoard steps after kills and resumes");
+    let steps: Vec<u64> = tb["scalars"]["reward/total/mean"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=200).collect::<Vec<u64>>(),
+        "TensorBoard steps after kills and resumes"
+    );
 }
 
 #[test]
@@ -350,13 +467,20 @@ fn heldout_rows_are_scored_at_step_zero_and_during_training() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let steps: Vec<u64> = lines.iter().map(|l| l["step"].as_u64().unwrap()).collect();
-    assert_eq!(steps, vec![0, 10, 20], "held-out scored at the baseline, every 10 steps and at the end");
+    assert_eq!(
+        steps,
+        vec![0, 10, 20],
+        "held-out scored at the baseline, every 10 steps and at the end"
+    );
     for l in &lines {
         assert_eq!(l["heldout/items"], 2.0, "8 rows, a quarter held out: {l}");
         let exact = l["heldout/exact_rate"].as_f64().unwrap();
         assert!([0.0, 0.5, 1.0].contains(&exact), "{l}");
     }
-    let sim: Vec<f64> = lines.iter().map(|l| l["heldout/similarity"].as_f64().unwrap()).collect();
+    let sim: Vec<f64> = lines
+        .iter()
+        .map(|l| l["heldout/similarity"].as_f64().unwrap())
+        .collect();
     eprintln!("held-out similarity by step 0/10/20: {sim:?}");
     // The synthetic task has one answer for every prompt, so what is learned carries over to the
     // held-out prompts: greedy similarity on them must rise.
@@ -367,8 +491,15 @@ fn heldout_rows_are_scored_at_step_zero_and_during_training() {
     let mut sets0 = sets.to_vec();
     sets0[4] = "run.name=\"tiny-baseline\"";
     let base = run("experiments/tiny-grpo.toml", dir.path(), &sets0, &["--max-steps", "0"]);
-    let only: Vec<Value> = std::fs::read_to_string(base.join("eval.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let only: Vec<Value> = std::fs::read_to_string(base.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(only.len(), 1);
     assert_eq!(only[0]["heldout/similarity"], lines[0]["heldout/similarity"]);
-    assert!(!base.join("metrics.jsonl").exists() || metrics(&base).is_empty(), "--max-steps 0 trained");
+    assert!(
+        !base.join("metrics.jsonl").exists() || metrics(&base).is_empty(),
+        "--max-steps 0 trained"
+    );
 }

@@ -21,7 +21,12 @@ pub fn clip<B: Backend>(grads: &mut GradientsParams, params: &[(ParamId, usize)]
 /// [`clip`] for gradients of a loss multiplied by `1 / inv_scale` (f16 loss scaling): the norm
 /// returned and compared with `max` is the true one, and the gradients leave unscaled (and
 /// clipped) in one pass. A non-finite norm (an overflow) leaves them untouched.
-pub fn clip_scaled<B: Backend>(grads: &mut GradientsParams, params: &[(ParamId, usize)], max: Option<f64>, inv_scale: f64) -> f64 {
+pub fn clip_scaled<B: Backend>(
+    grads: &mut GradientsParams,
+    params: &[(ParamId, usize)],
+    max: Option<f64>,
+    inv_scale: f64,
+) -> f64 {
     // Each parameter's sum of squares stays on the device; one read of their total (a GPU syncs
     // once per optimiser step, not once per parameter). Summed in parameter order.
     let parts: Vec<Tensor<B, 1>> = params
@@ -34,7 +39,12 @@ pub fn clip_scaled<B: Backend>(grads: &mut GradientsParams, params: &[(ParamId, 
     let total = if parts.is_empty() {
         0.0
     } else {
-        Tensor::cat(parts, 0).sum().into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+        Tensor::cat(parts, 0)
+            .sum()
+            .into_data()
+            .iter::<f64>()
+            .next()
+            .unwrap_or(f64::NAN)
     };
     let norm = total.sqrt() * inv_scale;
     if !norm.is_finite() {

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 mod estimators;
 mod losses;
 mod rollout_is;
-pub use estimators::{reinforce_pp_advantages, reinforce_pp_baseline_advantages, rloo_advantages, token_whiten, WHITEN_EPS};
+pub use estimators::{
+    reinforce_pp_advantages, reinforce_pp_baseline_advantages, rloo_advantages, token_whiten, WHITEN_EPS,
+};
 pub use losses::{cispo_loss, gspo_loss, CispoConfig, GSPO_MAX_LOG_RATIO};
 pub use rollout_is::{rollout_is_weights, RolloutIs, RolloutIsMode, RolloutIsWeights};
 
@@ -142,14 +144,23 @@ pub fn clipped_policy_loss(logp: f64, old_logp: f64, adv: f64, clip: &Clip) -> T
     let clipped_loss = -rho_c * adv;
     // Ties (ρ inside the range) take the unclipped branch: both are equal and differentiable.
     let clipped = clipped_loss > unclipped;
-    let (mut loss, mut grad) = if clipped { (clipped_loss, 0.0) } else { (unclipped, -rho * adv) };
+    let (mut loss, mut grad) = if clipped {
+        (clipped_loss, 0.0)
+    } else {
+        (unclipped, -rho * adv)
+    };
     let mut dual_clipped = false;
     if let Some(c) = clip.dual_clip {
         if adv < 0.0 && loss > -c * adv {
             (loss, grad, dual_clipped) = (-c * adv, 0.0, true);
         }
     }
-    TokenLoss { loss, grad, clipped, dual_clipped }
+    TokenLoss {
+        loss,
+        grad,
+        clipped,
+        dual_clipped,
+    }
 }
 
 /// k3 estimator of KL(π‖π_ref) per token: exp(ref − logp) − (ref − logp) − 1, and its derivative
@@ -219,27 +230,71 @@ impl PgLossConfig {
         rollout_is: RolloutIs,
     ) -> Result<Self> {
         let [low, high] = eps_names;
-        ensure!(beta >= 0.0 && beta.is_finite(), "options of plugin `{plugin}`: beta must be >= 0, got {beta}");
-        ensure!((0.0..1.0).contains(&clip.eps_low), "options of plugin `{plugin}`: {low} must be in [0, 1), got {}", clip.eps_low);
-        ensure!(clip.eps_high >= 0.0, "options of plugin `{plugin}`: {high} must be >= 0, got {}", clip.eps_high);
-        ensure!(max_completion_length > 0, "options of plugin `{plugin}`: max_completion_length must be > 0");
-        Ok(Self { clip, beta, aggregation, rollout_is })
+        ensure!(
+            beta >= 0.0 && beta.is_finite(),
+            "options of plugin `{plugin}`: beta must be >= 0, got {beta}"
+        );
+        ensure!(
+            (0.0..1.0).contains(&clip.eps_low),
+            "options of plugin `{plugin}`: {low} must be in [0, 1), got {}",
+            clip.eps_low
+        );
+        ensure!(
+            clip.eps_high >= 0.0,
+            "options of plugin `{plugin}`: {high} must be >= 0, got {}",
+            clip.eps_high
+        );
+        ensure!(
+            max_completion_length > 0,
+            "options of plugin `{plugin}`: max_completion_length must be > 0"
+        );
+        Ok(Self {
+            clip,
+            beta,
+            aggregation,
+            rollout_is,
+        })
     }
 }
 
 /// Check a `LossBatch`'s shapes; `need_ref` requires reference log-probs.
 pub fn validate_batch(b: &LossBatch<'_>, need_ref: bool) -> Result<()> {
     let n = b.rows * b.cols;
-    for (name, len) in [("logp", b.logp.len()), ("old_logp", b.old_logp.len()), ("mask", b.mask.len())] {
-        ensure!(len == n, "loss batch: `{name}` has {len} values, expected rows×cols = {}×{} = {n}", b.rows, b.cols);
+    for (name, len) in [
+        ("logp", b.logp.len()),
+        ("old_logp", b.old_logp.len()),
+        ("mask", b.mask.len()),
+    ] {
+        ensure!(
+            len == n,
+            "loss batch: `{name}` has {len} values, expected rows×cols = {}×{} = {n}",
+            b.rows,
+            b.cols
+        );
     }
-    ensure!(b.advantages.len() == b.rows, "loss batch: {} advantages for {} rows", b.advantages.len(), b.rows);
+    ensure!(
+        b.advantages.len() == b.rows,
+        "loss batch: {} advantages for {} rows",
+        b.advantages.len(),
+        b.rows
+    );
     match b.ref_logp {
-        Some(r) => ensure!(r.len() == n, "loss batch: `ref_logp` has {} values, expected {n}", r.len()),
-        None => ensure!(!need_ref, "loss batch: the KL term (beta > 0) needs `ref_logp`, which is missing"),
+        Some(r) => ensure!(
+            r.len() == n,
+            "loss batch: `ref_logp` has {} values, expected {n}",
+            r.len()
+        ),
+        None => ensure!(
+            !need_ref,
+            "loss batch: the KL term (beta > 0) needs `ref_logp`, which is missing"
+        ),
     }
     if let Some(s) = b.sampler_logp {
-        ensure!(s.len() == n, "loss batch: `sampler_logp` has {} values, expected {n}", s.len());
+        ensure!(
+            s.len() == n,
+            "loss batch: `sampler_logp` has {} values, expected {n}",
+            s.len()
+        );
     }
     Ok(())
 }
@@ -255,7 +310,11 @@ pub fn policy_gradient_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<Los
     validate_batch(b, use_kl)?;
     let is = rollout_is_weights(b, &cfg.rollout_is)?;
     let w = token_weights(cfg.aggregation, b.mask, b.cols, b.norm_rows, b.norm_tokens);
-    let mut out = LossOutput { loss: 0.0, grad: vec![0.0; b.logp.len()], metrics: vec![] };
+    let mut out = LossOutput {
+        loss: 0.0,
+        grad: vec![0.0; b.logp.len()],
+        metrics: vec![],
+    };
     let (mut tokens, mut low, mut high, mut dual, mut kl_sum, mut ratio_sum) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for i in 0..b.logp.len() {
         if b.mask[i] == 0.0 {

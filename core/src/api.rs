@@ -65,7 +65,11 @@ impl LossOutput {
     /// skips the whole update (keeping the last good weights and optimiser state) and logs it,
     /// instead of the run stopping on an error.
     pub fn non_finite(tokens: usize) -> Self {
-        Self { loss: f64::NAN, grad: vec![0.0; tokens], metrics: vec![] }
+        Self {
+            loss: f64::NAN,
+            grad: vec![0.0; tokens],
+            metrics: vec![],
+        }
     }
 }
 
@@ -120,9 +124,16 @@ impl SamplingParams {
     /// Row `r`'s generator; an error when `row_seeds` is set but does not have one per row.
     pub fn row_seed(&self, r: usize, rows: usize) -> Result<RowSeed> {
         if self.row_seeds.is_empty() {
-            return Ok(RowSeed { seed: self.seed, stream: r as u64 });
+            return Ok(RowSeed {
+                seed: self.seed,
+                stream: r as u64,
+            });
         }
-        anyhow::ensure!(self.row_seeds.len() == rows, "sampling: {} row seeds for {rows} prompts", self.row_seeds.len());
+        anyhow::ensure!(
+            self.row_seeds.len() == rows,
+            "sampling: {} row seeds for {rows} prompts",
+            self.row_seeds.len()
+        );
         Ok(self.row_seeds[r])
     }
 }

@@ -18,7 +18,9 @@ fn environment() -> Environment<'static> {
     env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
         Err(Error::new(ErrorKind::InvalidOperation, msg))
     });
-    env.add_function("strftime_now", |fmt: String| chrono::Local::now().format(&fmt).to_string());
+    env.add_function("strftime_now", |fmt: String| {
+        chrono::Local::now().format(&fmt).to_string()
+    });
     env
 }
 
@@ -26,25 +28,38 @@ fn environment() -> Environment<'static> {
 ///
 /// `continue_final_message` leaves the last message open for generation to continue: the output
 /// is cut right after that message's content (HF semantics, including its whitespace handling).
-pub fn render(template: &str, messages: &[ChatMessage], add_generation_prompt: bool, continue_final_message: bool) -> Result<String> {
+pub fn render(
+    template: &str,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+    continue_final_message: bool,
+) -> Result<String> {
     if add_generation_prompt && continue_final_message {
         bail!("chat template: add_generation_prompt and continue_final_message cannot both be set");
     }
     let env = environment();
-    let tmpl = env.template_from_str(template).map_err(|e| anyhow!("chat template does not compile: {e:#}"))?;
+    let tmpl = env
+        .template_from_str(template)
+        .map_err(|e| anyhow!("chat template does not compile: {e:#}"))?;
     let rendered = tmpl
         .render(context! { messages => messages, add_generation_prompt => add_generation_prompt })
         .map_err(|e| anyhow!("chat template failed to render: {e:#}"))?;
     if !continue_final_message {
         return Ok(rendered);
     }
-    let Some(last) = messages.last() else { bail!("continue_final_message needs at least one message") };
+    let Some(last) = messages.last() else {
+        bail!("continue_final_message needs at least one message")
+    };
     let stripped = py_strip(&last.content);
     let Some(loc) = rendered.rfind(stripped) else {
         bail!("continue_final_message: the final message does not appear in the rendered chat template output")
     };
     let lstripped = last.content.trim_start_matches(is_py_space);
-    let end = if rendered[loc..].starts_with(&last.content) { loc + lstripped.len() } else { loc + stripped.len() };
+    let end = if rendered[loc..].starts_with(&last.content) {
+        loc + lstripped.len()
+    } else {
+        loc + stripped.len()
+    };
     Ok(rendered[..end].to_string())
 }
 
@@ -56,13 +71,22 @@ mod tests {
 {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
     fn msgs(pairs: &[(&str, &str)]) -> Vec<ChatMessage> {
-        pairs.iter().map(|(r, c)| ChatMessage { role: r.to_string(), content: c.to_string() }).collect()
+        pairs
+            .iter()
+            .map(|(r, c)| ChatMessage {
+                role: r.to_string(),
+                content: c.to_string(),
+            })
+            .collect()
     }
 
     #[test]
     fn generation_prompt_and_continuation() {
         let m = msgs(&[("user", "hi")]);
-        assert_eq!(render(CHATML, &m, true, false).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            render(CHATML, &m, true, false).unwrap(),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
         let m = msgs(&[("user", "hi"), ("assistant", "Sure.\n<think>")]);
         assert_eq!(
             render(CHATML, &m, false, true).unwrap(),
@@ -86,13 +110,18 @@ mod tests {
         let t = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}";
         assert_eq!(render(t, &msgs(&[("user", "x")]), false, false).unwrap(), "x");
         let t = "{% if messages[0].role != 'system' %}{{ raise_exception('need a system message') }}{% endif %}";
-        let err = render(t, &msgs(&[("user", "x")]), false, false).unwrap_err().to_string();
+        let err = render(t, &msgs(&[("user", "x")]), false, false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("need a system message"), "{err}");
     }
 
     #[test]
     fn trims_blocks_like_hf() {
         let t = "{% for m in messages %}\n  {{ m.content }}\n{% endfor %}\n";
-        assert_eq!(render(t, &msgs(&[("user", "a"), ("user", "b")]), false, false).unwrap(), "  a\n  b\n");
+        assert_eq!(
+            render(t, &msgs(&[("user", "a"), ("user", "b")]), false, false).unwrap(),
+            "  a\n  b\n"
+        );
     }
 }

@@ -38,7 +38,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedSpec> {
     }
     if opts.env {
         figment = figment.merge(
-            Env::prefixed(ENV_PREFIX).filter(|k| k.as_str().contains("__")).split("__"),
+            Env::prefixed(ENV_PREFIX)
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
         );
     }
     for set in &opts.sets {
@@ -49,7 +51,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedSpec> {
     // Fragments' own `extends` were followed already; keep the top file's list for the record.
     spec.extends = read_extends(path)?;
     chain.reverse();
-    Ok(LoadedSpec { spec, files: chain, figment })
+    Ok(LoadedSpec {
+        spec,
+        files: chain,
+        figment,
+    })
 }
 
 /// Depth-first: a file's fragments come before the file. Cycles are errors.
@@ -65,7 +71,11 @@ fn collect_chain(path: &Path, stack: &mut Vec<PathBuf>, out: &mut Vec<PathBuf>) 
     for frag in read_extends(path)? {
         let frag_path = dir.join(&frag);
         if !frag_path.exists() {
-            bail!("{}: `extends` names `{frag}`, but {} does not exist", path.display(), frag_path.display());
+            bail!(
+                "{}: `extends` names `{frag}`, but {} does not exist",
+                path.display(),
+                frag_path.display()
+            );
         }
         collect_chain(&frag_path, stack, out)?;
     }
@@ -86,8 +96,16 @@ fn read_extends(path: &Path) -> Result<Vec<String>> {
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| anyhow!("{}: key `extends`: expected a list of file paths (strings)", path.display())),
-        Some(_) => bail!("{}: key `extends`: expected a file path or a list of file paths", path.display()),
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: key `extends`: expected a list of file paths (strings)",
+                    path.display()
+                )
+            }),
+        Some(_) => bail!(
+            "{}: key `extends`: expected a file path or a list of file paths",
+            path.display()
+        ),
     }
 }
 
@@ -123,7 +141,11 @@ fn describe_figment_error(err: figment::Error, top: &Path) -> anyhow::Error {
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            let origin = e.metadata.as_ref().map(source_name).unwrap_or_else(|| top.display().to_string());
+            let origin = e
+                .metadata
+                .as_ref()
+                .map(source_name)
+                .unwrap_or_else(|| top.display().to_string());
             let what = e.kind.to_string();
             if key.is_empty() {
                 format!("{origin}: {what}")
@@ -138,14 +160,19 @@ fn describe_figment_error(err: figment::Error, top: &Path) -> anyhow::Error {
 impl LoadedSpec {
     /// Where the value at a dotted key came from: a file, the environment, --set, or the default.
     pub fn origin(&self, key: &str) -> String {
-        self.figment.find_metadata(key).map(source_name).unwrap_or_else(|| "built-in default".into())
+        self.figment
+            .find_metadata(key)
+            .map(source_name)
+            .unwrap_or_else(|| "built-in default".into())
     }
 
     /// The resolved spec as TOML with each leaf's origin as a trailing comment.
     pub fn annotated_toml(&self) -> Result<String> {
         let value = toml::Value::try_from(&self.spec)?;
         let mut out = String::new();
-        let table = value.as_table().ok_or_else(|| anyhow!("spec did not serialise to a table"))?;
+        let table = value
+            .as_table()
+            .ok_or_else(|| anyhow!("spec did not serialise to a table"))?;
         // Top-level scalars first, as TOML requires.
         for (k, v) in table {
             if k == "extends" {

@@ -6,11 +6,12 @@
 
 pub mod algo;
 pub mod api;
-pub mod plugins;
 pub mod chat;
-pub mod load;
 pub mod config;
+pub mod eval;
+pub mod load;
 pub mod plugin_abi;
+pub mod plugins;
 pub mod progress;
 pub mod pystr;
 pub mod registry;
@@ -23,7 +24,6 @@ pub mod tb;
 pub mod train;
 pub mod trainer;
 pub mod validate;
-pub mod eval;
 
 /// For plugins' `export_model_plugin!` expansion.
 pub use anyhow;

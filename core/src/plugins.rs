@@ -20,7 +20,10 @@ pub fn reward(reg: &Registry, name: &str, options: &Options) -> Result<Box<dyn R
     if is_library_path(name) {
         return plugin_abi::load_reward(Path::new(name), options);
     }
-    Err(anyhow!("unknown reward `{name}`; built-ins: {}", reg.names(PluginKind::Reward).join(", ")))
+    Err(anyhow!(
+        "unknown reward `{name}`; built-ins: {}",
+        reg.names(PluginKind::Reward).join(", ")
+    ))
 }
 
 pub fn algorithm(reg: &Registry, name: &str, options: &Options) -> Result<Box<dyn Algorithm>> {
@@ -41,9 +44,18 @@ pub fn weighted_rewards(reg: &Registry, specs: &[RewardSpec]) -> Result<Vec<Weig
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let label = if r.label.is_empty() { default_label(&r.name) } else { r.label.clone() };
-            let reward = reward(reg, &r.name, &r.options).with_context(|| format!("[[reward]] #{} (`{}`)", i + 1, r.name))?;
-            Ok(WeightedReward { label, weight: r.weight, reward })
+            let label = if r.label.is_empty() {
+                default_label(&r.name)
+            } else {
+                r.label.clone()
+            };
+            let reward =
+                reward(reg, &r.name, &r.options).with_context(|| format!("[[reward]] #{} (`{}`)", i + 1, r.name))?;
+            Ok(WeightedReward {
+                label,
+                weight: r.weight,
+                reward,
+            })
         })
         .collect()
 }
@@ -80,7 +92,10 @@ pub struct Plugins {
 
 /// Instantiate every reward and the algorithm a spec names.
 pub fn plugins(reg: &Registry, spec: &Spec) -> Result<Plugins> {
-    Ok(Plugins { rewards: weighted_rewards(reg, &spec.reward)?, algorithm: spec_algorithm(reg, spec)? })
+    Ok(Plugins {
+        rewards: weighted_rewards(reg, &spec.reward)?,
+        algorithm: spec_algorithm(reg, spec)?,
+    })
 }
 
 /// The policy a spec's `[model]` names: a built-in plugin, or a Rust model plugin library loaded
@@ -93,7 +108,10 @@ pub fn policy(reg: &Registry, ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>>
         None => {
             let path = Path::new(name);
             if !path.exists() {
-                anyhow::bail!("model.plugin `{name}`: not a built-in model plugin ({}) and no such file", reg.names(PluginKind::Model).join(", "));
+                anyhow::bail!(
+                    "model.plugin `{name}`: not a built-in model plugin ({}) and no such file",
+                    reg.names(PluginKind::Model).join(", ")
+                );
             }
             let (factory, info) = plugin_abi::load_model_plugin(path)?;
             eprintln!("model plugin `{}` {} from {}", info.name, info.version, path.display());

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 pub enum Mode {
     Bar,
     /// One line to stderr at most every `interval` (and on `inc_with_line` and `finish`).
-    Lines { interval: Duration },
+    Lines {
+        interval: Duration,
+    },
     Hidden,
 }
 
@@ -25,8 +27,13 @@ impl Mode {
         if std::io::stderr().is_terminal() {
             return Mode::Bar;
         }
-        let secs = std::env::var("RECODE_PROGRESS_SECS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(5.0);
-        Mode::Lines { interval: Duration::from_secs_f64(secs.max(0.0)) }
+        let secs = std::env::var("RECODE_PROGRESS_SECS")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(5.0);
+        Mode::Lines {
+            interval: Duration::from_secs_f64(secs.max(0.0)),
+        }
     }
 }
 
@@ -62,7 +69,8 @@ impl Progress {
     /// `unit` names what is counted ("problems", "steps"); `first` is the starting position.
     pub fn new(label: &str, unit: &str, total: u64, first: u64, mode: Mode) -> Self {
         let bar = (mode == Mode::Bar).then(|| {
-            let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_prefix(label.to_string());
+            let b =
+                ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_prefix(label.to_string());
             b.set_style(bar_style());
             b.set_position(first);
             b
@@ -75,7 +83,13 @@ impl Progress {
             start: Instant::now(),
             mode,
             bar,
-            state: Mutex::new(State { done: first, tokens: 0, message: String::new(), last_line: None, finished: false }),
+            state: Mutex::new(State {
+                done: first,
+                tokens: 0,
+                message: String::new(),
+                last_line: None,
+                finished: false,
+            }),
         }
     }
 
@@ -202,7 +216,10 @@ mod tests {
         }
         let line = p.line(&p.state.lock().unwrap());
         assert!(line.starts_with("eval: 10/40 problems, "), "{line}");
-        assert!(line.contains("tokens/s") && line.contains("left") && line.ends_with("; 8 executed"), "{line}");
+        assert!(
+            line.contains("tokens/s") && line.contains("left") && line.ends_with("; 8 executed"),
+            "{line}"
+        );
         // Done: no estimate.
         p.state.lock().unwrap().done = 40;
         let line = p.line(&p.state.lock().unwrap());

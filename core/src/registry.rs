@@ -67,13 +67,26 @@ fn builtin(kind: PluginKind, name: &str, description: &str) -> PluginInfo {
 
 impl Registry {
     pub fn add_reward(&mut self, name: &str, description: &str, f: RewardFactory) {
-        self.rewards.insert(name.into(), (f, builtin(PluginKind::Reward, name, description)));
+        self.rewards
+            .insert(name.into(), (f, builtin(PluginKind::Reward, name, description)));
     }
-    pub fn add_algorithm(&mut self, name: &str, description: &str, f: impl Fn(&Options) -> Result<Box<dyn Algorithm>> + Send + Sync + 'static) {
-        self.algorithms.insert(name.into(), (std::sync::Arc::new(f), builtin(PluginKind::Algorithm, name, description)));
+    pub fn add_algorithm(
+        &mut self,
+        name: &str,
+        description: &str,
+        f: impl Fn(&Options) -> Result<Box<dyn Algorithm>> + Send + Sync + 'static,
+    ) {
+        self.algorithms.insert(
+            name.into(),
+            (
+                std::sync::Arc::new(f),
+                builtin(PluginKind::Algorithm, name, description),
+            ),
+        );
     }
     pub fn add_model(&mut self, name: &str, description: &str, f: ModelFactory) {
-        self.models.insert(name.into(), (f, builtin(PluginKind::Model, name, description)));
+        self.models
+            .insert(name.into(), (f, builtin(PluginKind::Model, name, description)));
     }
 
     pub fn reward(&self, name: &str) -> Option<RewardFactory> {

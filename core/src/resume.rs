@@ -19,7 +19,12 @@ const DISPLAY_ONLY: &[&str] = &["logging.progress"];
 
 /// The resolved spec flattened to dotted keys (`Spec::flatten`), each value as TOML text.
 pub fn flatten_spec(spec: &Spec) -> Result<BTreeMap<String, String>> {
-    Ok(spec.flatten().context("flattening the spec")?.into_iter().map(|(k, v)| (k, v.to_string())).collect())
+    Ok(spec
+        .flatten()
+        .context("flattening the spec")?
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect())
 }
 
 /// sha256 over the flattened spec (keys sorted), lowercase hex.
@@ -59,7 +64,12 @@ pub fn check_spec(ckpt: &Path, now: &BTreeMap<String, String>, allow: bool) -> R
     let path = ckpt.join(SPEC_FILE);
     let saved: BTreeMap<String, String> = match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).with_context(|| format!("{}: not a flattened spec", path.display()))?,
-        Err(_) if allow => return Ok(vec![format!("{} is missing (checkpoint from an older version)", path.display())]),
+        Err(_) if allow => {
+            return Ok(vec![format!(
+                "{} is missing (checkpoint from an older version)",
+                path.display()
+            )])
+        }
         Err(e) => bail!(
             "{} cannot be read ({e}): this checkpoint does not record its spec, so resuming cannot be checked; \
              pass --allow-spec-change to resume anyway",
@@ -81,7 +91,9 @@ pub fn check_spec(ckpt: &Path, now: &BTreeMap<String, String>, allow: bool) -> R
 /// Drops every JSON line of `path` whose `step` is after `step` (and lines that do not parse:
 /// a line cut short by a kill).
 pub fn cut_jsonl(path: &Path, step: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: Vec<&str> = text
         .lines()
         .filter(|l| {
@@ -101,7 +113,9 @@ pub fn cut_jsonl(path: &Path, step: usize) -> Result<()> {
 /// Rewrites every TensorBoard event file in `dir` without the events after `step`; a record cut
 /// short by a kill ends the file. Returns how many events were dropped.
 pub fn cut_events(dir: &Path, step: usize) -> Result<usize> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(0) };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
     let mut dropped = 0;
     for e in entries.flatten() {
         let path = e.path();
@@ -151,7 +165,10 @@ mod tests {
         assert_ne!(spec_hash(&a), spec_hash(&b));
         let mut c = a.clone();
         c.remove("training.lr");
-        assert_eq!(differences(&a, &c), vec![format!("training.lr: {} -> (absent)", a["training.lr"])]);
+        assert_eq!(
+            differences(&a, &c),
+            vec![format!("training.lr: {} -> (absent)", a["training.lr"])]
+        );
         assert_eq!(spec_hash(&a), spec_hash(&flatten_spec(&spec).unwrap()));
     }
 }

@@ -16,7 +16,10 @@ pub struct RunDir {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
     {
         let mut f = fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         f.write_all(bytes)?;
@@ -63,7 +66,10 @@ impl RunDir {
         runs.sort();
         match runs.pop() {
             Some(p) => Ok(p),
-            None => bail!("no run of `{name}` under {} has a checkpoint to resume from", base.display()),
+            None => bail!(
+                "no run of `{name}` under {} has a checkpoint to resume from",
+                base.display()
+            ),
         }
     }
 
@@ -137,7 +143,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = RunDir::create(tmp.path(), "x").unwrap();
         for step in [1, 2, 3] {
-            run.checkpoint(step, 2, |d| write_atomic(&d.join("a.txt"), b"ok")).unwrap();
+            run.checkpoint(step, 2, |d| write_atomic(&d.join("a.txt"), b"ok"))
+                .unwrap();
         }
         let all = list_checkpoints(&run.root).unwrap();
         assert_eq!(all.iter().map(|c| c.0).collect::<Vec<_>>(), vec![2, 3]);

@@ -37,7 +37,11 @@ impl Spec {
             match v {
                 toml::Value::Table(t) if !t.is_empty() => {
                     for (k, x) in t {
-                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
                         walk(&key, x, out);
                     }
                 }
@@ -65,7 +69,11 @@ pub struct RunSpec {
 
 impl Default for RunSpec {
     fn default() -> Self {
-        Self { name: "run".into(), seed: 42, output_dir: "runs".into() }
+        Self {
+            name: "run".into(),
+            seed: 42,
+            output_dir: "runs".into(),
+        }
     }
 }
 
@@ -131,7 +139,13 @@ pub struct AdapterSpec {
 
 impl Default for AdapterSpec {
     fn default() -> Self {
-        Self { kind: AdapterKind::Dora, rank: 64, alpha: 64.0, dropout: 0.0, target_modules: vec![] }
+        Self {
+            kind: AdapterKind::Dora,
+            rank: 64,
+            alpha: 64.0,
+            dropout: 0.0,
+            target_modules: vec![],
+        }
     }
 }
 
@@ -247,7 +261,12 @@ pub struct RewardSpec {
 
 impl Default for RewardSpec {
     fn default() -> Self {
-        Self { name: String::new(), weight: 1.0, label: String::new(), options: Options::new() }
+        Self {
+            name: String::new(),
+            weight: 1.0,
+            label: String::new(),
+            options: Options::new(),
+        }
     }
 }
 
@@ -262,7 +281,10 @@ pub struct AlgorithmSpec {
 
 impl Default for AlgorithmSpec {
     fn default() -> Self {
-        Self { name: "grpo".into(), options: Options::new() }
+        Self {
+            name: "grpo".into(),
+            options: Options::new(),
+        }
     }
 }
 
@@ -391,7 +413,13 @@ pub struct HeldoutSpec {
 
 impl Default for HeldoutSpec {
     fn default() -> Self {
-        Self { every: 0, limit: 32, max_new_tokens: 0, batch_size: 0, rewards: ["format", "em_star", "es_star", "em"].map(String::from).to_vec() }
+        Self {
+            every: 0,
+            limit: 32,
+            max_new_tokens: 0,
+            batch_size: 0,
+            rewards: ["format", "em_star", "es_star", "em"].map(String::from).to_vec(),
+        }
     }
 }
 
@@ -410,7 +438,12 @@ pub struct LoggingSpec {
 
 impl Default for LoggingSpec {
     fn default() -> Self {
-        Self { tensorboard: true, sample_every: 10, samples: 2, progress: true }
+        Self {
+            tensorboard: true,
+            sample_every: 10,
+            samples: 2,
+            progress: true,
+        }
     }
 }
 

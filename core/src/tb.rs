@@ -44,7 +44,9 @@ pub fn histogram_buckets(values: &[f64], buckets: usize) -> Option<(f64, f64, Ve
     let max = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let buckets = buckets.max(1);
     let width = if max > min { (max - min) / buckets as f64 } else { 1.0 };
-    let limits: Vec<f64> = (1..=buckets).map(|i| if i == buckets { max } else { min + width * i as f64 }).collect();
+    let limits: Vec<f64> = (1..=buckets)
+        .map(|i| if i == buckets { max } else { min + width * i as f64 })
+        .collect();
     let mut counts = vec![0.0; buckets];
     for v in &finite {
         let i = (((v - min) / width) as usize).min(buckets - 1);
@@ -55,7 +57,9 @@ pub fn histogram_buckets(values: &[f64], buckets: usize) -> Option<(f64, f64, Ve
 
 impl Board {
     pub fn new(dir: &Path) -> Self {
-        Self { writer: FileWriter::new(dir) }
+        Self {
+            writer: FileWriter::new(dir),
+        }
     }
 
     pub fn scalar(&mut self, tag: &str, value: f64, step: usize) {
@@ -80,12 +84,15 @@ impl Board {
     }
 
     pub fn histogram(&mut self, tag: &str, values: &[f64], step: usize) {
-        let Some((min, max, limits, counts)) = histogram_buckets(values, 30) else { return };
+        let Some((min, max, limits, counts)) = histogram_buckets(values, 30) else {
+            return;
+        };
         let n = counts.iter().sum::<f64>();
         let finite = values.iter().filter(|v| v.is_finite());
         let sum: f64 = finite.clone().sum();
         let sum_sq: f64 = finite.map(|v| v * v).sum();
-        self.writer.add_summary(histogram_raw(tag, min, max, n, sum, sum_sq, &limits, &counts), step);
+        self.writer
+            .add_summary(histogram_raw(tag, min, max, n, sum, sum_sq, &limits, &counts), step);
     }
 
     /// Hyperparameters for the HParams dashboard: the experiment (which knobs and metrics exist)

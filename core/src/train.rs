@@ -40,8 +40,13 @@ pub fn run(
     let (run, checkpoint) = match resume.from {
         None => (RunDir::create(&out_dir, &spec.run.name)?, None),
         Some(dir) => {
-            let root = if dir.is_empty() { RunDir::latest_resumable(&out_dir, &spec.run.name)? } else { PathBuf::from(dir) };
-            let (_, ckpt) = latest_checkpoint(&root)?.ok_or_else(|| anyhow!("{} has no checkpoint to resume from", root.display()))?;
+            let root = if dir.is_empty() {
+                RunDir::latest_resumable(&out_dir, &spec.run.name)?
+            } else {
+                PathBuf::from(dir)
+            };
+            let (_, ckpt) = latest_checkpoint(&root)?
+                .ok_or_else(|| anyhow!("{} has no checkpoint to resume from", root.display()))?;
             (RunDir::open(root)?, Some(ckpt))
         }
     };
@@ -53,7 +58,11 @@ pub fn run(
         crate::rundir::write_atomic(file, run.root.display().to_string().as_bytes())?;
     }
 
-    let split_seed = if spec.data.split_seed >= 0 { spec.data.split_seed as u64 } else { spec.run.seed };
+    let split_seed = if spec.data.split_seed >= 0 {
+        spec.data.split_seed as u64
+    } else {
+        spec.run.seed
+    };
     let dataset = data::load(&spec.data, Path::new("."), split_seed)?;
     report(&format!(
         "data: {} training rows, {} held out ({} read from {})",
@@ -63,9 +72,18 @@ pub fn run(
         spec.data.path
     ));
     let t = Instant::now();
-    let ctx = ModelContext { spec: &spec.model, backend: &spec.backend, training: &spec.training, seed: spec.run.seed };
+    let ctx = ModelContext {
+        spec: &spec.model,
+        backend: &spec.backend,
+        training: &spec.training,
+        seed: spec.run.seed,
+    };
     let mut policy = crate::plugins::policy(reg, &ctx)?;
-    report(&format!("model loaded in {:.1}s ({} trainable parameters)", t.elapsed().as_secs_f64(), policy.trainable_parameters()));
+    report(&format!(
+        "model loaded in {:.1}s ({} trainable parameters)",
+        t.elapsed().as_secs_f64(),
+        policy.trainable_parameters()
+    ));
     let template = policy.codec().chat_template();
     let to_items = |rows: &[data::Row]| {
         rows.iter()
@@ -81,18 +99,39 @@ pub fn run(
     let items = to_items(&dataset.train)?;
     let heldout = if spec.heldout.every > 0 {
         let h = &spec.heldout;
-        let limit = if h.limit == 0 { dataset.heldout.len() } else { h.limit.min(dataset.heldout.len()) };
-        let reward_specs: Vec<crate::spec::RewardSpec> =
-            h.rewards.iter().map(|name| crate::spec::RewardSpec { name: name.clone(), ..Default::default() }).collect();
+        let limit = if h.limit == 0 {
+            dataset.heldout.len()
+        } else {
+            h.limit.min(dataset.heldout.len())
+        };
+        let reward_specs: Vec<crate::spec::RewardSpec> = h
+            .rewards
+            .iter()
+            .map(|name| crate::spec::RewardSpec {
+                name: name.clone(),
+                ..Default::default()
+            })
+            .collect();
         Some(crate::trainer::heldout::Heldout {
             items: to_items(&dataset.heldout[..limit])?,
             rewards: plugin::weighted_rewards(reg, &reward_specs).context("heldout.rewards")?,
             every: h.every,
-            max_new_tokens: if h.max_new_tokens == 0 { spec.generation.max_new_tokens } else { h.max_new_tokens },
-            batch_size: if h.batch_size == 0 { spec.generation.batch_size } else { h.batch_size },
+            max_new_tokens: if h.max_new_tokens == 0 {
+                spec.generation.max_new_tokens
+            } else {
+                h.max_new_tokens
+            },
+            batch_size: if h.batch_size == 0 {
+                spec.generation.batch_size
+            } else {
+                h.batch_size
+            },
             stop_strings: spec.generation.stop_strings.clone(),
             max_prompt_tokens: spec.prompt.max_prompt_tokens,
-            copy_answers: dataset.heldout[..limit].iter().map(|row| crate::trainer::heldout::copy_answer(&row.old_code)).collect(),
+            copy_answers: dataset.heldout[..limit]
+                .iter()
+                .map(|row| crate::trainer::heldout::copy_answer(&row.old_code))
+                .collect(),
         })
     } else {
         None
@@ -103,7 +142,12 @@ pub fn run(
     let mut trainer = Trainer::new(spec, policy.as_mut(), rewards, algorithm, items, run)?;
     if spec.eval.every > 0 {
         let template = (!spec.prompt.chat_template.is_empty()).then(|| spec.prompt.chat_template.clone());
-        trainer.evaluator = Some(crate::eval::training::training_evaluator(&spec.eval, template, run_root, spec.run.seed)?);
+        trainer.evaluator = Some(crate::eval::training::training_evaluator(
+            &spec.eval,
+            template,
+            run_root,
+            spec.run.seed,
+        )?);
     }
     trainer.allow_spec_change = resume.allow_spec_change;
     trainer.heldout = heldout;
@@ -111,7 +155,11 @@ pub fn run(
         for d in trainer.resume_from(ckpt)? {
             report(&format!("warning: resuming under a changed spec: {d}"));
         }
-        report(&format!("resumed from {} (step {})", ckpt.display(), trainer.state.step));
+        report(&format!(
+            "resumed from {} (step {})",
+            ckpt.display(),
+            trainer.state.step
+        ));
     }
     if let Some(b) = trainer.board.as_mut() {
         b.hparams(&hparams(spec), &["reward/total/mean", "loss"]);
@@ -147,8 +195,15 @@ pub fn run(
     let finished = trainer.state.step >= total;
     let adapter_dir = trainer.run.root.join("adapter");
     drop(trainer);
-    if finished && matches!(spec.model.adapter.kind, crate::spec::AdapterKind::Lora | crate::spec::AdapterKind::Dora) {
-        policy.export_peft(&adapter_dir).context("exporting the adapter in PEFT format")?;
+    if finished
+        && matches!(
+            spec.model.adapter.kind,
+            crate::spec::AdapterKind::Lora | crate::spec::AdapterKind::Dora
+        )
+    {
+        policy
+            .export_peft(&adapter_dir)
+            .context("exporting the adapter in PEFT format")?;
         summary.push_str(&format!("adapter (PEFT format): {}\n", adapter_dir.display()));
     }
     Ok(summary)
@@ -158,9 +213,15 @@ fn hparams(spec: &Spec) -> BTreeMap<String, HParamValue> {
     let mut h = BTreeMap::new();
     h.insert("algorithm".into(), HParamValue::Text(spec.algorithm.name.clone()));
     h.insert("lr".into(), HParamValue::Number(spec.training.lr));
-    h.insert("num_generations".into(), HParamValue::Number(spec.generation.num_generations as f64));
+    h.insert(
+        "num_generations".into(),
+        HParamValue::Number(spec.generation.num_generations as f64),
+    );
     h.insert("temperature".into(), HParamValue::Number(spec.generation.temperature));
-    h.insert("adapter".into(), HParamValue::Text(format!("{:?}", spec.model.adapter.kind).to_lowercase()));
+    h.insert(
+        "adapter".into(),
+        HParamValue::Text(format!("{:?}", spec.model.adapter.kind).to_lowercase()),
+    );
     h.insert("rank".into(), HParamValue::Number(spec.model.adapter.rank as f64));
     h.insert("seed".into(), HParamValue::Number(spec.run.seed as f64));
     let rewards: Vec<String> = spec.reward.iter().map(|r| format!("{}*{}", r.weight, r.name)).collect();
@@ -172,8 +233,16 @@ fn hparams(spec: &Spec) -> BTreeMap<String, HParamValue> {
 fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[Metrics], wall: f64) -> Result<String> {
     let mut phase = BTreeMap::new();
     for m in history {
-        for k in ["time/generation_s", "time/scoring_s", "time/reference_s", "time/old_logprobs_s", "time/update_s"] {
-            *phase.entry(k.trim_start_matches("time/").trim_end_matches("_s").to_string()).or_insert(0.0) += m.get(k).copied().unwrap_or(0.0);
+        for k in [
+            "time/generation_s",
+            "time/scoring_s",
+            "time/reference_s",
+            "time/old_logprobs_s",
+            "time/update_s",
+        ] {
+            *phase
+                .entry(k.trim_start_matches("time/").trim_end_matches("_s").to_string())
+                .or_insert(0.0) += m.get(k).copied().unwrap_or(0.0);
         }
     }
     let per_step: Vec<serde_json::Value> = history
@@ -200,7 +269,9 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
         "steps": per_step,
         "heldout": heldout,
     });
-    trainer.run.write_file("summary.json", serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    trainer
+        .run
+        .write_file("summary.json", serde_json::to_string_pretty(&summary)?.as_bytes())?;
 
     let mut out = String::new();
     out.push_str(&format!("\n{:>5} {:>9}", "step", "reward"));
@@ -214,24 +285,45 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
         for l in labels {
             out.push_str(&format!(" {:>10.3}", g(&format!("reward/{l}/mean"))));
         }
-        out.push_str(&format!(" {:>9.4} {:>8.1} {:>8.1}\n", g("loss"), g("completion/length_mean"), g("time/step_s")));
+        out.push_str(&format!(
+            " {:>9.4} {:>8.1} {:>8.1}\n",
+            g("loss"),
+            g("completion/length_mean"),
+            g("time/step_s")
+        ));
     }
     out.push_str(&format!(
         "\nwall time {wall:.1}s; phases: {}\n",
-        phase.iter().map(|(k, v)| format!("{k} {v:.1}s")).collect::<Vec<_>>().join(", ")
+        phase
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1}s"))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     if let (Some(first), Some(last)) = (heldout.first(), heldout.last()) {
         let show = |v: &serde_json::Value, prefix: &str| {
             ["exact_rate", "es_star", "em_star", "format"]
                 .iter()
-                .filter_map(|k| v.get(format!("{prefix}/{k}")).and_then(|x| x.as_f64()).map(|x| format!("{k} {x:.3}")))
+                .filter_map(|k| {
+                    v.get(format!("{prefix}/{k}"))
+                        .and_then(|x| x.as_f64())
+                        .map(|x| format!("{k} {x:.3}"))
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         let items = last.get("heldout/items").and_then(|x| x.as_f64()).unwrap_or(0.0);
-        out.push_str(&format!("held-out ({items} items, greedy): step {} {}\n", first["step"], show(first, "heldout")));
+        out.push_str(&format!(
+            "held-out ({items} items, greedy): step {} {}\n",
+            first["step"],
+            show(first, "heldout")
+        ));
         if heldout.len() > 1 {
-            out.push_str(&format!("                          step {} {}\n", last["step"], show(last, "heldout")));
+            out.push_str(&format!(
+                "                          step {} {}\n",
+                last["step"],
+                show(last, "heldout")
+            ));
         }
         let copy = show(first, "heldout_copy");
         if !copy.is_empty() {
@@ -241,7 +333,10 @@ fn summarize(trainer: &Trainer<'_>, labels: &[String], start: usize, history: &[
     let samples = std::fs::read_to_string(trainer.run.root.join("log.txt")).unwrap_or_default();
     if let Some(pos) = samples.rfind("samples at step") {
         let sample: String = samples[pos..].lines().take(24).collect::<Vec<_>>().join("\n");
-        out.push_str(&format!("\nlast logged sample ({}):\n{sample}\n", "full text in log.txt and TensorBoard"));
+        out.push_str(&format!(
+            "\nlast logged sample ({}):\n{sample}\n",
+            "full text in log.txt and TensorBoard"
+        ));
     }
     out.push_str(&format!(
         "\nrun directory: {}\nTensorBoard: tensorboard --logdir {}\n",

@@ -2,7 +2,9 @@
 
 use recode_core::eval::cua::{self, CuaExample};
 use recode_core::eval::sandbox::Outcome;
-use recode_core::eval::{evaluate, evaluate_candidates, evaluate_reference, load_problems, Candidate, EvalOptions, Problem, PromptVariant};
+use recode_core::eval::{
+    evaluate, evaluate_candidates, evaluate_reference, load_problems, Candidate, EvalOptions, Problem, PromptVariant,
+};
 use std::path::{Path, PathBuf};
 
 fn sample_path() -> PathBuf {
@@ -14,7 +16,11 @@ fn sample() -> Vec<CuaExample> {
 }
 
 fn opts() -> EvalOptions {
-    EvalOptions { k: vec![1], workers: 2, ..Default::default() }
+    EvalOptions {
+        k: vec![1],
+        workers: 2,
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -24,7 +30,8 @@ fn loads_final_release_format_and_grouped_format_alike() {
     assert_eq!(ex[0].update.function_path, "math.log");
     assert!(ex[0].source.ends_with("cua-sample.jsonl:1"));
     // Re-group one example as the pre-release writes it: same example back.
-    let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(sample_path()).unwrap().lines().nth(1).unwrap()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(sample_path()).unwrap().lines().nth(1).unwrap()).unwrap();
     let mut e = line.clone();
     let obj = e.as_object_mut().unwrap();
     let imports = obj.remove("imports").unwrap();
@@ -44,7 +51,10 @@ fn errors_name_file_line_and_field() {
     v["update"].as_object_mut().unwrap().remove("signature");
     std::fs::write(&p, format!("\n{v}\n")).unwrap();
     let err = format!("{:#}", cua::load(&p).unwrap_err());
-    assert!(err.contains("bad.jsonl:2") && err.contains("update") && err.contains("`signature`"), "{err}");
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("update") && err.contains("`signature`"),
+        "{err}"
+    );
     std::fs::write(&p, "{\"update\": 3}\n").unwrap();
     let err = format!("{:#}", cua::load(&p).unwrap_err());
     assert!(err.contains("bad.jsonl:1") && err.contains("`description`"), "{err}");
@@ -74,10 +84,24 @@ fn program_order_and_install_statements() {
 #[test]
 fn prompt_variants() {
     let p = Problem::Cua(sample().remove(2));
-    let text = |v| p.prompt_messages(v).iter().map(|m| format!("{}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n");
+    let text = |v| {
+        p.prompt_messages(v)
+            .iter()
+            .map(|m| format!("{}: {}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     let recode = text(PromptVariant::Recode);
     assert!(recode.starts_with("system: ") && recode.contains("\nuser: "));
-    for needle in ["re.findall", "<doc>\nre.findall(pattern, string, flags=0, limit=None): when", "New signature: `re.findall(pattern, string, flags=0, limit=None)`", "Scenario: A social", "def first_hashtags(post: str, k: int) -> list:", "<think>", "<answer>"] {
+    for needle in [
+        "re.findall",
+        "<doc>\nre.findall(pattern, string, flags=0, limit=None): when",
+        "New signature: `re.findall(pattern, string, flags=0, limit=None)`",
+        "Scenario: A social",
+        "def first_hashtags(post: str, k: int) -> list:",
+        "<think>",
+        "<answer>",
+    ] {
         assert!(recode.contains(needle), "recode prompt lacks {needle:?}:\n{recode}");
     }
     let none = text(PromptVariant::NoUpdate);
@@ -110,7 +134,11 @@ fn reference_passes_and_old_api_candidates_fail() {
     let r = evaluate(&problems, &cands, &opts(), false).unwrap();
     for p in &r.problems {
         assert_eq!(p.c, 0, "{} old-API candidate passed", p.id);
-        assert!(matches!(p.samples[0].outcome, Outcome::Failed { .. }), "{:?}", p.samples[0].outcome);
+        assert!(
+            matches!(p.samples[0].outcome, Outcome::Failed { .. }),
+            "{:?}",
+            p.samples[0].outcome
+        );
     }
     // ...while the first two are right under the old API.
     let wo: Vec<usize> = r.problems.iter().map(|p| p.c_without_update.unwrap()).collect();
@@ -132,9 +160,17 @@ fn pass_at_k_with_several_samples_and_missing_packages() {
     if let Problem::Cua(e) = &mut problems[0] {
         e.update.imports = format!("import surely_not_installed_pkg\n{}", e.update.imports);
     }
-    let o = EvalOptions { k: vec![1, 2, 3], without_update: false, ..opts() };
+    let o = EvalOptions {
+        k: vec![1, 2, 3],
+        without_update: false,
+        ..opts()
+    };
     let r = evaluate(&problems, &cands, &o, false).unwrap();
-    assert!(r.problems[0].environment.as_deref().unwrap().contains("surely_not_installed_pkg"));
+    assert!(r.problems[0]
+        .environment
+        .as_deref()
+        .unwrap()
+        .contains("surely_not_installed_pkg"));
     assert_eq!(r.overall.environment_skipped, 1);
     assert_eq!(r.overall.evaluated, 3);
     let p3 = &r.problems[3];
@@ -165,16 +201,35 @@ fn signature_names_are_importable_unless_switched_off() {
     let cands = vec![vec![TYPED_CANDIDATE.to_string()]];
     let on = evaluate(&problems, &cands, &opts(), false).unwrap();
     assert!(on.signature_imports);
-    assert!(on.problems[0].samples[0].outcome.passed(), "{:?}", on.problems[0].samples[0].outcome);
+    assert!(
+        on.problems[0].samples[0].outcome.passed(),
+        "{:?}",
+        on.problems[0].samples[0].outcome
+    );
     let Problem::Cua(e) = &problems[0] else { unreachable!() };
-    assert!(e.setup(true, true).unwrap().contains("from typing import List, Tuple, Union\n"));
+    assert!(e
+        .setup(true, true)
+        .unwrap()
+        .contains("from typing import List, Tuple, Union\n"));
     assert!(!e.setup(true, false).unwrap().contains("typing"));
     // Off, as CodeUpdateArena's own harness: defining the candidate raises NameError.
-    let off = evaluate(&problems, &cands, &EvalOptions { signature_imports: false, ..opts() }, false).unwrap();
+    let off = evaluate(
+        &problems,
+        &cands,
+        &EvalOptions {
+            signature_imports: false,
+            ..opts()
+        },
+        false,
+    )
+    .unwrap();
     assert!(!off.signature_imports);
     match &off.problems[0].samples[0].outcome {
         Outcome::Failed { reason } => {
-            assert!(reason.starts_with("candidate: NameError: name '") && reason.contains("is not defined"), "{reason}")
+            assert!(
+                reason.starts_with("candidate: NameError: name '") && reason.contains("is not defined"),
+                "{reason}"
+            )
         }
         o => panic!("expected a NameError, got {o:?}"),
     }
@@ -184,22 +239,43 @@ fn signature_names_are_importable_unless_switched_off() {
 #[test]
 fn report_keeps_completion_program_and_outcome_per_sample() {
     let problems = load_problems("cua", &sample_path()).unwrap();
-    let completion = |p: &Problem| format!("<think>easy</think>\n<answer>\n```python\n{}```\n</answer>", p.reference_solution());
-    let mut cands: Vec<Vec<Candidate>> = problems.iter().map(|p| vec![Candidate::from_completion(&completion(p))]).collect();
-    cands[1].push(Candidate::from_completion("```python\ndef running_balance(opening, amounts):\n    raise ValueError('no idea')\n```"));
+    let completion = |p: &Problem| {
+        format!(
+            "<think>easy</think>\n<answer>\n```python\n{}```\n</answer>",
+            p.reference_solution()
+        )
+    };
+    let mut cands: Vec<Vec<Candidate>> = problems
+        .iter()
+        .map(|p| vec![Candidate::from_completion(&completion(p))])
+        .collect();
+    cands[1].push(Candidate::from_completion(
+        "```python\ndef running_balance(opening, amounts):\n    raise ValueError('no idea')\n```",
+    ));
     let r = evaluate_candidates(&problems, &cands, &opts(), false).unwrap();
     let s0 = &r.problems[0].samples[0];
     assert_eq!(s0.completion.as_deref(), Some(completion(&problems[0]).as_str()));
     assert_eq!(s0.program.trim_end(), problems[0].reference_solution().trim_end());
     assert!(s0.outcome.passed() && s0.output_tail.is_none());
     let bad = &r.problems[1].samples[1];
-    assert!(matches!(&bad.outcome, Outcome::Failed { reason } if reason.contains("ValueError: no idea")), "{:?}", bad.outcome);
+    assert!(
+        matches!(&bad.outcome, Outcome::Failed { reason } if reason.contains("ValueError: no idea")),
+        "{:?}",
+        bad.outcome
+    );
     assert!(!r.python_env.version.is_empty() && !r.python_env.python.is_empty());
     // The samples file: one line per sample, with what a re-score needs.
-    let lines: Vec<serde_json::Value> = r.samples_jsonl().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = r
+        .samples_jsonl()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[2]["id"], r.problems[1].id.as_str());
-    assert_eq!((lines[2]["sample"].as_u64(), lines[2]["passed"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(
+        (lines[2]["sample"].as_u64(), lines[2]["passed"].as_bool()),
+        (Some(1), Some(false))
+    );
     assert_eq!(lines[2]["outcome"]["kind"], "failed");
     assert!(lines[2]["completion"].as_str().unwrap().contains("raise ValueError"));
     assert!(lines[2]["program"].as_str().unwrap().starts_with("def running_balance"));

@@ -8,12 +8,20 @@ use recode_core::eval::sandbox::{Job, Outcome, RunResult, Sandbox, SandboxConfig
 use std::time::Duration;
 
 fn sandbox(timeout_s: u64) -> Sandbox {
-    let cfg = SandboxConfig { timeout: Duration::from_secs(timeout_s), memory_mb: 512, ..Default::default() };
+    let cfg = SandboxConfig {
+        timeout: Duration::from_secs(timeout_s),
+        memory_mb: 512,
+        ..Default::default()
+    };
     Sandbox::new(cfg).expect("python3 sandbox")
 }
 
 fn test(name: &str, body: &str) -> TestCase {
-    TestCase { name: name.into(), code: format!("def {name}():\n{body}"), call: format!("{name}()") }
+    TestCase {
+        name: name.into(),
+        code: format!("def {name}():\n{body}"),
+        call: format!("{name}()"),
+    }
 }
 
 /// `test_b` fails for a wrong `f` unless `abs` or `len` are the candidate's.
@@ -109,10 +117,23 @@ fn hostile() -> Vec<(&'static str, String)> {
 }
 
 fn assert_no_pass(name: &str, r: &RunResult) {
-    assert!(!r.outcome.passed(), "{name} forged a pass: {:?}\n{}", r.outcome, r.stderr);
-    assert!(r.outcome.counts(), "{name} is the candidate's failure, not the harness's: {:?}", r.outcome);
+    assert!(
+        !r.outcome.passed(),
+        "{name} forged a pass: {:?}\n{}",
+        r.outcome,
+        r.stderr
+    );
+    assert!(
+        r.outcome.counts(),
+        "{name} is the candidate's failure, not the harness's: {:?}",
+        r.outcome
+    );
     let ok: Vec<_> = r.tests.iter().filter(|t| t.ok).map(|t| &t.name).collect();
-    assert!(ok.is_empty(), "{name}: tests reported as passing: {ok:?} ({:?})", r.outcome);
+    assert!(
+        ok.is_empty(),
+        "{name}: tests reported as passing: {ok:?} ({:?})",
+        r.outcome
+    );
 }
 
 #[test]
@@ -121,7 +142,11 @@ fn no_hostile_candidate_forges_a_pass() {
     eprintln!("isolation: {:?}", sb.isolation());
     for (name, code) in hostile() {
         let r = sb.run(&job(&code));
-        eprintln!("{name}: {:?} tests {:?}", r.outcome, r.tests.iter().map(|t| (&t.name, t.ok, &t.error)).collect::<Vec<_>>());
+        eprintln!(
+            "{name}: {:?} tests {:?}",
+            r.outcome,
+            r.tests.iter().map(|t| (&t.name, t.ok, &t.error)).collect::<Vec<_>>()
+        );
         assert_no_pass(name, &r);
         match name {
             "os_exit_mid_test" => assert_eq!(r.outcome, Outcome::Incomplete { exit_code: Some(0) }, "{name}"),
@@ -133,8 +158,13 @@ fn no_hostile_candidate_forges_a_pass() {
                 r.outcome
             ),
             "stop_iteration_from_a_call" | "sys_exit_mid_test" => {
-                let Outcome::Failed { reason } = &r.outcome else { panic!("{name}: {:?}", r.outcome) };
-                assert!(reason.contains("StopIteration") || reason.contains("SystemExit"), "{name}: {reason}");
+                let Outcome::Failed { reason } = &r.outcome else {
+                    panic!("{name}: {:?}", r.outcome)
+                };
+                assert!(
+                    reason.contains("StopIteration") || reason.contains("SystemExit"),
+                    "{name}: {reason}"
+                );
             }
             _ => {}
         }
@@ -147,12 +177,18 @@ fn no_hostile_candidate_forges_a_pass() {
 fn an_object_equal_to_everything_is_the_limit_that_remains() {
     let sb = sandbox(4);
     let yes = "class Yes:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\ndef f():\n    return Yes()\n";
-    let eq_only = Job { tests: vec![test("test_a", "    assert f() == 1\n")], ..job(yes) };
+    let eq_only = Job {
+        tests: vec![test("test_a", "    assert f() == 1\n")],
+        ..job(yes)
+    };
     // Documented in the README: `==` on a result that is not plain data runs the candidate's
     // __eq__ (in its own process), so this wrong solution passes, as in HumanEval's harness.
     assert_eq!(sb.run(&eq_only).outcome, Outcome::Passed);
     // Plain-data checks are not fooled: the result is not an int, nor does arithmetic work.
-    let typed = Job { tests: vec![test("test_t", "    assert type(f()) is int and f() == 1\n")], ..job(yes) };
+    let typed = Job {
+        tests: vec![test("test_t", "    assert type(f()) is int and f() == 1\n")],
+        ..job(yes)
+    };
     assert!(!sb.run(&typed).outcome.passed());
     assert!(!sb.run(&job(yes)).outcome.passed());
 }
@@ -163,7 +199,11 @@ fn correct_solution_prints_and_per_test_times() {
     let code = "print('hello from the candidate')\ndef f():\n    print('inside f')\n    x = 0\n    for i in range(3_000_000):\n        x += i\n    return 1\n";
     let r = sb.run(&job(code));
     assert_eq!(r.outcome, Outcome::Passed, "{}", r.stderr);
-    assert!(r.stderr.contains("hello from the candidate") && r.stderr.contains("inside f"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("hello from the candidate") && r.stderr.contains("inside f"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(r.tests.len(), 2);
     for t in &r.tests {
         assert!(t.ok && t.error.is_none(), "{t:?}");
@@ -178,12 +218,23 @@ fn a_test_that_loops_forever_times_out_alone() {
     let j = Job {
         setup: String::new(),
         candidate: "def f():\n    return 1\ndef g():\n    while True:\n        pass\n".into(),
-        tests: vec![test("test_a", "    assert f() == 1\n"), test("test_loop", "    g()\n"), test("test_c", "    assert f() == 1\n")],
+        tests: vec![
+            test("test_a", "    assert f() == 1\n"),
+            test("test_loop", "    g()\n"),
+            test("test_c", "    assert f() == 1\n"),
+        ],
     };
     let r = sb.run(&j);
     assert_eq!(r.outcome, Outcome::Timeout { cpu: false }, "{:?}", r.tests);
     let t: Vec<_> = r.tests.iter().map(|t| (t.name.as_str(), t.ok, t.timeout)).collect();
-    assert_eq!(t, [("test_a", true, false), ("test_loop", false, true), ("test_c", true, false)]);
+    assert_eq!(
+        t,
+        [
+            ("test_a", true, false),
+            ("test_loop", false, true),
+            ("test_c", true, false)
+        ]
+    );
     // Its own 3 s plus what test_a left unused.
     assert!((2.9..6.5).contains(&r.tests[1].wall_s), "{:?}", r.tests[1]);
     assert!(r.wall_s < 9.5, "the job took {:.1}s", r.wall_s);
@@ -194,11 +245,22 @@ fn values_exceptions_and_callbacks_cross_the_boundary() {
     let sb = sandbox(4);
     let candidate = "import collections\nclass Box:\n    def __init__(self, v):\n        self.v = v\n    def get(self):\n        return self.v\ndef apply(fn, x, *, times=1):\n    for _ in range(times):\n        x = fn(x)\n    return x\ndef parse(s):\n    if not s:\n        raise ValueError('empty input')\n    return {'n': int(s), 't': (1, 2.5, None), 'b': b'\\x00', 's': {3}, 'c': 1+2j}\ndef gen(n):\n    yield from range(n)\ndef counts(s):\n    return collections.Counter(s)\n";
     let body = "    assert apply(lambda v: v * 2, 3, times=2) == 12\n    r = parse('7')\n    assert type(r) is dict and r == {'n': 7, 't': (1, 2.5, None), 'b': b'\\x00', 's': {3}, 'c': 1+2j}\n    try:\n        parse('')\n        assert False, 'no exception'\n    except ValueError as e:\n        assert 'empty input' in str(e)\n    assert list(gen(4)) == [0, 1, 2, 3] and sum(gen(4)) == 6\n    b = Box([1, 2])\n    assert b.get() == [1, 2] and b.v == [1, 2] and isinstance(b, Box)\n    assert counts('aab')['a'] == 2 and isinstance(counts('a'), dict)\n";
-    let j = Job { setup: String::new(), candidate: candidate.into(), tests: vec![test("test_all", body)] };
+    let j = Job {
+        setup: String::new(),
+        candidate: candidate.into(),
+        tests: vec![test("test_all", body)],
+    };
     let r = sb.run(&j);
     assert_eq!(r.outcome, Outcome::Passed, "{:?}\n{}", r.tests, r.stderr);
-    let Some(python) = recode_test_support::python("numpy values across the sandbox boundary") else { return };
-    let sb = Sandbox::new(SandboxConfig { python, timeout: Duration::from_secs(4), ..Default::default() }).unwrap();
+    let Some(python) = recode_test_support::python("numpy values across the sandbox boundary") else {
+        return;
+    };
+    let sb = Sandbox::new(SandboxConfig {
+        python,
+        timeout: Duration::from_secs(4),
+        ..Default::default()
+    })
+    .unwrap();
     let j = Job {
         setup: "import numpy as np\n".into(),
         candidate: "import numpy as np\ndef scaled(a, k):\n    return (a * k).astype(np.float32), np.int16(k), np.asfortranarray(np.arange(6).reshape(2, 3))\ndef odd():\n    return np.array(2.5), np.zeros((0, 3)), np.array(['2020-01-01'], dtype='datetime64[D]'), np.array([1, 'a'], dtype=object), np.float64\n".into(),
@@ -216,13 +278,23 @@ fn objects_of_the_test_lead_the_candidate_nowhere() {
     let sb = sandbox(4);
     // The test hands over a generator: its frame would lead to the driver's locals and functions.
     let walk = "def f(g):\n    fr = g.gi_frame\n    while fr is not None:\n        if 'exec_trusted' in fr.f_locals:\n            fr.f_locals['exec_trusted'](\"import os\\nos.write(1, b'forged')\", 'x', {})\n        fr = fr.f_back\n    return 2\n";
-    let j = Job { setup: String::new(), candidate: walk.into(), tests: vec![test("test_g", "    assert f(x for x in range(3)) == 1\n")] };
+    let j = Job {
+        setup: String::new(),
+        candidate: walk.into(),
+        tests: vec![test("test_g", "    assert f(x for x in range(3)) == 1\n")],
+    };
     let r = sb.run(&j);
-    let Outcome::Failed { reason } = &r.outcome else { panic!("{:?}", r.outcome) };
+    let Outcome::Failed { reason } = &r.outcome else {
+        panic!("{:?}", r.outcome)
+    };
     assert!(reason.contains("may not do 'getattr'"), "{reason}");
     // An object of the test's own class still works as an argument: attributes and methods.
     let use_obj = "def g(obj):\n    return obj.value + obj.double(2)\n";
     let body = "    class Obj:\n        value = 3\n        def double(self, x):\n            return 2 * x\n    assert g(Obj()) == 7\n";
-    let j = Job { setup: String::new(), candidate: use_obj.into(), tests: vec![test("test_o", body)] };
+    let j = Job {
+        setup: String::new(),
+        candidate: use_obj.into(),
+        tests: vec![test("test_o", body)],
+    };
     assert_eq!(sb.run(&j).outcome, Outcome::Passed);
 }

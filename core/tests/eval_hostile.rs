@@ -19,7 +19,11 @@ fn job(candidate: &str) -> Job {
     Job {
         setup: String::new(),
         candidate: candidate.into(),
-        tests: vec![TestCase { name: "attack_worked".into(), code: "def attack_worked():\n    assert f() == 1\n".into(), call: "attack_worked()".into() }],
+        tests: vec![TestCase {
+            name: "attack_worked".into(),
+            code: "def attack_worked():\n    assert f() == 1\n".into(),
+            call: "attack_worked()".into(),
+        }],
     }
 }
 
@@ -44,25 +48,45 @@ struct Canaries {
 impl Canaries {
     fn new() -> Self {
         static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let tag = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        let visible = tempfile::Builder::new().prefix("recode-hostile-visible").tempdir_in("/var/tmp").unwrap();
+        let tag = format!(
+            "{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let visible = tempfile::Builder::new()
+            .prefix("recode-hostile-visible")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         std::fs::set_permissions(visible.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let keep = visible.path().join("keep.txt");
         std::fs::write(&keep, "keep").unwrap();
         std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let hidden = tempfile::Builder::new().prefix("recode-hostile-hidden").tempdir_in("/var/tmp").unwrap();
+        let hidden = tempfile::Builder::new()
+            .prefix("recode-hostile-hidden")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         std::fs::set_permissions(hidden.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let secret = hidden.path().join("secret.txt");
         std::fs::write(&secret, "secret").unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o666)).unwrap();
         // In root's home when we are root (the case that failed before), else in our own.
-        let home = if euid() == 0 { Some(PathBuf::from("/root")) } else { std::env::var_os("HOME").map(PathBuf::from) };
-        let root_secret = home.filter(|h| h.is_dir()).map(|h| h.join(format!(".recode-hostile-secret-{tag}")));
+        let home = if euid() == 0 {
+            Some(PathBuf::from("/root"))
+        } else {
+            std::env::var_os("HOME").map(PathBuf::from)
+        };
+        let root_secret = home
+            .filter(|h| h.is_dir())
+            .map(|h| h.join(format!(".recode-hostile-secret-{tag}")));
         if let Some(p) = &root_secret {
             std::fs::write(p, "secret").unwrap();
         }
         let mut sockets = vec![];
-        for dir in [hidden.path().to_path_buf(), PathBuf::from("/run"), PathBuf::from("/var/run")] {
+        for dir in [
+            hidden.path().to_path_buf(),
+            PathBuf::from("/run"),
+            PathBuf::from("/var/run"),
+        ] {
             let p = dir.join(format!("recode-hostile-{tag}.sock"));
             if let Ok(l) = UnixListener::bind(&p) {
                 let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777));
@@ -72,13 +96,24 @@ impl Canaries {
         }
         assert!(!sockets.is_empty());
         let abstract_name = format!("recode-hostile-{tag}");
-        let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(&abstract_name).unwrap();
+        let addr =
+            <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(&abstract_name)
+                .unwrap();
         let abs = UnixListener::bind_addr(&addr).unwrap();
         abs.set_nonblocking(true).unwrap();
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         tcp.set_nonblocking(true).unwrap();
         let sleeper = Command::new("sleep").arg("600").spawn().unwrap();
-        Canaries { visible, hidden, root_secret, sockets, abstract_name, _abstract: abs, tcp, sleeper }
+        Canaries {
+            visible,
+            hidden,
+            root_secret,
+            sockets,
+            abstract_name,
+            _abstract: abs,
+            tcp,
+            sleeper,
+        }
     }
 
     fn secrets(&self) -> Vec<String> {
@@ -90,16 +125,41 @@ impl Canaries {
     /// Nothing changed, nothing connected, the host process lives.
     fn check(&mut self, what: &str) {
         let keep = self.visible.path().join("keep.txt");
-        assert_eq!(std::fs::read_to_string(&keep).unwrap(), "keep", "{what}: the read-only canary changed");
-        let names: Vec<_> = std::fs::read_dir(self.visible.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(
+            std::fs::read_to_string(&keep).unwrap(),
+            "keep",
+            "{what}: the read-only canary changed"
+        );
+        let names: Vec<_> = std::fs::read_dir(self.visible.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{what}: files appeared next to the canary: {names:?}");
-        assert_eq!(std::fs::read_to_string(self.hidden.path().join("secret.txt")).unwrap(), "secret", "{what}");
+        assert_eq!(
+            std::fs::read_to_string(self.hidden.path().join("secret.txt")).unwrap(),
+            "secret",
+            "{what}"
+        );
         for (p, l) in &self.sockets {
-            assert!(l.accept().is_err(), "{what}: the host socket {} accepted a connection", p.display());
+            assert!(
+                l.accept().is_err(),
+                "{what}: the host socket {} accepted a connection",
+                p.display()
+            );
         }
-        assert!(self._abstract.accept().is_err(), "{what}: the host's abstract socket accepted a connection");
-        assert!(self.tcp.accept().is_err(), "{what}: the host's TCP listener accepted a connection");
-        assert!(self.sleeper.try_wait().unwrap().is_none(), "{what}: a host process was killed");
+        assert!(
+            self._abstract.accept().is_err(),
+            "{what}: the host's abstract socket accepted a connection"
+        );
+        assert!(
+            self.tcp.accept().is_err(),
+            "{what}: the host's TCP listener accepted a connection"
+        );
+        assert!(
+            self.sleeper.try_wait().unwrap().is_none(),
+            "{what}: a host process was killed"
+        );
     }
 }
 
@@ -116,7 +176,8 @@ impl Drop for Canaries {
     }
 }
 
-const PRELUDE: &str = "import os, sys, ctypes, socket, time, platform, threading\nlibc = ctypes.CDLL(None, use_errno=True)\n";
+const PRELUDE: &str =
+    "import os, sys, ctypes, socket, time, platform, threading\nlibc = ctypes.CDLL(None, use_errno=True)\n";
 
 /// (name, candidate): `f()` returns 1 only if the attack got through.
 fn attacks(c: &Canaries) -> Vec<(&'static str, String)> {
@@ -221,18 +282,37 @@ fn run_suite(confinement: Confinement, python: Option<&Path>) -> Option<String> 
     };
     let iso = sb.isolation().clone();
     eprintln!("isolation ({confinement:?}, euid {}): {iso:?}", euid());
-    assert!(iso.private_root && iso.no_capabilities && iso.pid_namespace && iso.net_namespace, "{iso:?}");
+    assert!(
+        iso.private_root && iso.no_capabilities && iso.pid_namespace && iso.net_namespace,
+        "{iso:?}"
+    );
     assert_ne!(iso.uid, 0, "{iso:?}");
-    assert!(iso.read_only.iter().any(|p| Path::new(p) == canaries.visible.path()), "{iso:?}");
+    assert!(
+        iso.read_only.iter().any(|p| Path::new(p) == canaries.visible.path()),
+        "{iso:?}"
+    );
     for (name, code) in attacks(&canaries) {
         let t = Instant::now();
         let r = sb.run(&job(&code));
         eprintln!("{name}: {:?} in {:.2}s", r.outcome, t.elapsed().as_secs_f64());
-        assert!(!r.outcome.passed(), "{name}: the attack worked ({:?}) {}", iso.mode, r.stderr);
-        assert!(r.outcome.counts(), "{name}: a harness failure, not a candidate one: {:?}", r.outcome);
+        assert!(
+            !r.outcome.passed(),
+            "{name}: the attack worked ({:?}) {}",
+            iso.mode,
+            r.stderr
+        );
+        assert!(
+            r.outcome.counts(),
+            "{name}: a harness failure, not a candidate one: {:?}",
+            r.outcome
+        );
         // The attack's own code ran: it returned 0 (a clean failure) or was stopped by a limit.
         if let Outcome::Failed { reason } = &r.outcome {
-            assert!(reason.contains("AssertionError") || name.ends_with("bomb"), "{name}: {reason}\n{}", r.stderr);
+            assert!(
+                reason.contains("AssertionError") || name.ends_with("bomb"),
+                "{name}: {reason}\n{}",
+                r.stderr
+            );
         }
         assert!(t.elapsed() < Duration::from_secs(20), "{name} took too long");
         canaries.check(name);
@@ -240,7 +320,10 @@ fn run_suite(confinement: Confinement, python: Option<&Path>) -> Option<String> 
     let good = sb.run(&job("def f():\n    return 1\n"));
     assert_eq!(good.outcome, Outcome::Passed, "the harness survives: {}", good.stderr);
     // A file of the visible directory is readable inside (so the read-only check above was real).
-    let read = format!("def f():\n    return 1 if open({:?}).read() == 'keep' else 0\n", canaries.visible.path().join("keep.txt").display().to_string());
+    let read = format!(
+        "def f():\n    return 1 if open({:?}).read() == 'keep' else 0\n",
+        canaries.visible.path().join("keep.txt").display().to_string()
+    );
     assert_eq!(sb.run(&job(&read)).outcome, Outcome::Passed);
     None
 }
@@ -251,10 +334,16 @@ fn hostile_suite_as_root_in_each_mode() {
         return;
     }
     if euid() != 0 {
-        recode_test_support::skip("the root modes of the hostile suite: not root (the unprivileged run covers this user)");
+        recode_test_support::skip(
+            "the root modes of the hostile suite: not root (the unprivileged run covers this user)",
+        );
         return;
     }
-    assert_eq!(run_suite(Confinement::Root, None), None, "the root mode must work as root");
+    assert_eq!(
+        run_suite(Confinement::Root, None),
+        None,
+        "the root mode must work as root"
+    );
     // The unprivileged uid cannot reach a Python under /root (mode 700): use the system's.
     let system = Path::new("/usr/bin/python3");
     if let Some(why) = run_suite(Confinement::UserNamespace, system.exists().then_some(system)) {
@@ -284,31 +373,49 @@ fn hostile_suite_as_unprivileged_user() {
         use std::os::unix::process::CommandExt;
         unsafe {
             cmd.pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(65534, 65534, 65534) != 0 || libc::setresuid(65534, 65534, 65534) != 0 {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(65534, 65534, 65534) != 0
+                    || libc::setresuid(65534, 65534, 65534) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
     };
-    let python = ["/usr/bin/python3", "/usr/local/bin/python3"].into_iter().map(PathBuf::from).find(|p| {
-        let mut c = Command::new(p);
-        c.args(["-c", "pass"]).current_dir("/");
-        nobody(&mut c);
-        c.output().is_ok_and(|o| o.status.success())
-    });
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| {
+            let mut c = Command::new(p);
+            c.args(["-c", "pass"]).current_dir("/");
+            nobody(&mut c);
+            c.output().is_ok_and(|o| o.status.success())
+        });
     let Some(python) = python else {
-        recode_test_support::skip_or_fail_in_ci("hostile suite as uid 65534: no python3 that uid can run (/usr/bin/python3, /usr/local/bin/python3)");
+        recode_test_support::skip_or_fail_in_ci(
+            "hostile suite as uid 65534: no python3 that uid can run (/usr/bin/python3, /usr/local/bin/python3)",
+        );
         return;
     };
-    let libs = tempfile::Builder::new().prefix("recode-hostile-libs").tempdir_in("/var/tmp").unwrap();
+    let libs = tempfile::Builder::new()
+        .prefix("recode-hostile-libs")
+        .tempdir_in("/var/tmp")
+        .unwrap();
     std::fs::set_permissions(libs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let exe = std::env::current_exe().unwrap();
     let exe_copy = libs.path().join("eval_hostile");
     std::fs::copy(&exe, &exe_copy).unwrap();
     let mut maps = String::new();
-    std::fs::File::open("/proc/self/maps").unwrap().read_to_string(&mut maps).unwrap();
-    for lib in maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.contains(".so")) {
+    std::fs::File::open("/proc/self/maps")
+        .unwrap()
+        .read_to_string(&mut maps)
+        .unwrap();
+    for lib in maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.contains(".so"))
+    {
         let p = Path::new(lib);
         if !(p.starts_with("/usr") || p.starts_with("/lib")) {
             let _ = std::fs::copy(p, libs.path().join(p.file_name().unwrap()));
@@ -318,17 +425,29 @@ fn hostile_suite_as_unprivileged_user() {
         std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let mut c = Command::new(&exe_copy);
-    c.args(["--exact", "hostile_suite_as_unprivileged_user", "--nocapture", "--test-threads", "1"])
-        .env(INNER, &python)
-        .env("LD_LIBRARY_PATH", libs.path())
-        .env("HOME", "/var/tmp")
-        .current_dir("/var/tmp");
+    c.args([
+        "--exact",
+        "hostile_suite_as_unprivileged_user",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(INNER, &python)
+    .env("LD_LIBRARY_PATH", libs.path())
+    .env("HOME", "/var/tmp")
+    .current_dir("/var/tmp");
     nobody(&mut c);
     let out = c.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("--- as uid 65534 ---\n{text}");
     if !out.status.success() && text.contains("REFUSED") {
-        recode_test_support::skip_or_fail_in_ci("hostile suite as uid 65534: the sandbox refused (see above): no unprivileged user namespaces here");
+        recode_test_support::skip_or_fail_in_ci(
+            "hostile suite as uid 65534: the sandbox refused (see above): no unprivileged user namespaces here",
+        );
         return;
     }
     assert!(out.status.success(), "the hostile suite failed as uid 65534");
@@ -345,18 +464,35 @@ fn memory_is_counted_not_mapped() {
     let canaries = Canaries::new();
     let sb = sandbox(Confinement::Auto, None, &canaries).unwrap();
     if !sb.isolation().memory_cgroup {
-        recode_test_support::skip_or_fail_in_ci("memory cgroup checks: no memory cgroup here (the address-space limit is used)");
+        recode_test_support::skip_or_fail_in_ci(
+            "memory cgroup checks: no memory cgroup here (the address-space limit is used)",
+        );
         return;
     }
     let reserve = format!("{PRELUDE}libc.mmap.restype = ctypes.c_void_p\nlibc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]\n\
         p = libc.mmap(None, 8 << 30, 0, 0x22 | 0x4000, -1, 0)\ndef f():\n    return 1 if p not in (None, 2**64 - 1) else 0\n");
     let r = sb.run(&job(&reserve));
-    assert_eq!(r.outcome, Outcome::Passed, "an 8 GiB PROT_NONE reservation under 512 MiB: {}", r.stderr);
+    assert_eq!(
+        r.outcome,
+        Outcome::Passed,
+        "an 8 GiB PROT_NONE reservation under 512 MiB: {}",
+        r.stderr
+    );
     let t = Instant::now();
     let r = sb.run(&job("x = bytearray(2 << 30)\ndef f():\n    return 1\n"));
-    assert_eq!(r.outcome, Outcome::Memory, "touching 2 GiB under 512 MiB ({:.1}s): {}", t.elapsed().as_secs_f64(), r.stderr);
-    let Some(python) = recode_test_support::python("numpy import under a 512 MiB memory limit") else { return };
+    assert_eq!(
+        r.outcome,
+        Outcome::Memory,
+        "touching 2 GiB under 512 MiB ({:.1}s): {}",
+        t.elapsed().as_secs_f64(),
+        r.stderr
+    );
+    let Some(python) = recode_test_support::python("numpy import under a 512 MiB memory limit") else {
+        return;
+    };
     let sb = sandbox(Confinement::Auto, Some(&python), &canaries).unwrap();
-    let r = sb.run(&job("import numpy as np\ndef f():\n    return int(np.ones(1000).sum() == 1000)\n"));
+    let r = sb.run(&job(
+        "import numpy as np\ndef f():\n    return int(np.ones(1000).sum() == 1000)\n",
+    ));
     assert_eq!(r.outcome, Outcome::Passed, "numpy under 512 MiB: {}", r.stderr);
 }

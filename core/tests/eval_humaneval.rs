@@ -10,7 +10,12 @@ fn sample_path() -> PathBuf {
 }
 
 fn opts() -> EvalOptions {
-    EvalOptions { k: vec![1, 2], workers: 2, benchmark: "humaneval".into(), ..Default::default() }
+    EvalOptions {
+        k: vec![1, 2],
+        workers: 2,
+        benchmark: "humaneval".into(),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -35,7 +40,13 @@ fn sample_completions_full_functions_and_wrong_answers() {
         .collect();
     let r = evaluate(&problems, &cands, &opts(), false).unwrap();
     for p in &r.problems {
-        assert_eq!((p.n, p.c), (3, 2), "{}: {:?}", p.id, p.samples.iter().map(|s| &s.outcome).collect::<Vec<_>>());
+        assert_eq!(
+            (p.n, p.c),
+            (3, 2),
+            "{}: {:?}",
+            p.id,
+            p.samples.iter().map(|s| &s.outcome).collect::<Vec<_>>()
+        );
         assert!(p.c_without_update.is_none());
         assert!(matches!(p.samples[2].outcome, Outcome::Failed { .. }));
     }
@@ -47,7 +58,10 @@ fn sample_completions_full_functions_and_wrong_answers() {
 }
 
 fn def_line(t: &humaneval::HumanEvalTask) -> &str {
-    t.prompt.lines().find(|l| l.starts_with(&format!("def {}(", t.entry_point))).unwrap()
+    t.prompt
+        .lines()
+        .find(|l| l.starts_with(&format!("def {}(", t.entry_point)))
+        .unwrap()
 }
 
 #[test]
@@ -61,7 +75,16 @@ fn real_humaneval_reference_passes() {
     let problems = load_problems("humaneval", path).unwrap();
     assert_eq!(problems.len(), 164);
     let r = evaluate_reference(&problems, &EvalOptions { workers: 4, ..opts() }, false).unwrap();
-    let failed: Vec<_> = r.problems.iter().filter(|p| p.c == 0).map(|p| (&p.id, &p.samples[0].outcome)).collect();
-    eprintln!("humaneval reference: {} of 164 pass, {:.1}s; failures {failed:?}", 164 - failed.len(), r.wall_s);
+    let failed: Vec<_> = r
+        .problems
+        .iter()
+        .filter(|p| p.c == 0)
+        .map(|p| (&p.id, &p.samples[0].outcome))
+        .collect();
+    eprintln!(
+        "humaneval reference: {} of 164 pass, {:.1}s; failures {failed:?}",
+        164 - failed.len(),
+        r.wall_s
+    );
     assert!(failed.is_empty(), "{failed:?}");
 }

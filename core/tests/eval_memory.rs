@@ -12,20 +12,38 @@ fn job(candidate: &str) -> Job {
     Job {
         setup: "import mmap\n_big = mmap.mmap(-1, 1536 << 20)\n".into(),
         candidate: candidate.into(),
-        tests: vec![TestCase { name: "t".into(), code: "def t():\n    assert len(data) > 0\n".into(), call: "t()".into() }],
+        tests: vec![TestCase {
+            name: "t".into(),
+            code: "def t():\n    assert len(data) > 0\n".into(),
+            call: "t()".into(),
+        }],
     }
 }
 
 fn check(sb: &Sandbox) {
     let ok = sb.run(&job("data = bytearray(200 << 20)\n"));
-    assert!(ok.outcome.passed(), "200 MiB after a 1.5 GiB setup: {:?} {}", ok.outcome, ok.stderr);
+    assert!(
+        ok.outcome.passed(),
+        "200 MiB after a 1.5 GiB setup: {:?} {}",
+        ok.outcome,
+        ok.stderr
+    );
     let big = sb.run(&job("data = bytearray(1024 << 20)\n"));
-    assert!(matches!(big.outcome, Outcome::Memory), "1 GiB over a 512 MiB limit: {:?}", big.outcome);
+    assert!(
+        matches!(big.outcome, Outcome::Memory),
+        "1 GiB over a 512 MiB limit: {:?}",
+        big.outcome
+    );
 }
 
 #[test]
 fn memory_limit_counts_from_after_the_setup() {
-    let base = SandboxConfig { timeout: Duration::from_secs(20), memory_mb: 512, setup_memory_mb: 128, ..Default::default() };
+    let base = SandboxConfig {
+        timeout: Duration::from_secs(20),
+        memory_mb: 512,
+        setup_memory_mb: 128,
+        ..Default::default()
+    };
     let sb = Sandbox::new(base.clone()).unwrap();
     if sb.isolation().memory_cgroup {
         check(&sb);
@@ -33,11 +51,20 @@ fn memory_limit_counts_from_after_the_setup() {
         recode_test_support::skip_or_fail_in_ci("the memory-cgroup half of the memory test: no memory cgroup here");
     }
     // The address-space fallback.
-    let sb = Sandbox::new(SandboxConfig { use_memory_cgroup: false, ..base.clone() }).unwrap();
+    let sb = Sandbox::new(SandboxConfig {
+        use_memory_cgroup: false,
+        ..base.clone()
+    })
+    .unwrap();
     assert!(!sb.isolation().memory_cgroup);
     check(&sb);
     // Without headroom the setup itself cannot map that much.
-    let strict = Sandbox::new(SandboxConfig { use_memory_cgroup: false, setup_headroom_mb: 0, ..base }).unwrap();
+    let strict = Sandbox::new(SandboxConfig {
+        use_memory_cgroup: false,
+        setup_headroom_mb: 0,
+        ..base
+    })
+    .unwrap();
     let r = strict.run(&job("data = b'x'\n"));
     assert!(!r.outcome.passed(), "{:?}", r.outcome);
 }

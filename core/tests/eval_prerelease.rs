@@ -14,7 +14,10 @@ fn data() -> Option<std::path::PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        recode_test_support::skip_or_fail_in_ci(&format!("CodeUpdateArena pre-release checks: {} not present", p.display()));
+        recode_test_support::skip_or_fail_in_ci(&format!(
+            "CodeUpdateArena pre-release checks: {} not present",
+            p.display()
+        ));
         None
     }
 }
@@ -25,12 +28,21 @@ fn loads_all_577_examples_and_splits_tests_like_python() {
     let ex = cua::load(&path).unwrap();
     assert_eq!(ex.len(), 577);
     // Our line-based splitter must agree with Python's own parser on every test file.
-    let ours: Vec<Vec<String>> = ex.iter().map(|e| e.tests().into_iter().map(|t| t.name).collect()).collect();
+    let ours: Vec<Vec<String>> = ex
+        .iter()
+        .map(|e| e.tests().into_iter().map(|t| t.name).collect())
+        .collect();
     let script = "import ast, json, sys\nfor r in map(json.loads, open(sys.argv[1])):\n    for e in r['prog_syn_examples']:\n        t = ast.parse(e['unit_tests'])\n        print(json.dumps([n.name for n in t.body if isinstance(n, ast.FunctionDef) and n.name.startswith('test')]))\n";
-    let Some(python) = recode_test_support::python("Python's own test splitter on the pre-release") else { return };
+    let Some(python) = recode_test_support::python("Python's own test splitter on the pre-release") else {
+        return;
+    };
     let out = Command::new(python).arg("-c").arg(script).arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let theirs: Vec<Vec<String>> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let theirs: Vec<Vec<String>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(ours.len(), theirs.len());
     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
         assert_eq!(a, b, "example {i} ({})", ex[i].prog_syn_id);
@@ -45,10 +57,23 @@ fn loads_all_577_examples_and_splits_tests_like_python() {
 fn reference_self_check() {
     let Some(path) = data() else { return };
     let problems = load_problems("cua", &path).unwrap();
-    let workers = std::env::var("RECODE_EVAL_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(4);
+    let workers = std::env::var("RECODE_EVAL_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(4);
     // The tests' pinned Python (numpy, sympy), so those examples run wherever the tests do.
-    let Some(python) = recode_test_support::python("the CodeUpdateArena reference self-check") else { return };
-    let opts = EvalOptions { k: vec![1], workers, sandbox: SandboxConfig { python, ..Default::default() }, ..Default::default() };
+    let Some(python) = recode_test_support::python("the CodeUpdateArena reference self-check") else {
+        return;
+    };
+    let opts = EvalOptions {
+        k: vec![1],
+        workers,
+        sandbox: SandboxConfig {
+            python,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let t = Instant::now();
     let r = evaluate_reference(&problems, &opts, false).unwrap();
     let secs = t.elapsed().as_secs_f64();
@@ -73,10 +98,16 @@ fn reference_self_check() {
         assert!(torch_missing || p.samples[0].outcome.counts(), "{}", p.id);
     }
     assert!(!evaluated.is_empty());
-    assert!(passed as f64 >= 0.95 * evaluated.len() as f64, "only {passed}/{} references pass", evaluated.len());
+    assert!(
+        passed as f64 >= 0.95 * evaluated.len() as f64,
+        "only {passed}/{} references pass",
+        evaluated.len()
+    );
     // Without the update, references that use the new API must mostly fail.
     let wo = evaluated.iter().filter(|p| p.c_without_update == Some(1)).count();
     eprintln!("references passing WITHOUT the update: {wo}/{}", evaluated.len());
     assert!((wo as f64) < 0.5 * evaluated.len() as f64);
-    assert!(evaluated.iter().all(|p| !matches!(p.samples[0].outcome, Outcome::SandboxError { .. })));
+    assert!(evaluated
+        .iter()
+        .all(|p| !matches!(p.samples[0].outcome, Outcome::SandboxError { .. })));
 }

@@ -6,7 +6,12 @@ use std::time::{Duration, Instant};
 
 fn sandbox() -> Sandbox {
     // A small setup allowance: a memory bomb reaches the cgroup's limit (and its OOM kill) fast.
-    let cfg = SandboxConfig { timeout: Duration::from_secs(4), memory_mb: 512, setup_memory_mb: 128, ..Default::default() };
+    let cfg = SandboxConfig {
+        timeout: Duration::from_secs(4),
+        memory_mb: 512,
+        setup_memory_mb: 128,
+        ..Default::default()
+    };
     Sandbox::new(cfg).expect("python3 sandbox")
 }
 
@@ -29,7 +34,11 @@ fn job(candidate: &str) -> Job {
     Job {
         setup: String::new(),
         candidate: candidate.into(),
-        tests: vec![TestCase { name: "test_f".into(), code: "def test_f():\n    assert f() == 1\n".into(), call: "test_f()".into() }],
+        tests: vec![TestCase {
+            name: "test_f".into(),
+            code: "def test_f():\n    assert f() == 1\n".into(),
+            call: "test_f()".into(),
+        }],
     }
 }
 
@@ -59,7 +68,8 @@ fn check(name: &str, outcome: &Outcome, sb: &Sandbox) {
         // /tmp inside is the job's private tmpfs: allowed, and `after_checks` verifies the host.
         return;
     }
-    let unreachable_parent = sb.isolation().uid != own_euid() || (name == "kill_parent" && sb.isolation().pid_namespace);
+    let unreachable_parent =
+        sb.isolation().uid != own_euid() || (name == "kill_parent" && sb.isolation().pid_namespace);
     if matches!(name, "kill_parent" | "kill_group") && outcome.passed() && unreachable_parent {
         // The program's parent is the driver's trusted process (init of the pid namespace, which a
         // kill from inside does not reach) or runs as another uid: the signal reached nothing, and
@@ -67,7 +77,10 @@ fn check(name: &str, outcome: &Outcome, sb: &Sandbox) {
         return;
     }
     assert!(!outcome.passed(), "{name} must not pass: {outcome:?}");
-    assert!(outcome.counts(), "{name} is a candidate failure, not a harness one: {outcome:?}");
+    assert!(
+        outcome.counts(),
+        "{name} is a candidate failure, not a harness one: {outcome:?}"
+    );
     let iso = sb.isolation();
     match name {
         "infinite_loop" => assert!(matches!(outcome, Outcome::Timeout { .. }), "{name}: {outcome:?}"),
@@ -75,14 +88,21 @@ fn check(name: &str, outcome: &Outcome, sb: &Sandbox) {
         "print_megabytes" => assert!(matches!(outcome, Outcome::OutputLimit { .. }), "{name}: {outcome:?}"),
         "exit_early" => assert_eq!(outcome, &Outcome::Incomplete { exit_code: Some(0) }, "{name}"),
         "fake_marker" => assert_eq!(outcome, &Outcome::Incomplete { exit_code: Some(0) }, "{name}"),
-        "kill_parent" | "kill_group" => assert!(matches!(outcome, Outcome::Signal { signal: 9 }), "{name}: {outcome:?}"),
+        "kill_parent" | "kill_group" => {
+            assert!(matches!(outcome, Outcome::Signal { signal: 9 }), "{name}: {outcome:?}")
+        }
         "socket" if iso.net_namespace || iso.socket_guard => {
             assert!(matches!(outcome, Outcome::Failed { .. }), "{name}: {outcome:?}")
         }
         "write_outside" | "delete_file" if iso.mount_namespace => {
-            let Outcome::Failed { reason } = outcome else { panic!("{name}: {outcome:?}") };
+            let Outcome::Failed { reason } = outcome else {
+                panic!("{name}: {outcome:?}")
+            };
             // The host directory is not even visible in the sandbox's fresh root.
-            assert!(reason.contains("Read-only file system") || reason.contains("No such file"), "{name}: {reason}");
+            assert!(
+                reason.contains("Read-only file system") || reason.contains("No such file"),
+                "{name}: {reason}"
+            );
         }
         _ => {}
     }
@@ -91,14 +111,25 @@ fn check(name: &str, outcome: &Outcome, sb: &Sandbox) {
 fn own_euid() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|u| u.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|u| u.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn setup_outside() -> (tempfile::TempDir, std::net::TcpListener) {
     // Not under /tmp: the sandbox's /tmp is private, so this checks the read-only remount.
-    let base = ["/var/tmp", "/dev/shm"].into_iter().find(|d| std::path::Path::new(d).is_dir()).unwrap_or(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::Builder::new().prefix("recode-eval-outside").tempdir_in(base).unwrap();
+    let base = ["/var/tmp", "/dev/shm"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).is_dir())
+        .unwrap_or(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::Builder::new()
+        .prefix("recode-eval-outside")
+        .tempdir_in(base)
+        .unwrap();
     std::fs::write(dir.path().join("keep.txt"), "keep").unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -150,7 +181,12 @@ fn hostile_candidates_without_namespaces() {
     }
     assert!(listener.accept().is_err(), "the candidate reached a host socket");
     let r = sb.run(&job(&format!("{OK}import os\nopen('here.txt', 'w').write('x')\n")));
-    assert_eq!(r.outcome, Outcome::Passed, "the fresh working dir is writable: {}", r.stderr);
+    assert_eq!(
+        r.outcome,
+        Outcome::Passed,
+        "the fresh working dir is writable: {}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -160,12 +196,20 @@ fn hostile_candidates_in_one_parallel_run() {
     let mut jobs: Vec<(&str, String)> = hostile(dir.path(), listener.local_addr().unwrap().port());
     jobs.push(("good", OK.to_string()));
     let results: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = jobs.chunks(4).map(|c| s.spawn(|| c.iter().map(|(n, code)| (*n, sb.run(&job(code)))).collect::<Vec<_>>())).collect();
+        let hs: Vec<_> = jobs
+            .chunks(4)
+            .map(|c| s.spawn(|| c.iter().map(|(n, code)| (*n, sb.run(&job(code)))).collect::<Vec<_>>()))
+            .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     for (name, r) in &results {
         if *name == "good" {
-            assert_eq!(r.outcome, Outcome::Passed, "good candidate among hostile ones: {}", r.stderr);
+            assert_eq!(
+                r.outcome,
+                Outcome::Passed,
+                "good candidate among hostile ones: {}",
+                r.stderr
+            );
         } else {
             check(name, &r.outcome, &sb);
         }
@@ -177,10 +221,17 @@ fn hostile_candidates_in_one_parallel_run() {
 fn failures_carry_reasons() {
     let sb = sandbox();
     let r = sb.run(&job("def f():\n    return 2\n"));
-    let Outcome::Failed { reason } = &r.outcome else { panic!("{:?}", r.outcome) };
-    assert!(reason.contains("test_f") && reason.contains("AssertionError"), "{reason}");
+    let Outcome::Failed { reason } = &r.outcome else {
+        panic!("{:?}", r.outcome)
+    };
+    assert!(
+        reason.contains("test_f") && reason.contains("AssertionError"),
+        "{reason}"
+    );
     let r = sb.run(&job("def f(:\n"));
-    let Outcome::Failed { reason } = &r.outcome else { panic!("{:?}", r.outcome) };
+    let Outcome::Failed { reason } = &r.outcome else {
+        panic!("{:?}", r.outcome)
+    };
     assert!(reason.starts_with("candidate: SyntaxError"), "{reason}");
     let mut j = job(OK);
     j.setup = "import surely_not_installed_pkg".into();

@@ -40,7 +40,12 @@ fn opts(s: &str) -> Options {
 }
 
 fn item<'a>(completion: &'a str, target: &'a str, tokens: usize) -> RewardInput<'a> {
-    RewardInput { prompt: "p", completion, target, completion_tokens: tokens }
+    RewardInput {
+        prompt: "p",
+        completion,
+        target,
+        completion_tokens: tokens,
+    }
 }
 
 fn err_of<T>(r: anyhow::Result<T>) -> String {
@@ -53,14 +58,26 @@ fn err_of<T>(r: anyhow::Result<T>) -> String {
 #[test]
 fn c_reward_example_scores_and_validates_options() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = cc(&root().join("examples/plugins/c-reward/keyword_reward.c"), dir.path(), "kw", &[]);
+    let lib = cc(
+        &root().join("examples/plugins/c-reward/keyword_reward.c"),
+        dir.path(),
+        "kw",
+        &[],
+    );
     let info = describe(&lib).unwrap();
-    assert_eq!((info.kind, info.name.as_str(), info.version.as_str()), (PluginKind::Reward, "c-keyword", "0.1.0"));
+    assert_eq!(
+        (info.kind, info.name.as_str(), info.version.as_str()),
+        (PluginKind::Reward, "c-keyword", "0.1.0")
+    );
     assert_eq!(info.source, lib.display().to_string());
 
     let r = plugin_abi::load_reward(&lib, &opts("keyword = \"numpy\"\nmax_tokens = 5")).unwrap();
     assert_eq!(r.name(), "c-keyword");
-    let batch = [item("import numpy as np", "", 4), item("import pandas", "", 2), item("numpy", "", 6)];
+    let batch = [
+        item("import numpy as np", "", 4),
+        item("import pandas", "", 2),
+        item("numpy", "", 6),
+    ];
     assert_eq!(r.score(&batch).unwrap(), vec![1.0, 0.0, 0.0]);
     assert_eq!(r.score(&[]).unwrap(), Vec::<f64>::new());
     // Default keyword "import", no cap.
@@ -68,7 +85,10 @@ fn c_reward_example_scores_and_validates_options() {
     assert_eq!(r.score(&batch).unwrap(), vec![1.0, 1.0, 0.0]);
 
     let e = err_of(plugin_abi::load_reward(&lib, &opts("keyword = \"\"")));
-    assert!(e.contains("invalid options") && e.contains("keyword") && e.contains("libkw.so"), "{e}");
+    assert!(
+        e.contains("invalid options") && e.contains("keyword") && e.contains("libkw.so"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -88,12 +108,19 @@ fn rust_reward_example_scores_and_a_panic_is_an_error() {
 
     let r = plugin_abi::load_reward(&lib, &Options::new()).unwrap();
     let target = "a = 1\nb = 2\n";
-    let batch = [item("x\na = 1\nb = 2\n", target, 3), item("a = 1", target, 1), item("", target, 0)];
+    let batch = [
+        item("x\na = 1\nb = 2\n", target, 3),
+        item("a = 1", target, 1),
+        item("", target, 0),
+    ];
     assert_eq!(r.score(&batch).unwrap(), vec![1.0, 0.5, 0.0]);
 
     let r = plugin_abi::load_reward(&lib, &opts("panic = true")).unwrap();
     let e = err_of(r.score(&batch));
-    assert!(e.contains("panic in rust-target-overlap: asked to panic") && e.contains("error code 2"), "{e}");
+    assert!(
+        e.contains("panic in rust-target-overlap: asked to panic") && e.contains("error code 2"),
+        "{e}"
+    );
     // The host is still alive and the library still usable.
     let r = plugin_abi::load_reward(&lib, &Options::new()).unwrap();
     assert_eq!(r.score(&batch[..1]).unwrap(), vec![1.0]);
@@ -102,7 +129,12 @@ fn rust_reward_example_scores_and_a_panic_is_an_error() {
 #[test]
 fn c_algorithm_example_matches_builtin_grpo_without_kl() {
     let dir = tempfile::tempdir().unwrap();
-    let lib = cc(&root().join("examples/plugins/c-algorithm/grpo_lite.c"), dir.path(), "grpo_lite", &[]);
+    let lib = cc(
+        &root().join("examples/plugins/c-algorithm/grpo_lite.c"),
+        dir.path(),
+        "grpo_lite",
+        &[],
+    );
     let a = plugin_abi::load_algorithm(&lib, &opts("epsilon = 0.2")).unwrap();
     assert_eq!(a.name(), "c-grpo-lite");
     assert!(!a.needs_reference());
@@ -117,16 +149,41 @@ fn c_algorithm_example_matches_builtin_grpo_without_kl() {
     assert!(err_of(a.advantages(&rewards, 3)).contains("groups of 3"));
 
     // ρ ≠ 1 on several tokens (both clip sides), a fully masked row, NaN in padding.
-    let logp = [-1.0, -0.5, -2.0, f32::NAN, -0.3, -1.2, -0.7, -3.0, -0.4, -0.9, -1.1, -0.2];
+    let logp = [
+        -1.0,
+        -0.5,
+        -2.0,
+        f32::NAN,
+        -0.3,
+        -1.2,
+        -0.7,
+        -3.0,
+        -0.4,
+        -0.9,
+        -1.1,
+        -0.2,
+    ];
     let old = [-1.3, -0.5, -1.6, -0.1, -0.1, -1.8, -0.7, -3.0, -0.4, -0.9, -1.1, -0.2];
     let mask = [1., 1., 1., 0., 1., 1., 1., 0., 0., 0., 0., 0.];
     let b = LossBatch {
-        rows: 3, cols: 4, logp: &logp, old_logp: &old, ref_logp: None, sampler_logp: None, advantages: &[0.8, -1.5, 0.3],
-        mask: &mask, norm_rows: 6, norm_tokens: 9.0,
+        rows: 3,
+        cols: 4,
+        logp: &logp,
+        old_logp: &old,
+        ref_logp: None,
+        sampler_logp: None,
+        advantages: &[0.8, -1.5, 0.3],
+        mask: &mask,
+        norm_rows: 6,
+        norm_tokens: 9.0,
     };
     let got = a.loss(&b).unwrap();
     let cfg = PgLossConfig {
-        clip: Clip { eps_low: 0.2, eps_high: 0.2, dual_clip: None },
+        clip: Clip {
+            eps_low: 0.2,
+            eps_high: 0.2,
+            dual_clip: None,
+        },
         beta: 0.0,
         aggregation: Aggregation::TokenMean,
         rollout_is: Default::default(),
@@ -142,7 +199,10 @@ fn c_algorithm_example_matches_builtin_grpo_without_kl() {
     assert!((got.metrics[0].1 - want.metrics[0].1).abs() < 1e-12);
 
     // Bad shapes never reach the plugin.
-    let e = err_of(a.loss(&LossBatch { advantages: &[0.8], ..b.clone() }));
+    let e = err_of(a.loss(&LossBatch {
+        advantages: &[0.8],
+        ..b.clone()
+    }));
     assert!(e.contains("advantages"), "{e}");
     let e = err_of(plugin_abi::load_algorithm(&lib, &opts("epsilon = 2.0")));
     assert!(e.contains("epsilon") && e.contains("libgrpo_lite.so"), "{e}");
@@ -164,22 +224,39 @@ fn misbehaving_reward_plugins_give_clear_errors() {
 
     let failing = bad(dir.path(), "failing", &["MODE=3"]);
     let e = err_of(plugin_abi::load_reward(&failing, &none).unwrap().score(&batch));
-    assert!(e.contains("libfailing.so") && e.contains("judge server unreachable (error code 3)"), "{e}");
+    assert!(
+        e.contains("libfailing.so") && e.contains("judge server unreachable (error code 3)"),
+        "{e}"
+    );
 
     let abi = bad(dir.path(), "abi2", &["ABI=2"]);
     let e = err_of(plugin_abi::load_reward(&abi, &none));
-    assert!(e.contains("libabi2.so") && e.contains("ABI version 2") && e.contains("supports version 1"), "{e}");
+    assert!(
+        e.contains("libabi2.so") && e.contains("ABI version 2") && e.contains("supports version 1"),
+        "{e}"
+    );
     assert!(describe(&abi).is_err());
 
     let missing = bad(dir.path(), "missing", &["NO_SCORE"]);
     let e = err_of(plugin_abi::load_reward(&missing, &none));
-    assert!(e.contains("libmissing.so") && e.contains("missing symbol `recode_reward_score`") && e.contains("reward plugin"), "{e}");
+    assert!(
+        e.contains("libmissing.so")
+            && e.contains("missing symbol `recode_reward_score`")
+            && e.contains("reward plugin"),
+        "{e}"
+    );
 
     let kind = bad(dir.path(), "kind", &["KIND=2"]);
     let e = err_of(plugin_abi::load_reward(&kind, &none));
-    assert!(e.contains("libkind.so") && e.contains("is a algorithm plugin") && e.contains("reward plugin was expected"), "{e}");
+    assert!(
+        e.contains("libkind.so") && e.contains("is a algorithm plugin") && e.contains("reward plugin was expected"),
+        "{e}"
+    );
     let e = err_of(plugin_abi::load_algorithm(&bad(dir.path(), "rew", &[]), &none));
-    assert!(e.contains("is a reward plugin") && e.contains("algorithm plugin was expected"), "{e}");
+    assert!(
+        e.contains("is a reward plugin") && e.contains("algorithm plugin was expected"),
+        "{e}"
+    );
 
     let e = err_of(plugin_abi::load_reward(&dir.path().join("nope.so"), &none));
     assert!(e.contains("cannot load plugin library") && e.contains("nope.so"), "{e}");
@@ -196,13 +273,22 @@ fn misbehaving_algorithm_plugins_give_clear_errors() {
     let none = Options::new();
     let mask = [1.0, 0.0];
     let b = LossBatch {
-        rows: 1, cols: 2, logp: &[-1.0, -1.0], old_logp: &[-1.0, -1.0], ref_logp: None, sampler_logp: None, advantages: &[1.0],
-        mask: &mask, norm_rows: 1, norm_tokens: 1.0,
+        rows: 1,
+        cols: 2,
+        logp: &[-1.0, -1.0],
+        old_logp: &[-1.0, -1.0],
+        ref_logp: None,
+        sampler_logp: None,
+        advantages: &[1.0],
+        mask: &mask,
+        norm_rows: 1,
+        norm_tokens: 1.0,
     };
     let ok = plugin_abi::load_algorithm(&bad(dir.path(), "algo_ok", &["KIND=2", "ALGO"]), &none).unwrap();
     assert_eq!(ok.loss(&b).unwrap().grad, vec![0.25, 0.0]);
 
-    let short = plugin_abi::load_algorithm(&bad(dir.path(), "algo_short", &["KIND=2", "ALGO", "MODE=4"]), &none).unwrap();
+    let short =
+        plugin_abi::load_algorithm(&bad(dir.path(), "algo_short", &["KIND=2", "ALGO", "MODE=4"]), &none).unwrap();
     let e = err_of(short.advantages(&[1.0, 2.0], 2));
     assert!(e.contains("libalgo_short.so") && e.contains("advantage 1 of 2"), "{e}");
 
@@ -210,7 +296,8 @@ fn misbehaving_algorithm_plugins_give_clear_errors() {
     let e = err_of(nan.loss(&b));
     assert!(e.contains("gradient 0 of 2 is NaN"), "{e}");
 
-    let masked = plugin_abi::load_algorithm(&bad(dir.path(), "algo_masked", &["KIND=2", "ALGO", "MODE=6"]), &none).unwrap();
+    let masked =
+        plugin_abi::load_algorithm(&bad(dir.path(), "algo_masked", &["KIND=2", "ALGO", "MODE=6"]), &none).unwrap();
     let e = err_of(masked.loss(&b));
     assert!(e.contains("gradient 1 is 1 at a masked token"), "{e}");
 }
@@ -219,13 +306,26 @@ fn misbehaving_algorithm_plugins_give_clear_errors() {
 fn model_plugin_fingerprint_mismatch_is_refused() {
     let host = host_fingerprint();
     assert_eq!(host, plugin_abi::fingerprint_for(plugin_abi::BURN_VERSION));
-    assert!(host.starts_with("recode-core ") && host.contains("; rustc 1.") && host.ends_with("; burn 0.21.0"), "{host}");
+    assert!(
+        host.starts_with("recode-core ") && host.contains("; rustc 1.") && host.ends_with("; burn 0.21.0"),
+        "{host}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    let wrong = bad(dir.path(), "model_wrong", &["KIND=3", "NO_SCORE", "FINGERPRINT=\"recode-core 0.0.1; rustc 1.70.0; burn 0.13.0\""]);
+    let wrong = bad(
+        dir.path(),
+        "model_wrong",
+        &[
+            "KIND=3",
+            "NO_SCORE",
+            "FINGERPRINT=\"recode-core 0.0.1; rustc 1.70.0; burn 0.13.0\"",
+        ],
+    );
     let e = err_of(check_model_plugin(&wrong));
     assert!(
-        e.contains("libmodel_wrong.so") && e.contains("recode-core 0.0.1; rustc 1.70.0; burn 0.13.0") && e.contains(&host),
+        e.contains("libmodel_wrong.so")
+            && e.contains("recode-core 0.0.1; rustc 1.70.0; burn 0.13.0")
+            && e.contains(&host),
         "{e}"
     );
 
@@ -236,5 +336,8 @@ fn model_plugin_fingerprint_mismatch_is_refused() {
     assert_eq!(describe(&right).unwrap().kind, PluginKind::Model);
 
     let e = err_of(check_model_plugin(&bad(dir.path(), "not_model", &[])));
-    assert!(e.contains("missing symbol `recode_model_plugin_abi_fingerprint`"), "{e}");
+    assert!(
+        e.contains("missing symbol `recode_model_plugin_abi_fingerprint`"),
+        "{e}"
+    );
 }

@@ -11,7 +11,11 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn extends_merge_env_and_set_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "configs/base.toml", "[training]\nlr = 1e-4\nsteps = 7\n[run]\nname = \"base\"\n");
+    write(
+        dir.path(),
+        "configs/base.toml",
+        "[training]\nlr = 1e-4\nsteps = 7\n[run]\nname = \"base\"\n",
+    );
     write(dir.path(), "configs/more.toml", "[training]\nsteps = 9\n");
     let spec = write(
         dir.path(),
@@ -22,11 +26,21 @@ fn extends_merge_env_and_set_in_order() {
     assert_eq!(loaded.spec.training.lr, 1e-4);
     assert_eq!(loaded.spec.training.steps, 9, "later fragment wins");
     assert_eq!(loaded.spec.run.name, "a", "the file wins over its fragments");
-    assert_eq!(loaded.spec.generation.num_generations, 8, "untouched keys keep defaults");
-    assert!(loaded.origin("training.steps").ends_with("more.toml"), "{}", loaded.origin("training.steps"));
+    assert_eq!(
+        loaded.spec.generation.num_generations, 8,
+        "untouched keys keep defaults"
+    );
+    assert!(
+        loaded.origin("training.steps").ends_with("more.toml"),
+        "{}",
+        loaded.origin("training.steps")
+    );
     assert_eq!(loaded.origin("generation.top_p"), "built-in default");
 
-    let opts = LoadOptions { sets: vec!["training.lr=2e-5".into(), "run.name=cli".into()], env: false };
+    let opts = LoadOptions {
+        sets: vec!["training.lr=2e-5".into(), "run.name=cli".into()],
+        env: false,
+    };
     let loaded = load(&spec, &opts).unwrap();
     assert_eq!(loaded.spec.training.lr, 2e-5);
     assert_eq!(loaded.spec.run.name, "cli");
@@ -47,7 +61,14 @@ fn env_override_applies_only_with_double_underscore() {
     // Single process-wide env: use a key no other test reads.
     std::env::set_var("RECODE_TRAINING__WARMUP_STEPS", "17");
     std::env::set_var("RECODE_CACHE", "/somewhere"); // not a spec key: must be ignored
-    let loaded = load(&spec, &LoadOptions { sets: vec![], env: true }).unwrap();
+    let loaded = load(
+        &spec,
+        &LoadOptions {
+            sets: vec![],
+            env: true,
+        },
+    )
+    .unwrap();
     assert_eq!(loaded.spec.training.warmup_steps, 17);
     assert_eq!(loaded.origin("training.warmup_steps"), "environment");
     std::env::remove_var("RECODE_TRAINING__WARMUP_STEPS");
@@ -59,7 +80,10 @@ fn misspelled_key_names_file_and_key() {
     let spec = write(dir.path(), "bad.toml", "[training]\nlearning_rate = 1e-4\n");
     let err = format!("{:#}", load(&spec, &LoadOptions::default()).err().unwrap());
     assert!(err.contains("bad.toml"), "{err}");
-    assert!(err.contains("training.learning_rate") || err.contains("learning_rate"), "{err}");
+    assert!(
+        err.contains("training.learning_rate") || err.contains("learning_rate"),
+        "{err}"
+    );
     assert!(err.contains("unknown field"), "{err}");
 }
 

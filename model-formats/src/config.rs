@@ -111,7 +111,11 @@ impl ModelConfig {
     /// Parameters of the linear layers and the output head: what the matmuls touch per token
     /// (the FLOP and weight-read arithmetic of `recode bench`).
     pub fn matmul_parameters(&self) -> f64 {
-        let (h, i, l) = (self.hidden_size as f64, self.intermediate_size as f64, self.num_hidden_layers as f64);
+        let (h, i, l) = (
+            self.hidden_size as f64,
+            self.intermediate_size as f64,
+            self.num_hidden_layers as f64,
+        );
         let kv = (self.num_key_value_heads * self.head_dim) as f64;
         let q = (self.num_attention_heads * self.head_dim) as f64;
         let per_layer = h * q + 2.0 * h * kv + q * h + 3.0 * h * i;
@@ -130,15 +134,25 @@ impl ModelConfig {
         let architecture = match Architecture::forced(arch)? {
             Some(a) => a,
             None => {
-                let arch_name = c.model_type.clone().or_else(|| c.architectures.first().cloned()).unwrap_or_default();
-                let Some(a) = Architecture::parse(&arch_name).or_else(|| c.architectures.iter().find_map(|a| Architecture::parse(a))) else {
+                let arch_name = c
+                    .model_type
+                    .clone()
+                    .or_else(|| c.architectures.first().cloned())
+                    .unwrap_or_default();
+                let Some(a) = Architecture::parse(&arch_name)
+                    .or_else(|| c.architectures.iter().find_map(|a| Architecture::parse(a)))
+                else {
                     bail!("config.json: unsupported architecture {arch_name:?} (expected qwen2 or llama)");
                 };
                 a
             }
         };
         if c.num_attention_heads == 0 || (c.head_dim.is_none() && c.hidden_size % c.num_attention_heads != 0) {
-            bail!("config.json: hidden_size {} not divisible by num_attention_heads {}", c.hidden_size, c.num_attention_heads);
+            bail!(
+                "config.json: hidden_size {} not divisible by num_attention_heads {}",
+                c.hidden_size,
+                c.num_attention_heads
+            );
         }
         let eos_token_ids = match &c.eos_token_id {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),

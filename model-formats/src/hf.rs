@@ -37,14 +37,20 @@ impl HfModel {
             vec![single]
         } else if idx_path.exists() {
             let s = std::fs::read_to_string(&idx_path).with_context(|| format!("reading {}", idx_path.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&s).with_context(|| format!("parsing {}", idx_path.display()))?;
-            let map = v["weight_map"].as_object().ok_or_else(|| anyhow!("{}: no weight_map", idx_path.display()))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&s).with_context(|| format!("parsing {}", idx_path.display()))?;
+            let map = v["weight_map"]
+                .as_object()
+                .ok_or_else(|| anyhow!("{}: no weight_map", idx_path.display()))?;
             let mut f: Vec<PathBuf> = map.values().filter_map(|x| x.as_str()).map(|x| dir.join(x)).collect();
             f.sort();
             f.dedup();
             f
         } else {
-            bail!("{}: neither model.safetensors nor model.safetensors.index.json found", dir.display());
+            bail!(
+                "{}: neither model.safetensors nor model.safetensors.index.json found",
+                dir.display()
+            );
         };
         let mut shards = Vec::new();
         let mut index = BTreeMap::new();
@@ -52,14 +58,20 @@ impl HfModel {
             let f = std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
             // SAFETY: read-only map of a file we do not modify.
             let map = unsafe { Mmap::map(&f) }.with_context(|| format!("memory-mapping {}", p.display()))?;
-            let st = SafeTensors::deserialize(&map).map_err(|e| anyhow!("{}: invalid safetensors: {e}", p.display()))?;
+            let st =
+                SafeTensors::deserialize(&map).map_err(|e| anyhow!("{}: invalid safetensors: {e}", p.display()))?;
             for name in st.names() {
                 index.insert(name.to_string(), i);
             }
             drop(st);
             shards.push((p, map));
         }
-        Ok(Self { dir, config, shards, index })
+        Ok(Self {
+            dir,
+            config,
+            shards,
+            index,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -76,16 +88,26 @@ impl HfModel {
     }
 
     fn view(&self, name: &str) -> Result<(&Path, safetensors::tensor::TensorView<'_>)> {
-        let &i = self.index.get(name).ok_or_else(|| anyhow!("tensor {name} not found in {}", self.dir.display()))?;
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| anyhow!("tensor {name} not found in {}", self.dir.display()))?;
         let (p, map) = &self.shards[i];
         let st = SafeTensors::deserialize(map).map_err(|e| anyhow!("{}: {e}", p.display()))?;
-        let v = st.tensor(name).map_err(|e| anyhow!("tensor {name} in {}: {e}", p.display()))?;
+        let v = st
+            .tensor(name)
+            .map_err(|e| anyhow!("tensor {name} in {}: {e}", p.display()))?;
         Ok((p, v))
     }
 
     pub fn tensor_info(&self, name: &str) -> Result<HfTensorInfo> {
         let (p, v) = self.view(name)?;
-        Ok(HfTensorInfo { name: name.into(), shape: v.shape().to_vec(), dtype: format!("{:?}", v.dtype()), file: p.into() })
+        Ok(HfTensorInfo {
+            name: name.into(),
+            shape: v.shape().to_vec(),
+            dtype: format!("{:?}", v.dtype()),
+            file: p.into(),
+        })
     }
 
     /// Read a tensor as f32 (from F32, F16 or BF16); returns (row-major shape, values).
@@ -93,10 +115,22 @@ impl HfModel {
         let (p, v) = self.view(name)?;
         let b = v.data();
         let out: Vec<f32> = match v.dtype() {
-            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            d => bail!("tensor {name} in {}: dtype {d:?} cannot be read as f32 (F32, F16, BF16)", p.display()),
+            Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => b
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            d => bail!(
+                "tensor {name} in {}: dtype {d:?} cannot be read as f32 (F32, F16, BF16)",
+                p.display()
+            ),
         };
         Ok((v.shape().to_vec(), out))
     }
@@ -106,7 +140,10 @@ impl HfModel {
         let (shape, data) = self.read_f32(name)?;
         if shape != expected {
             let file = self.tensor_info(name)?.file;
-            bail!("tensor {name} in {} has shape {shape:?}, expected {expected:?}", file.display());
+            bail!(
+                "tensor {name} in {} has shape {shape:?}, expected {expected:?}",
+                file.display()
+            );
         }
         Ok(data)
     }

@@ -20,7 +20,11 @@ pub use tokenizer::Codec;
 /// The configuration of a model given as a known id (fetched if needed), a `.gguf` file or an HF
 /// folder.
 pub fn model_config(model: &str) -> anyhow::Result<ModelConfig> {
-    let path = if std::path::Path::new(model).exists() { std::path::PathBuf::from(model) } else { resolve_model(model, true)? };
+    let path = if std::path::Path::new(model).exists() {
+        std::path::PathBuf::from(model)
+    } else {
+        resolve_model(model, true)?
+    };
     if path.extension().is_some_and(|e| e == "gguf") {
         GgufFile::open(&path)?.model_config()
     } else {

@@ -20,7 +20,9 @@ const GLOBAL: &[(&str, &str)] = &[
 ];
 
 fn split_kind(s: &str) -> Option<(&str, &str)> {
-    s.strip_suffix(".weight").map(|b| (b, "weight")).or_else(|| s.strip_suffix(".bias").map(|b| (b, "bias")))
+    s.strip_suffix(".weight")
+        .map(|b| (b, "weight"))
+        .or_else(|| s.strip_suffix(".bias").map(|b| (b, "bias")))
 }
 
 /// `blk.3.attn_q.bias` -> `model.layers.3.self_attn.q_proj.bias`; None when HF has no equivalent.

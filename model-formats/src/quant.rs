@@ -114,7 +114,10 @@ impl GgmlType {
     /// Whether `dequantize` supports this type.
     pub fn is_dequantizable(self) -> bool {
         use GgmlType::*;
-        matches!(self, F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K | Q8_K)
+        matches!(
+            self,
+            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K | Q8_K
+        )
     }
 }
 
@@ -133,9 +136,15 @@ fn h(b: &[u8], at: usize) -> f32 {
 
 /// Dequantise `bytes` (whole blocks of `ty`) into `out`; `out.len()` must be the element count.
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
-    let Some((be, bb)) = ty.block_layout() else { bail!("unsupported tensor type {ty}") };
+    let Some((be, bb)) = ty.block_layout() else {
+        bail!("unsupported tensor type {ty}")
+    };
     if out.len() % be != 0 || bytes.len() != out.len() / be * bb {
-        bail!("{ty}: {} bytes do not hold {} elements ({bb} bytes per {be})", bytes.len(), out.len());
+        bail!(
+            "{ty}: {} bytes do not hold {} elements ({bb} bytes per {be})",
+            bytes.len(),
+            out.len()
+        );
     }
     let blocks = bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be));
     match ty {
@@ -211,7 +220,10 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
     }
 }
 

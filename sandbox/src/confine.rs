@@ -124,7 +124,10 @@ pub(crate) const STEPS: &[&str] = &[
 pub(crate) fn describe(raw: i32) -> Option<String> {
     let (step, errno) = (raw / 1000, raw % 1000);
     let name = STEPS.get(step as usize).filter(|s| !s.is_empty())?;
-    Some(format!("sandbox set-up failed at {name}: {}", io::Error::from_raw_os_error(errno)))
+    Some(format!(
+        "sandbox set-up failed at {name}: {}",
+        io::Error::from_raw_os_error(errno)
+    ))
 }
 
 fn step_of(name: &str) -> i32 {
@@ -157,7 +160,14 @@ unsafe fn write_file(path: &CStr, data: &[u8], step: &str) -> io::Result<()> {
 
 const NONE: *const libc::c_char = std::ptr::null();
 
-unsafe fn mount(src: *const libc::c_char, dst: &CStr, fstype: *const libc::c_char, flags: libc::c_ulong, data: *const libc::c_char, step: &str) -> io::Result<()> {
+unsafe fn mount(
+    src: *const libc::c_char,
+    dst: &CStr,
+    fstype: *const libc::c_char,
+    flags: libc::c_ulong,
+    data: *const libc::c_char,
+    step: &str,
+) -> io::Result<()> {
     check(libc::mount(src, dst.as_ptr(), fstype, flags, data.cast()), step)
 }
 
@@ -168,7 +178,10 @@ unsafe fn mount(src: *const libc::c_char, dst: &CStr, fstype: *const libc::c_cha
 pub(crate) unsafe fn apply(plan: &Plan) -> io::Result<()> {
     // Own session and process group: the parent kills the whole group on timeout.
     check(libc::setsid(), "setsid")?;
-    check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0), "prctl(PDEATHSIG)")?;
+    check(
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0),
+        "prctl(PDEATHSIG)",
+    )?;
     for procs in &plan.cgroup_procs {
         // "0" means the writing task itself.
         write_file(procs, b"0", "joining the job cgroup")?;
@@ -176,11 +189,17 @@ pub(crate) unsafe fn apply(plan: &Plan) -> io::Result<()> {
     if plan.mode == Mode::UserNs && plan.harness_root {
         // Become the unprivileged uid first: only the parent namespace could map another uid
         // than the creator's own, and supplementary groups cannot be changed inside.
-        check(libc::setgroups(0, std::ptr::null()), "setgroups before the user namespace")?;
+        check(
+            libc::setgroups(0, std::ptr::null()),
+            "setgroups before the user namespace",
+        )?;
         check(libc::setresgid(plan.gid, plan.gid, plan.gid), "setresgid")?;
         check(libc::setresuid(plan.uid, plan.uid, plan.uid), "setresuid")?;
         // A uid change clears both; /proc/self/uid_map must stay ours to write.
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0), "prctl(PDEATHSIG)")?;
+        check(
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0),
+            "prctl(PDEATHSIG)",
+        )?;
         check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0), "prctl(DUMPABLE)")?;
     }
     if plan.mode != Mode::Unconfined {
@@ -196,8 +215,16 @@ pub(crate) unsafe fn apply(plan: &Plan) -> io::Result<()> {
         check(libc::unshare(flags), "unshare(namespaces)")?;
         if plan.mode == Mode::UserNs {
             write_file(c"/proc/self/setgroups", b"deny", "writing /proc/self/setgroups")?;
-            write_file(c"/proc/self/uid_map", plan.uid_map.as_bytes(), "writing /proc/self/uid_map")?;
-            write_file(c"/proc/self/gid_map", plan.gid_map.as_bytes(), "writing /proc/self/gid_map")?;
+            write_file(
+                c"/proc/self/uid_map",
+                plan.uid_map.as_bytes(),
+                "writing /proc/self/uid_map",
+            )?;
+            write_file(
+                c"/proc/self/gid_map",
+                plan.gid_map.as_bytes(),
+                "writing /proc/self/gid_map",
+            )?;
         }
     }
     // Always interpose a small parent process, so the program's parent is never the harness
@@ -210,7 +237,10 @@ pub(crate) unsafe fn apply(plan: &Plan) -> io::Result<()> {
     if pid > 0 {
         intermediate(pid);
     }
-    check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0), "prctl(PDEATHSIG)")?;
+    check(
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0),
+        "prctl(PDEATHSIG)",
+    )?;
     if let Some(fs) = &plan.fs {
         build_root(fs)?;
         check(libc::chdir(c"/tmp".as_ptr()), "chdir")?;
@@ -218,17 +248,32 @@ pub(crate) unsafe fn apply(plan: &Plan) -> io::Result<()> {
         check(libc::chdir(dir.as_ptr()), "chdir")?;
     }
     for &(res, value) in &plan.limits {
-        let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+        let lim = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
         check(libc::setrlimit(res, &lim), "setrlimit")?;
     }
     if plan.mode != Mode::Unconfined {
         drop_privileges(plan)?;
     }
-    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")?;
+    check(
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        "prctl(NO_NEW_PRIVS)",
+    )?;
     if let Some(filter) = &plan.seccomp {
-        let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+        let prog = libc::sock_fprog {
+            len: filter.len() as u16,
+            filter: filter.as_ptr() as *mut libc::sock_filter,
+        };
         check(
-            libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER as libc::c_ulong, &prog as *const _ as libc::c_ulong, 0, 0),
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &prog as *const _ as libc::c_ulong,
+                0,
+                0,
+            ),
             "installing the seccomp filter",
         )?;
     }
@@ -237,16 +282,40 @@ pub(crate) unsafe fn apply(plan: &Plan) -> io::Result<()> {
 
 unsafe fn build_root(fs: &Fs) -> io::Result<()> {
     // Private propagation first, or the mounts below would reach the host.
-    mount(NONE, c"/", NONE, libc::MS_REC | libc::MS_PRIVATE, NONE, "making mounts private")?;
+    mount(
+        NONE,
+        c"/",
+        NONE,
+        libc::MS_REC | libc::MS_PRIVATE,
+        NONE,
+        "making mounts private",
+    )?;
     let tmpfs = c"tmpfs".as_ptr();
-    mount(tmpfs, &fs.stage, tmpfs, libc::MS_NOSUID | libc::MS_NODEV, c"size=64k,mode=0755".as_ptr(), "mounting the staging tmpfs")?;
+    mount(
+        tmpfs,
+        &fs.stage,
+        tmpfs,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        c"size=64k,mode=0755".as_ptr(),
+        "mounting the staging tmpfs",
+    )?;
     for d in [&fs.stage_newroot, &fs.stage_oldroot] {
         check(libc::mkdir(d.as_ptr(), 0o755), "creating the new root")?;
     }
-    mount(tmpfs, &fs.stage_newroot, tmpfs, libc::MS_NOSUID | libc::MS_NODEV, c"size=1m,mode=0755".as_ptr(), "mounting the new root tmpfs")?;
+    mount(
+        tmpfs,
+        &fs.stage_newroot,
+        tmpfs,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        c"size=1m,mode=0755".as_ptr(),
+        "mounting the new root tmpfs",
+    )?;
     // The host's tree moves to /oldroot, so binds can name any host path (even one under the
     // staging directory) until it is detached.
-    check(libc::syscall(libc::SYS_pivot_root, fs.stage.as_ptr(), fs.stage_oldroot.as_ptr()) as libc::c_int, "pivot_root into the staging root")?;
+    check(
+        libc::syscall(libc::SYS_pivot_root, fs.stage.as_ptr(), fs.stage_oldroot.as_ptr()) as libc::c_int,
+        "pivot_root into the staging root",
+    )?;
     check(libc::chdir(c"/".as_ptr()), "chdir")?;
     for d in &fs.dirs {
         if libc::mkdir(d.as_ptr(), 0o755) == -1 && *libc::__errno_location() != libc::EEXIST {
@@ -254,7 +323,10 @@ unsafe fn build_root(fs: &Fs) -> io::Result<()> {
         }
     }
     for (target, link) in &fs.symlinks {
-        check(libc::symlink(target.as_ptr(), link.as_ptr()), "creating a symlink in the new root")?;
+        check(
+            libc::symlink(target.as_ptr(), link.as_ptr()),
+            "creating a symlink in the new root",
+        )?;
     }
     for b in &fs.binds {
         if !b.is_dir {
@@ -264,15 +336,36 @@ unsafe fn build_root(fs: &Fs) -> io::Result<()> {
             }
             libc::close(fd);
         }
-        mount(b.src.as_ptr(), &b.dst, NONE, libc::MS_BIND, NONE, "bind-mounting a read-only path")?;
+        mount(
+            b.src.as_ptr(),
+            &b.dst,
+            NONE,
+            libc::MS_BIND,
+            NONE,
+            "bind-mounting a read-only path",
+        )?;
         let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | b.flags;
         mount(NONE, &b.dst, NONE, ro, NONE, "remounting a bind read-only")?;
     }
     let dev = c"/newroot/dev";
-    mount(tmpfs, &dev, tmpfs, libc::MS_NOSUID | libc::MS_NOEXEC, c"size=64k,mode=0755".as_ptr(), "mounting /dev")?;
+    mount(
+        tmpfs,
+        &dev,
+        tmpfs,
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        c"size=64k,mode=0755".as_ptr(),
+        "mounting /dev",
+    )?;
     let shm = c"/newroot/dev/shm";
     check(libc::mkdir(shm.as_ptr(), 0o1777), "mounting /dev/shm")?;
-    mount(tmpfs, &shm, tmpfs, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, fs.shm_opts.as_ptr(), "mounting /dev/shm")?;
+    mount(
+        tmpfs,
+        &shm,
+        tmpfs,
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        fs.shm_opts.as_ptr(),
+        "mounting /dev/shm",
+    )?;
     for (src, dst) in &fs.devices {
         let fd = libc::open(dst.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
         if fd < 0 {
@@ -282,12 +375,22 @@ unsafe fn build_root(fs: &Fs) -> io::Result<()> {
         mount(src.as_ptr(), dst, NONE, libc::MS_BIND, NONE, "binding a device node")?;
     }
     for (target, link) in &fs.dev_symlinks {
-        check(libc::symlink(target.as_ptr(), link.as_ptr()), "creating a symlink in the new root")?;
+        check(
+            libc::symlink(target.as_ptr(), link.as_ptr()),
+            "creating a symlink in the new root",
+        )?;
     }
     let ro_dev = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC;
     mount(NONE, &dev, NONE, ro_dev, NONE, "remounting /dev read-only")?;
     let tmp = c"/newroot/tmp";
-    mount(tmpfs, &tmp, tmpfs, libc::MS_NOSUID | libc::MS_NODEV, fs.tmp_opts.as_ptr(), "mounting /tmp")?;
+    mount(
+        tmpfs,
+        &tmp,
+        tmpfs,
+        libc::MS_NOSUID | libc::MS_NODEV,
+        fs.tmp_opts.as_ptr(),
+        "mounting /tmp",
+    )?;
     if fs.proc {
         // Before the host's tree is detached: in a user namespace the kernel mounts a proc only
         // while a fully visible one exists in the namespace.
@@ -296,8 +399,14 @@ unsafe fn build_root(fs: &Fs) -> io::Result<()> {
         mount(proc_, c"/newroot/proc", proc_, flags, NONE, "mounting /proc")?;
     }
     check(libc::chdir(c"/newroot".as_ptr()), "chdir")?;
-    check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int, "pivot_root into the new root")?;
-    check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH), "detaching the host's root")?;
+    check(
+        libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int,
+        "pivot_root into the new root",
+    )?;
+    check(
+        libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
+        "detaching the host's root",
+    )?;
     check(libc::chdir(c"/".as_ptr()), "chdir")?;
     let ro_root = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
     mount(NONE, c"/", NONE, ro_root, NONE, "remounting / read-only")
@@ -329,7 +438,13 @@ unsafe fn drop_privileges(plan: &Plan) -> io::Result<()> {
         }
     }
     check(
-        libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0),
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ),
         "clearing ambient capabilities",
     )?;
     if plan.mode == Mode::Root {
@@ -339,11 +454,24 @@ unsafe fn drop_privileges(plan: &Plan) -> io::Result<()> {
     check(libc::setresuid(plan.uid, plan.uid, plan.uid), "setresuid")?;
     // Permitted and effective go with the uid change in Root mode, not in a user namespace,
     // and inheritable never: clear all three explicitly.
-    let hdr = CapHeader { version: 0x2008_0522, pid: 0 };
-    let data = [CapData { effective: 0, permitted: 0, inheritable: 0 }; 2];
-    check(libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) as libc::c_int, "capset (clearing every capability)")?;
+    let hdr = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    check(
+        libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) as libc::c_int,
+        "capset (clearing every capability)",
+    )?;
     // The uid change cleared it: the program must still die with its parent.
-    check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0), "prctl(PDEATHSIG)")
+    check(
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0),
+        "prctl(PDEATHSIG)",
+    )
 }
 
 /// Waits for the real program and exits the same way it did. Never returns.
@@ -385,13 +513,44 @@ const AUDIT_ARCH: u32 = 0xC000_00B7;
 fn refused() -> Vec<libc::c_long> {
     use libc::*;
     let mut v = vec![
-        SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_unshare, SYS_setns, SYS_ptrace,
-        SYS_process_vm_readv, SYS_process_vm_writev, SYS_pidfd_getfd, SYS_bpf, SYS_keyctl,
-        SYS_add_key, SYS_request_key, SYS_kexec_load, SYS_kexec_file_load, SYS_init_module,
-        SYS_finit_module, SYS_delete_module, SYS_perf_event_open, SYS_userfaultfd,
-        SYS_open_by_handle_at, SYS_name_to_handle_at, SYS_swapon, SYS_swapoff, SYS_reboot,
-        SYS_fsopen, SYS_fsconfig, SYS_fsmount, SYS_fspick, SYS_move_mount, SYS_open_tree,
-        SYS_mount_setattr, SYS_acct, SYS_quotactl, SYS_syslog, SYS_vhangup, SYS_lookup_dcookie,
+        SYS_mount,
+        SYS_umount2,
+        SYS_pivot_root,
+        SYS_chroot,
+        SYS_unshare,
+        SYS_setns,
+        SYS_ptrace,
+        SYS_process_vm_readv,
+        SYS_process_vm_writev,
+        SYS_pidfd_getfd,
+        SYS_bpf,
+        SYS_keyctl,
+        SYS_add_key,
+        SYS_request_key,
+        SYS_kexec_load,
+        SYS_kexec_file_load,
+        SYS_init_module,
+        SYS_finit_module,
+        SYS_delete_module,
+        SYS_perf_event_open,
+        SYS_userfaultfd,
+        SYS_open_by_handle_at,
+        SYS_name_to_handle_at,
+        SYS_swapon,
+        SYS_swapoff,
+        SYS_reboot,
+        SYS_fsopen,
+        SYS_fsconfig,
+        SYS_fsmount,
+        SYS_fspick,
+        SYS_move_mount,
+        SYS_open_tree,
+        SYS_mount_setattr,
+        SYS_acct,
+        SYS_quotactl,
+        SYS_syslog,
+        SYS_vhangup,
+        SYS_lookup_dcookie,
     ];
     #[cfg(target_arch = "x86_64")]
     v.extend([SYS_iopl, SYS_ioperm]);
@@ -407,8 +566,18 @@ pub(crate) fn seccomp_filter() -> Option<Vec<libc::sock_filter>> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
         use libc::*;
-        let stmt = |code: u32, k: u32| sock_filter { code: code as u16, jt: 0, jf: 0, k };
-        let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter { code: code as u16, jt, jf, k };
+        let stmt = |code: u32, k: u32| sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        };
         let ret = |k: u32| stmt(BPF_RET | BPF_K, k);
         let errno = |e: c_int| ret(SECCOMP_RET_ERRNO | e as u32);
         const ALLOW: u32 = SECCOMP_RET_ALLOW;
@@ -428,11 +597,18 @@ pub(crate) fn seccomp_filter() -> Option<Vec<libc::sock_filter>> {
             f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, nr as u32, 0, 1));
             f.push(errno(EPERM));
         }
-        for nr in [SYS_clone3, SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register] {
+        for nr in [
+            SYS_clone3,
+            SYS_io_uring_setup,
+            SYS_io_uring_enter,
+            SYS_io_uring_register,
+        ] {
             f.push(jump(BPF_JMP | BPF_JEQ | BPF_K, nr as u32, 0, 1));
             f.push(errno(ENOSYS));
         }
-        let ns = (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET) as u32;
+        let ns =
+            (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
+                as u32;
         f.extend([
             jump(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone as u32, 0, 4),
             stmt(BPF_LD | BPF_W | BPF_ABS, arg0),

@@ -15,7 +15,11 @@ pub struct TestCase {
 
 impl TestCase {
     pub(crate) fn trivial() -> Self {
-        Self { name: "probe".into(), code: String::new(), call: "pass".into() }
+        Self {
+            name: "probe".into(),
+            code: String::new(),
+            call: "pass".into(),
+        }
     }
 }
 
@@ -34,7 +38,13 @@ impl Job {
     /// nonce, which the driver reads only after every candidate process is gone.
     /// `memory_bytes`: address space the candidate may add to what the setup mapped;
     /// `test_timeout`: wall time of one test, after which its candidate process is killed.
-    pub(crate) fn payload(&self, nonce: &str, block_network: bool, memory_bytes: u64, test_timeout: Duration) -> String {
+    pub(crate) fn payload(
+        &self,
+        nonce: &str,
+        block_network: bool,
+        memory_bytes: u64,
+        test_timeout: Duration,
+    ) -> String {
         let json = serde_json::json!({
             "block_network": block_network, "memory_bytes": memory_bytes,
             "test_timeout_s": test_timeout.as_secs_f64(),
@@ -61,18 +71,32 @@ impl Job {
 pub enum Outcome {
     Passed,
     /// A test, the candidate or the setup raised; `reason` is the exception tail.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// Wall-time or CPU-time limit.
-    Timeout { cpu: bool },
+    Timeout {
+        cpu: bool,
+    },
     /// MemoryError under the address-space limit.
     Memory,
-    Signal { signal: i32 },
-    OutputLimit { bytes: usize },
+    Signal {
+        signal: i32,
+    },
+    OutputLimit {
+        bytes: usize,
+    },
     /// Exited without the completion marker (e.g. `os._exit(0)` before the tests ran).
-    Incomplete { exit_code: Option<i32> },
+    Incomplete {
+        exit_code: Option<i32>,
+    },
     /// A package the problem needs is not installed.
-    Environment { detail: String },
-    SandboxError { message: String },
+    Environment {
+        detail: String,
+    },
+    SandboxError {
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -134,7 +158,12 @@ pub struct RunResult {
 
 impl RunResult {
     pub(crate) fn error(message: String) -> Self {
-        Self { outcome: Outcome::SandboxError { message }, tests: vec![], stderr: String::new(), wall_s: 0.0 }
+        Self {
+            outcome: Outcome::SandboxError { message },
+            tests: vec![],
+            stderr: String::new(),
+            wall_s: 0.0,
+        }
     }
 }
 
@@ -161,7 +190,10 @@ pub(crate) fn classify(
     let stderr = String::from_utf8_lossy(&err).into_owned();
     let text = String::from_utf8_lossy(&out);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let report = lines.iter().filter_map(|l| serde_json::from_str::<Report>(l).ok()).find(|r| r.done == nonce);
+    let report = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Report>(l).ok())
+        .find(|r| r.done == nonce);
     // The driver's trusted process writes exactly one line there, after every candidate process
     // is gone: anything else on it was written by someone else (a forger that reached the pipe).
     let foreign = lines.len().saturating_sub(1);
@@ -169,21 +201,32 @@ pub(crate) fn classify(
     let outcome = if timed_out {
         Outcome::Timeout { cpu: false }
     } else if out_total > cap || err_total > cap {
-        Outcome::OutputLimit { bytes: out_total.max(err_total) }
+        Outcome::OutputLimit {
+            bytes: out_total.max(err_total),
+        }
     } else if status.signal() == Some(libc::SIGXCPU) {
         Outcome::Timeout { cpu: true }
     } else if let Some(sig) = status.signal() {
         Outcome::Signal { signal: sig }
     } else if report.is_some() && foreign > 0 {
-        Outcome::Failed { reason: format!("the result channel carried {foreign} line(s) besides the driver's report") }
+        Outcome::Failed {
+            reason: format!("the result channel carried {foreign} line(s) besides the driver's report"),
+        }
     } else if let Some(r) = report {
         judge(job, r, status.code())
     } else if stderr.contains("MemoryError") {
         Outcome::Memory
     } else {
-        Outcome::Incomplete { exit_code: status.code() }
+        Outcome::Incomplete {
+            exit_code: status.code(),
+        }
     };
-    RunResult { outcome, tests, stderr, wall_s: 0.0 }
+    RunResult {
+        outcome,
+        tests,
+        stderr,
+        wall_s: 0.0,
+    }
 }
 
 fn judge(job: &Job, r: Report, code: Option<i32>) -> Outcome {
@@ -194,11 +237,15 @@ fn judge(job: &Job, r: Report, code: Option<i32>) -> Outcome {
         return if e.starts_with("ModuleNotFoundError") || e.starts_with("ImportError") {
             Outcome::Environment { detail: e }
         } else {
-            Outcome::Failed { reason: format!("setup: {e}") }
+            Outcome::Failed {
+                reason: format!("setup: {e}"),
+            }
         };
     }
     if let Some(e) = r.candidate_error {
-        return Outcome::Failed { reason: format!("candidate: {e}") };
+        return Outcome::Failed {
+            reason: format!("candidate: {e}"),
+        };
     }
     if let Some(t) = r.tests.iter().find(|t| !t.ok) {
         return match (t.timeout, t.signal, t.exit_code) {
@@ -206,11 +253,15 @@ fn judge(job: &Job, r: Report, code: Option<i32>) -> Outcome {
             (_, Some(libc::SIGXCPU), _) => Outcome::Timeout { cpu: true },
             (_, Some(signal), _) => Outcome::Signal { signal },
             (_, _, Some(code)) => Outcome::Incomplete { exit_code: Some(code) },
-            _ => Outcome::Failed { reason: format!("{}: {}", t.name, t.error.clone().unwrap_or_default()) },
+            _ => Outcome::Failed {
+                reason: format!("{}: {}", t.name, t.error.clone().unwrap_or_default()),
+            },
         };
     }
     if r.tests.len() != job.tests.len() || job.tests.is_empty() {
-        return Outcome::Failed { reason: format!("ran {} of {} tests", r.tests.len(), job.tests.len()) };
+        return Outcome::Failed {
+            reason: format!("ran {} of {} tests", r.tests.len(), job.tests.len()),
+        };
     }
     if code != Some(0) {
         return Outcome::Incomplete { exit_code: code };
@@ -223,9 +274,21 @@ mod tests {
     use super::*;
 
     fn run(out: &str) -> Outcome {
-        let job = Job { tests: vec![TestCase::trivial()], ..Default::default() };
+        let job = Job {
+            tests: vec![TestCase::trivial()],
+            ..Default::default()
+        };
         let status = ExitStatus::from_raw(0);
-        classify(&job, "n0", status, false, Some((out.as_bytes().to_vec(), out.len())), None, 1 << 20).outcome
+        classify(
+            &job,
+            "n0",
+            status,
+            false,
+            Some((out.as_bytes().to_vec(), out.len())),
+            None,
+            1 << 20,
+        )
+        .outcome
     }
 
     #[test]
@@ -234,7 +297,10 @@ mod tests {
         assert_eq!(run(&format!("{report}\n")), Outcome::Passed);
         // A second line (a forged report, or garbage glued before the real one) fails the job.
         assert!(matches!(run(&format!("{report}\n{report}\n")), Outcome::Failed { .. }));
-        assert!(matches!(run(&format!("{{\"x\": {report}\n{report}\n")), Outcome::Failed { .. }));
+        assert!(matches!(
+            run(&format!("{{\"x\": {report}\n{report}\n")),
+            Outcome::Failed { .. }
+        ));
         assert!(matches!(run(&report.replace("n0", "n1")), Outcome::Incomplete { .. }));
     }
 }

@@ -28,7 +28,11 @@ pub(crate) fn python_paths(python: &Path) -> Result<Vec<PathBuf>> {
         .output()
         .with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
-        bail!("{} could not list its paths: {}", python.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} could not list its paths: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let paths: Vec<String> = serde_json::from_slice(&out.stdout).context("reading the interpreter's paths")?;
     let mut v: Vec<PathBuf> = paths.into_iter().map(PathBuf::from).collect();
@@ -58,7 +62,11 @@ fn kept_flags(p: &Path) -> libc::c_ulong {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return 0;
     }
-    if st.f_flag & libc::ST_NOEXEC != 0 { libc::MS_NOEXEC } else { 0 }
+    if st.f_flag & libc::ST_NOEXEC != 0 {
+        libc::MS_NOEXEC
+    } else {
+        0
+    }
 }
 
 /// The layout for `extra` host paths (the interpreter's and any configured ones), each bound at
@@ -77,7 +85,12 @@ pub(crate) fn plan(extra: &[PathBuf], tmp_mb: u64, proc_: bool) -> Result<(Fs, V
             symlinks.push((cstr(std::fs::read_link(p)?), cstr(inside(p))));
         } else if meta.is_dir() {
             dirs.push(inside(p));
-            binds.push(Bind { src: cstr(Path::new("/oldroot").join(&s[1..])), dst: cstr(inside(p)), is_dir: true, flags: kept_flags(p) });
+            binds.push(Bind {
+                src: cstr(Path::new("/oldroot").join(&s[1..])),
+                dst: cstr(inside(p)),
+                is_dir: true,
+                flags: kept_flags(p),
+            });
             shown.push(s.to_string());
         }
     }
@@ -113,7 +126,12 @@ pub(crate) fn plan(extra: &[PathBuf], tmp_mb: u64, proc_: bool) -> Result<(Fs, V
         if is_dir {
             dirs.push(inside(dst));
         }
-        binds.push(Bind { src: cstr(Path::new("/oldroot").join(real.strip_prefix("/")?)), dst: cstr(inside(dst)), is_dir, flags: kept_flags(real) });
+        binds.push(Bind {
+            src: cstr(Path::new("/oldroot").join(real.strip_prefix("/")?)),
+            dst: cstr(inside(dst)),
+            is_dir,
+            flags: kept_flags(real),
+        });
         shown.push(dst.display().to_string());
     }
     let mut seen = std::collections::HashSet::new();
@@ -121,13 +139,26 @@ pub(crate) fn plan(extra: &[PathBuf], tmp_mb: u64, proc_: bool) -> Result<(Fs, V
     let devices = DEVICES
         .iter()
         .filter(|d| Path::new("/dev").join(d).exists())
-        .map(|d| (cstr(Path::new("/oldroot/dev").join(d)), cstr(Path::new("/newroot/dev").join(d))))
+        .map(|d| {
+            (
+                cstr(Path::new("/oldroot/dev").join(d)),
+                cstr(Path::new("/newroot/dev").join(d)),
+            )
+        })
         .collect();
-    let dev_symlinks = [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")]
-        .iter()
-        .map(|(t, l)| (cstr(t), cstr(Path::new("/newroot/dev").join(l))))
-        .collect();
-    let stage = ["/tmp", "/mnt", "/var/tmp"].into_iter().find(|d| Path::new(d).is_dir()).context("no /tmp, /mnt or /var/tmp to stage the sandbox's root on")?;
+    let dev_symlinks = [
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ]
+    .iter()
+    .map(|(t, l)| (cstr(t), cstr(Path::new("/newroot/dev").join(l))))
+    .collect();
+    let stage = ["/tmp", "/mnt", "/var/tmp"]
+        .into_iter()
+        .find(|d| Path::new(d).is_dir())
+        .context("no /tmp, /mnt or /var/tmp to stage the sandbox's root on")?;
     let fs = Fs {
         stage: cstr(stage),
         stage_newroot: cstr(Path::new(stage).join("newroot")),

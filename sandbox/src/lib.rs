@@ -242,7 +242,12 @@ impl Sandbox {
             sb.set_mode(Mode::Unconfined, None, vec![]);
             if let Err(e) = sb.probe() {
                 sb.seccomp = None;
-                sb.probe().map_err(|e2| anyhow::anyhow!("the sandbox cannot run {}: {e}; without seccomp: {e2}", sb.isolation.python))?;
+                sb.probe().map_err(|e2| {
+                    anyhow::anyhow!(
+                        "the sandbox cannot run {}: {e}; without seccomp: {e2}",
+                        sb.isolation.python
+                    )
+                })?;
             }
         }
         sb.isolation.seccomp = sb.seccomp.is_some();
@@ -281,7 +286,8 @@ impl Sandbox {
         }
         .into();
         (i.uid, i.gid) = (uid, gid);
-        (i.net_namespace, i.mount_namespace, i.pid_namespace, i.private_root) = (confined, confined, confined, confined);
+        (i.net_namespace, i.mount_namespace, i.pid_namespace, i.private_root) =
+            (confined, confined, confined, confined);
         i.proc = fs.as_ref().is_some_and(|f| f.proc);
         i.no_capabilities = confined || !root;
         i.socket_guard = !confined;
@@ -292,7 +298,11 @@ impl Sandbox {
 
     /// Runs a trivial program; the error says what failed.
     fn probe(&self) -> std::result::Result<(), String> {
-        let probe = Job { setup: String::new(), candidate: String::new(), tests: vec![TestCase::trivial()] };
+        let probe = Job {
+            setup: String::new(),
+            candidate: String::new(),
+            tests: vec![TestCase::trivial()],
+        };
         let r = self.run(&probe);
         match r.outcome {
             Outcome::Passed => Ok(()),
@@ -327,9 +337,18 @@ impl Sandbox {
         let tag = format!("recode-eval-{}-{seq}", std::process::id());
         let mb = 1u64 << 20;
         let cgroup = if self.cgroups.pids() || self.cgroups.memory() {
-            match self.cgroups.make_job(&tag, self.cfg.max_tasks, (self.cfg.memory_mb + self.cfg.setup_memory_mb) * mb) {
+            match self.cgroups.make_job(
+                &tag,
+                self.cfg.max_tasks,
+                (self.cfg.memory_mb + self.cfg.setup_memory_mb) * mb,
+            ) {
                 Some(c) => Some(c),
-                None => return RunResult { wall_s: start.elapsed().as_secs_f64(), ..RunResult::error(format!("cannot make the job's cgroup {tag}")) },
+                None => {
+                    return RunResult {
+                        wall_s: start.elapsed().as_secs_f64(),
+                        ..RunResult::error(format!("cannot make the job's cgroup {tag}"))
+                    }
+                }
             }
         } else {
             None
@@ -349,10 +368,18 @@ impl Sandbox {
         if let Some(dir) = workdir {
             let _ = std::fs::remove_dir_all(dir);
         }
-        RunResult { wall_s: start.elapsed().as_secs_f64(), ..result }
+        RunResult {
+            wall_s: start.elapsed().as_secs_f64(),
+            ..result
+        }
     }
 
-    fn spawn_and_wait(&self, job: &Job, cgroup: Option<&cgroup::JobCgroup>, workdir: Option<&Path>) -> Result<RunResult> {
+    fn spawn_and_wait(
+        &self,
+        job: &Job,
+        cgroup: Option<&cgroup::JobCgroup>,
+        workdir: Option<&Path>,
+    ) -> Result<RunResult> {
         let nonce = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
         let mb = 1u64 << 20;
         let memory_cgroup = cgroup.is_some() && self.cgroups.memory();
@@ -380,7 +407,9 @@ impl Sandbox {
         let plan = confine::Plan {
             mode: self.mode,
             fs: self.fs.clone(),
-            cgroup_procs: cgroup.map(|c| c.procs_files().iter().map(|p| cstr(p)).collect()).unwrap_or_default(),
+            cgroup_procs: cgroup
+                .map(|c| c.procs_files().iter().map(|p| cstr(p)).collect())
+                .unwrap_or_default(),
             host_workdir: workdir.map(cstr),
             limits,
             uid,
@@ -390,7 +419,9 @@ impl Sandbox {
             harness_root: unsafe { libc::geteuid() } == 0,
             seccomp: self.seccomp.clone(),
         };
-        let home = workdir.map(|d| d.display().to_string()).unwrap_or_else(|| "/tmp".into());
+        let home = workdir
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "/tmp".into());
         let mut cmd = Command::new(&self.cfg.python);
         cmd.args(["-I", "-B", "-c", DRIVER])
             .env_clear()
@@ -501,7 +532,11 @@ fn resolve_python(python: &Path) -> Result<PathBuf> {
         .with_context(|| format!("running {}", python.display()))?;
     let exe = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() || exe.is_empty() {
-        bail!("{} did not report sys.executable: {}", python.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} did not report sys.executable: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(PathBuf::from(exe))
 }
@@ -509,7 +544,13 @@ fn resolve_python(python: &Path) -> Result<PathBuf> {
 /// Tasks (threads) the host runs as `uid`, as RLIMIT_NPROC counts them.
 fn tasks_of(uid: u32) -> u64 {
     let needle = format!("Uid:\t{uid}\t");
-    let threads = |status: &str| status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse::<u64>().ok()).unwrap_or(1);
+    let threads = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(1)
+    };
     std::fs::read_dir("/proc")
         .map(|d| {
             d.flatten()

@@ -104,10 +104,17 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             let script = PathBuf::from("tests/reference/es_star_py_bench.py");
             let py = recode_reward::bench::bench_es_star_python(&script, &data)?;
             println!("data: {} ({} items)", data.display(), one.items);
-            println!("python (pure-Python DP Levenshtein): {:.4}s  mean es_star {:.6}", py.seconds, py.mean_reward);
+            println!(
+                "python (pure-Python DP Levenshtein): {:.4}s  mean es_star {:.6}",
+                py.seconds, py.mean_reward
+            );
             for r in [&one, &all] {
                 if (py.mean_reward - r.mean_reward).abs() > 1e-9 {
-                    bail!("the implementations disagree: mean {} vs {}", r.mean_reward, py.mean_reward);
+                    bail!(
+                        "the implementations disagree: mean {} vs {}",
+                        r.mean_reward,
+                        py.mean_reward
+                    );
                 }
                 println!(
                     "rust, {} thread(s): {:.4}s  mean es_star {:.6}  speed-up {:.0}x",
@@ -119,8 +126,21 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             }
         }
         BenchCommand::Eval(args) => super::bench_eval::bench_eval(args)?,
-        BenchCommand::Step { spec, steps, sets, keep } => super::bench_step::bench_step(&spec, steps, &sets, keep)?,
-        BenchCommand::Generate { model, batch, new_tokens, prompt_tokens, backend, adapter, repeats } => {
+        BenchCommand::Step {
+            spec,
+            steps,
+            sets,
+            keep,
+        } => super::bench_step::bench_step(&spec, steps, &sets, keep)?,
+        BenchCommand::Generate {
+            model,
+            batch,
+            new_tokens,
+            prompt_tokens,
+            backend,
+            adapter,
+            repeats,
+        } => {
             let mut args = super::model::ModelArgs::new(&model);
             args.backend = backend;
             match adapter.as_str() {
@@ -135,18 +155,27 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             // The host-memory roofline applies to the CPU backend only.
             let bw = (args.backend == "cpu").then(|| recode_model::bench::read_bandwidth(128 << 20, 5));
             if let Some(bw) = bw {
-                println!("memory read bandwidth (one thread per core, 512 MiB): {:.1} GB/s", bw / 1e9);
+                println!(
+                    "memory read bandwidth (one thread per core, 512 MiB): {:.1} GB/s",
+                    bw / 1e9
+                );
                 // The model's largest matrix, the output projection [hidden, vocab].
                 let cfg = recode_model_formats::model_config(&model)?;
                 let (k, n) = (cfg.hidden_size, cfg.vocab_size);
                 for rows in [1, 8] {
                     if let Some(r) = recode_model::bench::decode_matmul_bandwidth(rows, k, n, 3) {
-                        println!("decode matmul kernel, {rows} row(s) x [{k}, {n}] f32: reads weights at {:.1} GB/s", r / 1e9);
+                        println!(
+                            "decode matmul kernel, {rows} row(s) x [{k}, {n}] f32: reads weights at {:.1} GB/s",
+                            r / 1e9
+                        );
                     }
                 }
             }
             println!("weights read per decode step (f32): {:.2} GB", weight_bytes / 1e9);
-            println!("{:>5} {:>8} {:>12} {:>12} {:>14} {:>9}", "batch", "prompt", "prefill t/s", "decode t/s", "roofline t/s", "of roof");
+            println!(
+                "{:>5} {:>8} {:>12} {:>12} {:>14} {:>9}",
+                "batch", "prompt", "prefill t/s", "decode t/s", "roofline t/s", "of roof"
+            );
             for r in recode_model::bench::bench_generate(policy.as_mut(), &prompt, &batch, new_tokens, repeats)? {
                 // Decode is bound by reading every weight once per step, for the whole batch.
                 let roof = bw.map(|bw| r.batch as f64 * bw / weight_bytes);
@@ -154,10 +183,22 @@ pub fn bench(c: BenchCommand) -> Result<()> {
                     Some(x) => (format!("{x:.2}"), format!("{:.0}%", 100.0 * r.decode_tok_s / x)),
                     None => ("-".into(), "-".into()),
                 };
-                println!("{:>5} {:>8} {:>12.1} {:>12.2} {:>14} {:>9}", r.batch, r.prompt_tokens, r.prefill_tok_s, r.decode_tok_s, roof_s, pct);
+                println!(
+                    "{:>5} {:>8} {:>12.1} {:>12.2} {:>14} {:>9}",
+                    r.batch, r.prompt_tokens, r.prefill_tok_s, r.decode_tok_s, roof_s, pct
+                );
             }
         }
-        BenchCommand::Train { model, micro_batch, prompt_tokens, completion_tokens, steps, rank, backend, attention } => {
+        BenchCommand::Train {
+            model,
+            micro_batch,
+            prompt_tokens,
+            completion_tokens,
+            steps,
+            rank,
+            backend,
+            attention,
+        } => {
             let mut args = super::model::ModelArgs::new(&model);
             args.backend = backend;
             args.adapter = Some(("lora".into(), rank));
@@ -170,7 +211,11 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             let completion = recode_model::bench::synthetic_prompt(policy.as_ref(), completion_tokens)?;
             let n = if args.backend == "cpu" { 512 } else { 4096 };
             let flops = recode_model::bench::matmul_flops(&args.backend, n, 3)?;
-            println!("plain matmul ({} backend, {n}x{n} f32): {:.1} GFLOP/s", args.backend, flops / 1e9);
+            println!(
+                "plain matmul ({} backend, {n}x{n} f32): {:.1} GFLOP/s",
+                args.backend,
+                flops / 1e9
+            );
             let r = recode_model::bench::bench_train(policy.as_mut(), &prompt, &completion, micro_batch, steps)?;
             let params = recode_model_formats::model_config(&model)?.matmul_parameters();
             // Forward + backward of a dense decoder is about 6 FLOPs per parameter per token

@@ -55,7 +55,10 @@ fn programs(r: &EvalReport) -> usize {
 }
 
 fn completions(r: &EvalReport) -> Vec<Option<String>> {
-    r.problems.iter().flat_map(|p| p.samples.iter().map(|s| s.completion.clone())).collect()
+    r.problems
+        .iter()
+        .flat_map(|p| p.samples.iter().map(|s| s.completion.clone()))
+        .collect()
 }
 
 pub fn bench_eval(a: BenchEvalArgs) -> Result<()> {
@@ -87,10 +90,16 @@ pub fn bench_eval(a: BenchEvalArgs) -> Result<()> {
         a.temperature,
         a.workers
     );
-    println!("{:>5} {:>9} {:>10} {:>12} {:>9} {:>13} {:>10}", "batch", "tokens", "gen s", "gen tok/s", "total s", "problems/min", "same text");
+    println!(
+        "{:>5} {:>9} {:>10} {:>12} {:>9} {:>13} {:>10}",
+        "batch", "tokens", "gen s", "gen tok/s", "total s", "problems/min", "same text"
+    );
     let mut first: Option<(usize, EvalReport)> = None;
     for &b in &a.batch {
-        let spec = EvalSpec { batch_size: b, ..base.clone() };
+        let spec = EvalSpec {
+            batch_size: b,
+            ..base.clone()
+        };
         let t = Instant::now();
         let (report, g) = eval::evaluate_policy(policy.as_mut(), &problems, &spec, &opts, 0, None, true)?;
         let total = t.elapsed().as_secs_f64();
@@ -99,7 +108,11 @@ pub fn bench_eval(a: BenchEvalArgs) -> Result<()> {
             Some((_, r0)) => {
                 let (x, y) = (completions(r0), completions(&report));
                 let differ = x.iter().zip(&y).filter(|(p, q)| p != q).count();
-                if differ == 0 { "yes".into() } else { format!("{differ}/{} differ", x.len()) }
+                if differ == 0 {
+                    "yes".into()
+                } else {
+                    format!("{differ}/{} differ", x.len())
+                }
             }
         };
         println!(
@@ -121,7 +134,15 @@ pub fn bench_eval(a: BenchEvalArgs) -> Result<()> {
     let cands: Vec<Vec<Candidate>> = r0
         .problems
         .iter()
-        .map(|p| p.samples.iter().map(|s| Candidate { completion: s.completion.clone(), program: s.program.clone() }).collect())
+        .map(|p| {
+            p.samples
+                .iter()
+                .map(|s| Candidate {
+                    completion: s.completion.clone(),
+                    program: s.program.clone(),
+                })
+                .collect()
+        })
         .collect();
     let t = Instant::now();
     let again = eval::evaluate_candidates(&problems, &cands, &opts, true)?;

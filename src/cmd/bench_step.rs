@@ -36,7 +36,11 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
     println!(
         "spec {}: model {}, adapter {:?} r{}, algorithm {}, {} prompt(s) x {} completions, {} new tokens, backend {:?}",
         spec.display(),
-        if s.model.id.is_empty() { &s.model.path } else { &s.model.id },
+        if s.model.id.is_empty() {
+            &s.model.path
+        } else {
+            &s.model.id
+        },
         s.model.adapter.kind,
         s.model.adapter.rank,
         s.algorithm.name,
@@ -45,11 +49,22 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
         s.generation.max_new_tokens,
         s.backend.kind,
     );
-    recode_core::train::run(&host.registry, s, &loaded.annotated_toml()?, plugins, recode_core::train::Resume::default(), None, &|l| eprintln!("{l}"))?;
+    recode_core::train::run(
+        &host.registry,
+        s,
+        &loaded.annotated_toml()?,
+        plugins,
+        recode_core::train::Resume::default(),
+        None,
+        &|l| eprintln!("{l}"),
+    )?;
     let summary = find_summary(&out)?;
     let history: Vec<Value> = summary["steps"].as_array().cloned().unwrap_or_default();
     print_table(&history, s.algorithm.name.as_str());
-    println!("peak resident memory: {:.2} GiB", recode_model::bench::peak_rss_bytes()? as f64 / (1u64 << 30) as f64);
+    println!(
+        "peak resident memory: {:.2} GiB",
+        recode_model::bench::peak_rss_bytes()? as f64 / (1u64 << 30) as f64
+    );
     if keep {
         println!("run folder: {}", out.display());
     } else {
@@ -68,7 +83,13 @@ fn find_summary(out: &Path) -> Result<Value> {
             }
         }
     }
-    let [p] = found.as_slice() else { bail!("expected one summary.json under {}, found {}", out.display(), found.len()) };
+    let [p] = found.as_slice() else {
+        bail!(
+            "expected one summary.json under {}, found {}",
+            out.display(),
+            found.len()
+        )
+    };
     Ok(serde_json::from_str(&std::fs::read_to_string(p)?)?)
 }
 
@@ -79,9 +100,15 @@ fn get(m: &Value, k: &str) -> f64 {
 fn print_table(history: &[Value], algorithm: &str) {
     let rest = &history[1.min(history.len())..];
     let mean = |k: &str| rest.iter().map(|m| get(m, k)).sum::<f64>() / rest.len().max(1) as f64;
-    println!("\n{:<14} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10}", "phase", "step 1 tok", "s", "tok/s", "later tok", "s", "tok/s");
+    println!(
+        "\n{:<14} {:>10} {:>10} {:>10}   {:>10} {:>10} {:>10}",
+        "phase", "step 1 tok", "s", "tok/s", "later tok", "s", "tok/s"
+    );
     for (label, secs, toks) in PHASES {
-        let (s1, t1) = (get(&history[0], secs), if toks.is_empty() { 0.0 } else { get(&history[0], toks) });
+        let (s1, t1) = (
+            get(&history[0], secs),
+            if toks.is_empty() { 0.0 } else { get(&history[0], toks) },
+        );
         let (s2, t2) = (mean(secs), if toks.is_empty() { 0.0 } else { mean(toks) });
         // A phase that did not run still takes a timer read (nanoseconds).
         if s1 < 1e-3 && s2 < 1e-3 {
@@ -93,10 +120,32 @@ fn print_table(history: &[Value], algorithm: &str) {
             println!("{label:<14} {why}");
             continue;
         }
-        let rate = |t: f64, s: f64| if t > 0.0 && s > 0.0 { format!("{:.1}", t / s) } else { "-".into() };
-        println!("{label:<14} {t1:>10.0} {s1:>10.2} {:>10}   {t2:>10.0} {s2:>10.2} {:>10}", rate(t1, s1), rate(t2, s2));
+        let rate = |t: f64, s: f64| {
+            if t > 0.0 && s > 0.0 {
+                format!("{:.1}", t / s)
+            } else {
+                "-".into()
+            }
+        };
+        println!(
+            "{label:<14} {t1:>10.0} {s1:>10.2} {:>10}   {t2:>10.0} {s2:>10.2} {:>10}",
+            rate(t1, s1),
+            rate(t2, s2)
+        );
     }
-    let later = if rest.is_empty() { "-".into() } else { format!("{:.2}", mean("time/step_s")) };
-    println!("{:<14} {:>10} {:>10.2} {:>10}   {:>10} {:>10}", "step", "", get(&history[0], "time/step_s"), "", "", later);
+    let later = if rest.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.2}", mean("time/step_s"))
+    };
+    println!(
+        "{:<14} {:>10} {:>10.2} {:>10}   {:>10} {:>10}",
+        "step",
+        "",
+        get(&history[0], "time/step_s"),
+        "",
+        "",
+        later
+    );
     println!("({} step(s) after the first)", rest.len());
 }

@@ -7,9 +7,6 @@ use recode_core::eval;
 use recode_core::spec::EvalSpec;
 use std::path::{Path, PathBuf};
 
-
-
-
 #[derive(Args)]
 pub struct EvalArgs {
     /// "cua" (CodeUpdateArena) or "humaneval".
@@ -118,7 +115,12 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     }
     let (problems, mut opts) = problems_and_options(&spec)?;
     opts.sandbox.python = eval::evalenv::sandbox_python(a.python.as_deref(), !a.no_eval_env)?;
-    eprintln!("{} problems from {}; programs run with {}", problems.len(), a.data.display(), opts.sandbox.python.display());
+    eprintln!(
+        "{} problems from {}; programs run with {}",
+        problems.len(),
+        a.data.display(),
+        opts.sandbox.python.display()
+    );
     let report = if a.reference {
         eval::evaluate_reference(&problems, &opts, true)?
     } else if let Some(path) = &a.candidates {
@@ -162,6 +164,9 @@ pub use recode_core::eval::training::problems_and_options;
 
 /// `report.json` -> `report.samples.jsonl`.
 fn samples_path(out: &Path) -> PathBuf {
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "report".into());
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".into());
     out.with_file_name(format!("{stem}.samples.jsonl"))
 }

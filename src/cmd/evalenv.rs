@@ -29,12 +29,24 @@ pub enum EvalEnvCommand {
 pub fn eval_env(c: EvalEnvCommand) -> Result<()> {
     let root = evalenv::cache_root()?;
     match c {
-        EvalEnvCommand::Create { python, no_torch, force } => {
+        EvalEnvCommand::Create {
+            python,
+            no_torch,
+            force,
+        } => {
             let reqs = evalenv::requirements(!no_torch);
-            eprintln!("building the evaluation environment in {}", evalenv::env_dir(&root, &reqs).display());
+            eprintln!(
+                "building the evaluation environment in {}",
+                evalenv::env_dir(&root, &reqs).display()
+            );
             let t = std::time::Instant::now();
             let (py, m) = evalenv::create(&root, &reqs, &python, force)?;
-            println!("{} (Python {}), ready in {:.0}s", py.display(), m.python_version, t.elapsed().as_secs_f64());
+            println!(
+                "{} (Python {}), ready in {:.0}s",
+                py.display(),
+                m.python_version,
+                t.elapsed().as_secs_f64()
+            );
             print_packages(&m);
         }
         EvalEnvCommand::Show => match evalenv::find(&root) {
@@ -45,18 +57,29 @@ pub fn eval_env(c: EvalEnvCommand) -> Result<()> {
                     print_packages(&m);
                 }
             }
-            None => println!("no evaluation environment under {} (run `recode eval-env create`)", root.display()),
+            None => println!(
+                "no evaluation environment under {} (run `recode eval-env create`)",
+                root.display()
+            ),
         },
         EvalEnvCommand::Requirements => print!("{}", evalenv::REQUIREMENTS),
     }
     for old in evalenv::stale(&root) {
-        eprintln!("note: {} was built from other requirements; it is not used (remove it to free space)", old.display());
+        eprintln!(
+            "note: {} was built from other requirements; it is not used (remove it to free space)",
+            old.display()
+        );
     }
     Ok(())
 }
 
 fn print_packages(m: &evalenv::Manifest) {
-    let pinned: Vec<&str> = m.requirements.lines().filter_map(|l| l.split("==").next()).filter(|n| !n.trim().is_empty() && !n.starts_with('#')).collect();
+    let pinned: Vec<&str> = m
+        .requirements
+        .lines()
+        .filter_map(|l| l.split("==").next())
+        .filter(|n| !n.trim().is_empty() && !n.starts_with('#'))
+        .collect();
     for (name, version) in &m.packages {
         if pinned.iter().any(|p| p.eq_ignore_ascii_case(name)) {
             println!("  {name} {version}");

@@ -26,7 +26,10 @@ pub fn plugins(a: PluginsArgs) -> Result<()> {
         let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read plugin folder {}", dir.display()))?;
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
-        for p in paths.into_iter().filter(|p| p.extension().is_some_and(|x| x == "so" || x == "dylib" || x == "dll")) {
+        for p in paths
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "so" || x == "dylib" || x == "dll"))
+        {
             match recode_core::plugin_abi::describe(&p) {
                 Ok(info) => all.push(info),
                 Err(e) => problems.push(format!("{}: {e:#}", p.display())),
@@ -36,9 +39,19 @@ pub fn plugins(a: PluginsArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        println!("{:<10} {:<14} {:<8} {:<40} description", "kind", "name", "version", "source");
+        println!(
+            "{:<10} {:<14} {:<8} {:<40} description",
+            "kind", "name", "version", "source"
+        );
         for p in &all {
-            println!("{:<10} {:<14} {:<8} {:<40} {}", p.kind.to_string(), p.name, p.version, p.source, p.description);
+            println!(
+                "{:<10} {:<14} {:<8} {:<40} {}",
+                p.kind.to_string(),
+                p.name,
+                p.version,
+                p.source,
+                p.description
+            );
         }
     }
     for p in problems {
@@ -62,7 +75,11 @@ pub fn data(c: DataCommand) -> Result<()> {
     match c {
         DataCommand::Inspect { file, json } => {
             // Inspect reports every defect; it filters nothing out of the counts.
-            let spec = DataSpec { drop_unparsable_targets: false, drop_unchanged: false, ..DataSpec::default() };
+            let spec = DataSpec {
+                drop_unparsable_targets: false,
+                drop_unchanged: false,
+                ..DataSpec::default()
+            };
             let report = recode_core::task::data::inspect(&file, &spec)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -101,7 +118,12 @@ fn parse_reward_arg(arg: &str, options: &Options) -> Result<RewardSpec> {
         Some((n, w)) if w.parse::<f64>().is_ok() => (n, w.parse::<f64>()?),
         _ => (arg, 1.0),
     };
-    Ok(RewardSpec { name: name.to_string(), weight, label: String::new(), options: options.clone() })
+    Ok(RewardSpec {
+        name: name.to_string(),
+        weight,
+        label: String::new(),
+        options: options.clone(),
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -124,7 +146,11 @@ pub fn reward(c: RewardCommand) -> Result<()> {
     }
     let specs: Vec<RewardSpec> = match &a.spec {
         Some(path) => super::load_checked(path, &[])?.spec.reward,
-        None => a.rewards.iter().map(|r| parse_reward_arg(r, &options)).collect::<Result<_>>()?,
+        None => a
+            .rewards
+            .iter()
+            .map(|r| parse_reward_arg(r, &options))
+            .collect::<Result<_>>()?,
     };
     if specs.is_empty() {
         bail!("name at least one --reward (or --spec with [[reward]] entries)");
@@ -137,8 +163,13 @@ pub fn reward(c: RewardCommand) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: ScoreLine = serde_json::from_str(&line)
-            .map_err(|e| anyhow!("{}:{}: expected {{\"completion\": str, \"target\": str}}: {e}", a.input.display(), i + 1))?;
+        let parsed: ScoreLine = serde_json::from_str(&line).map_err(|e| {
+            anyhow!(
+                "{}:{}: expected {{\"completion\": str, \"target\": str}}: {e}",
+                a.input.display(),
+                i + 1
+            )
+        })?;
         lines.push((i + 1, parsed));
     }
     let inputs: Vec<RewardInput> = lines
@@ -147,15 +178,25 @@ pub fn reward(c: RewardCommand) -> Result<()> {
             prompt: &l.prompt,
             completion: &l.completion,
             target: &l.target,
-            completion_tokens: l.completion_tokens.unwrap_or_else(|| l.completion.split_whitespace().count()),
+            completion_tokens: l
+                .completion_tokens
+                .unwrap_or_else(|| l.completion.split_whitespace().count()),
         })
         .collect();
     let mut totals = vec![0.0; inputs.len()];
     let mut components = vec![serde_json::Map::new(); inputs.len()];
     for r in &rewards {
-        let scores = r.reward.score(&inputs).with_context(|| format!("reward `{}`", r.label))?;
+        let scores = r
+            .reward
+            .score(&inputs)
+            .with_context(|| format!("reward `{}`", r.label))?;
         if scores.len() != inputs.len() {
-            bail!("reward `{}` returned {} scores for {} inputs", r.label, scores.len(), inputs.len());
+            bail!(
+                "reward `{}` returned {} scores for {} inputs",
+                r.label,
+                scores.len(),
+                inputs.len()
+            );
         }
         for (i, s) in scores.iter().enumerate() {
             totals[i] += r.weight * s;

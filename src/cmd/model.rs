@@ -22,7 +22,12 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn new(model: &str) -> Self {
-        Self { model: model.to_string(), backend: "cpu".into(), adapter: None, options: Default::default() }
+        Self {
+            model: model.to_string(),
+            backend: "cpu".into(),
+            adapter: None,
+            options: Default::default(),
+        }
     }
 }
 
@@ -30,7 +35,14 @@ impl ModelArgs {
 pub fn load_policy(a: &ModelArgs) -> Result<Box<dyn Policy>> {
     let host = crate::host::Host::new();
     let adapter = a.adapter.as_ref().map(|(kind, rank)| (kind.as_str(), *rank));
-    recode_core::load::policy_for_model(&host.registry, &host.known_model_ids, &a.model, &a.backend, adapter, &a.options)
+    recode_core::load::policy_for_model(
+        &host.registry,
+        &host.known_model_ids,
+        &a.model,
+        &a.backend,
+        adapter,
+        &a.options,
+    )
 }
 
 #[derive(Args)]
@@ -58,8 +70,14 @@ pub struct GenerateArgs {
 pub fn generate(a: GenerateArgs) -> Result<()> {
     let mut policy = load_policy(&a.model)?;
     let text = if a.chat {
-        let template = policy.codec().chat_template().ok_or_else(|| anyhow!("--chat: the model ships no chat template"))?;
-        let msgs = [ChatMessage { role: "user".into(), content: a.prompt.clone() }];
+        let template = policy
+            .codec()
+            .chat_template()
+            .ok_or_else(|| anyhow!("--chat: the model ships no chat template"))?;
+        let msgs = [ChatMessage {
+            role: "user".into(),
+            content: a.prompt.clone(),
+        }];
         recode_core::chat::render(&template, &msgs, true, false)?
     } else {
         a.prompt.clone()
@@ -74,10 +92,18 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         ..SamplingParams::default()
     };
     let t = std::time::Instant::now();
-    let out = policy.generate(&[ids], &params)?.pop().ok_or_else(|| anyhow!("no output"))?;
+    let out = policy
+        .generate(&[ids], &params)?
+        .pop()
+        .ok_or_else(|| anyhow!("no output"))?;
     let secs = t.elapsed().as_secs_f64();
     println!("{}", out.text);
-    eprintln!("[{} tokens in {secs:.2}s, {:.1} tokens/s, finish: {:?}]", out.tokens.len(), out.tokens.len() as f64 / secs, out.finish);
+    eprintln!(
+        "[{} tokens in {secs:.2}s, {:.1} tokens/s, finish: {:?}]",
+        out.tokens.len(),
+        out.tokens.len() as f64 / secs,
+        out.finish
+    );
     Ok(())
 }
 
@@ -102,17 +128,37 @@ pub struct ScoreArgs {
 
 pub fn score(a: ScoreArgs) -> Result<()> {
     let (mut policy, adapters) = match (&a.model, &a.run) {
-        (_, Some(run)) => (recode_core::load::policy_from_run(&crate::host::registry(), run, None, &|l| eprintln!("{l}"))?, true),
-        (Some(m), None) => (load_policy(&ModelArgs { model: m.clone(), backend: a.backend.clone(), adapter: None, options: Default::default() })?, false),
+        (_, Some(run)) => (
+            recode_core::load::policy_from_run(&crate::host::registry(), run, None, &|l| eprintln!("{l}"))?,
+            true,
+        ),
+        (Some(m), None) => (
+            load_policy(&ModelArgs {
+                model: m.clone(),
+                backend: a.backend.clone(),
+                adapter: None,
+                options: Default::default(),
+            })?,
+            false,
+        ),
         (None, None) => anyhow::bail!("give --model or --run"),
     };
     let ids = policy.codec().encode(&a.text)?;
     if ids.len() < 2 {
         return Err(anyhow!("--text must have at least two tokens (it has {})", ids.len()));
     }
-    let seq = Sequence { prompt: ids[..1].to_vec(), completion: ids[1..].to_vec() };
-    let lp = policy.logprobs(&[seq], adapters)?.pop().context("no log-probs returned")?;
-    let tokens: Vec<String> = ids.iter().map(|&i| policy.codec().decode(&[i]).unwrap_or_default()).collect();
+    let seq = Sequence {
+        prompt: ids[..1].to_vec(),
+        completion: ids[1..].to_vec(),
+    };
+    let lp = policy
+        .logprobs(&[seq], adapters)?
+        .pop()
+        .context("no log-probs returned")?;
+    let tokens: Vec<String> = ids
+        .iter()
+        .map(|&i| policy.codec().decode(&[i]).unwrap_or_default())
+        .collect();
     let total: f64 = lp.iter().map(|&x| x as f64).sum();
     if a.json {
         let v = serde_json::json!({"ids": ids, "tokens": tokens, "logprobs": std::iter::once(None).chain(lp.iter().map(|&x| Some(x))).collect::<Vec<_>>(), "total_logprob": total});
@@ -157,7 +203,12 @@ pub fn model(c: ModelCommand) -> Result<()> {
             let path = fetch::resolve_model(&id, true)?;
             println!("{}", path.display());
         }
-        ModelCommand::Random { shape, out, dtype, seed } => {
+        ModelCommand::Random {
+            shape,
+            out,
+            dtype,
+            seed,
+        } => {
             let s = recode_model::random::shape(&shape)?;
             let bf16 = match dtype.as_str() {
                 "bf16" => true,
@@ -170,7 +221,13 @@ pub fn model(c: ModelCommand) -> Result<()> {
         ModelCommand::List => {
             for m in fetch::known_models() {
                 let cached = fetch::cached_path(m.id).ok().filter(|p| p.exists());
-                println!("{:<32} {}", m.id, cached.map(|p| p.display().to_string()).unwrap_or_else(|| "not cached".into()));
+                println!(
+                    "{:<32} {}",
+                    m.id,
+                    cached
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "not cached".into())
+                );
             }
         }
     }

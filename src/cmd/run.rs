@@ -31,9 +31,20 @@ pub struct RunArgs {
 pub fn run(a: RunArgs) -> Result<()> {
     let host = crate::host::Host::new();
     let (loaded, plugins) = host.info(true).load_for_run(&a.spec, &a.sets)?;
-    let resume = train::Resume { from: a.resume.as_deref(), allow_spec_change: a.allow_spec_change, run_dir_file: a.run_dir_file.as_deref() };
-    let summary = train::run(&host.registry, &loaded.spec, &loaded.annotated_toml()?, plugins, resume, a.max_steps, &|l| eprintln!("{l}"))?;
+    let resume = train::Resume {
+        from: a.resume.as_deref(),
+        allow_spec_change: a.allow_spec_change,
+        run_dir_file: a.run_dir_file.as_deref(),
+    };
+    let summary = train::run(
+        &host.registry,
+        &loaded.spec,
+        &loaded.annotated_toml()?,
+        plugins,
+        resume,
+        a.max_steps,
+        &|l| eprintln!("{l}"),
+    )?;
     println!("{}", summary);
     Ok(())
 }
-

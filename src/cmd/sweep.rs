@@ -61,8 +61,13 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
         println!("\nsummary: {}", dir.join("summary.md").display());
         return Ok(());
     }
-    let Some(file) = &a.file else { bail!("name a sweep file, or `recode sweep summarise DIR`") };
-    let opts = ExpandOptions { sets: a.sets.clone(), dir: a.out.clone() };
+    let Some(file) = &a.file else {
+        bail!("name a sweep file, or `recode sweep summarise DIR`")
+    };
+    let opts = ExpandOptions {
+        sets: a.sets.clone(),
+        dir: a.out.clone(),
+    };
     let plan = sweep::expand(file, &opts, &crate::host::Host::new().info(true))?;
     let mut exec = ExecOptions::new(std::env::current_exe()?);
     if a.dry_run {
@@ -79,21 +84,46 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     exec.run_timeout = a.run_timeout.map(Duration::from_secs_f64);
     exec.progress_every = Duration::from_secs_f64(a.progress_every.max(0.0));
     let out = if a.executor == "slurm" {
-        eprintln!("sweep `{}`: {} runs as one Slurm array job, in {}", plan.name, plan.runs.len(), plan.dir.display());
+        eprintln!(
+            "sweep `{}`: {} runs as one Slurm array job, in {}",
+            plan.name,
+            plan.runs.len(),
+            plan.dir.display()
+        );
         sweep::slurm::run(&plan, &exec, &|line| eprintln!("{line}"))?
     } else {
-        eprintln!("sweep `{}`: {} runs, {} at a time, in {}", plan.name, plan.runs.len(), exec.jobs, plan.dir.display());
+        eprintln!(
+            "sweep `{}`: {} runs, {} at a time, in {}",
+            plan.name,
+            plan.runs.len(),
+            exec.jobs,
+            plan.dir.display()
+        );
         sweep::run(&plan, &exec, &|line| eprintln!("{line}"))?
     };
     print!("\n{}", sweep::report::runs_text(&out.record));
-    println!("\nsummary: {} (and summary.csv, sweep.json, plots/)", plan.dir.join("summary.md").display());
+    println!(
+        "\nsummary: {} (and summary.csv, sweep.json, plots/)",
+        plan.dir.join("summary.md").display()
+    );
     println!("TensorBoard: tensorboard --logdir {}", plan.dir.display());
     if out.interrupted {
-        eprintln!("interrupted; continue with: recode sweep {} --resume{}", file.display(), a.out.as_ref().map(|o| format!(" --out {}", o.display())).unwrap_or_default());
+        eprintln!(
+            "interrupted; continue with: recode sweep {} --resume{}",
+            file.display(),
+            a.out
+                .as_ref()
+                .map(|o| format!(" --out {}", o.display()))
+                .unwrap_or_default()
+        );
         std::process::exit(130);
     }
     if out.failed > 0 {
-        eprintln!("{} of {} runs failed (their log tails are in summary.md)", out.failed, out.record.runs.len());
+        eprintln!(
+            "{} of {} runs failed (their log tails are in summary.md)",
+            out.failed,
+            out.record.runs.len()
+        );
         // The exit code is the number of failed runs (at most 100).
         std::process::exit(out.failed.min(100) as i32);
     }

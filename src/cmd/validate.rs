@@ -42,7 +42,11 @@ fn validate_one(file: &std::path::Path, quiet: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let loaded = recode_core::validate::SpecChecker::load_checked(&crate::host::Host::new().info(!is_fragment(file)), file, &[])?;
+    let loaded = recode_core::validate::SpecChecker::load_checked(
+        &crate::host::Host::new().info(!is_fragment(file)),
+        file,
+        &[],
+    )?;
     if !quiet {
         println!("# {}\n{}", file.display(), loaded.annotated_toml()?);
     }
@@ -51,5 +55,7 @@ fn validate_one(file: &std::path::Path, quiet: bool) -> Result<()> {
 
 /// Files in a `configs/` folder are fragments for `extends`, not runnable experiments.
 fn is_fragment(file: &std::path::Path) -> bool {
-    file.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "configs")
+    file.parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "configs")
 }

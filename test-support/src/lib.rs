@@ -50,7 +50,9 @@ pub fn python(what: &str) -> Option<PathBuf> {
             None
         }
         Err(_) => {
-            skip_or_fail_in_ci(&format!("{what}: the tests' Python environment could not be made (why: above)"));
+            skip_or_fail_in_ci(&format!(
+                "{what}: the tests' Python environment could not be made (why: above)"
+            ));
             None
         }
     }

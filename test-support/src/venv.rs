@@ -28,7 +28,10 @@ pub fn ensure(dir: &Path, requirements: &str) -> Result<PathBuf, String> {
 
 fn ready(dir: &Path, python: &Path, requirements: &str) -> bool {
     std::fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s == requirements)
-        && Command::new(python).args(["-c", ""]).output().is_ok_and(|o| o.status.success())
+        && Command::new(python)
+            .args(["-c", ""])
+            .output()
+            .is_ok_and(|o| o.status.success())
 }
 
 /// An exclusive flock on `<dir>.lock`, released when the file is dropped (or the process dies).
@@ -46,20 +49,34 @@ fn lock(dir: &Path) -> Result<File, String> {
         .open(&path)
         .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(format!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error()));
+        return Err(format!(
+            "cannot lock {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(file)
 }
 
 fn make(dir: &Path, python: &Path, requirements: &str) -> Result<(), String> {
     let start = Instant::now();
-    crate::say(&format!("making the tests' Python environment in {} (once; about 40 s)", dir.display()));
+    crate::say(&format!(
+        "making the tests' Python environment in {} (once; about 40 s)",
+        dir.display()
+    ));
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove the old {}: {e}", dir.display()))?;
     }
-    let venv = Command::new("python3").args(["-m", "venv"]).arg(dir).output().map_err(|e| {
-        format!("the tests need python3 on PATH to make their Python environment in {}, and running it failed: {e}", dir.display())
-    })?;
+    let venv = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(dir)
+        .output()
+        .map_err(|e| {
+            format!(
+                "the tests need python3 on PATH to make their Python environment in {}, and running it failed: {e}",
+                dir.display()
+            )
+        })?;
     if !venv.status.success() {
         return Err(format!(
             "`python3 -m venv {}` failed: {}. The tests make their own Python environment and need Python's venv module \
@@ -73,18 +90,35 @@ fn make(dir: &Path, python: &Path, requirements: &str) -> Result<(), String> {
     // Wheels only: the pins have wheels for CPython 3.11+ on x86-64 and ARM Linux, and a
     // source build would need compilers and take many minutes.
     let pip = Command::new(python)
-        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--only-binary", ":all:", "-r"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--only-binary",
+            ":all:",
+            "-r",
+        ])
         .arg(&req)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
     let log = dir.join("pip.log");
-    let text = format!("{}{}", String::from_utf8_lossy(&pip.stdout), String::from_utf8_lossy(&pip.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&pip.stdout),
+        String::from_utf8_lossy(&pip.stderr)
+    );
     let _ = std::fs::write(&log, &text);
     if !pip.status.success() {
         return Err(pip_failure(dir, &text, &log));
     }
-    std::fs::write(dir.join(STAMP), requirements).map_err(|e| format!("cannot write {}: {e}", dir.join(STAMP).display()))?;
-    crate::say(&format!("made the tests' Python environment in {:.0} s", start.elapsed().as_secs_f64()));
+    std::fs::write(dir.join(STAMP), requirements)
+        .map_err(|e| format!("cannot write {}: {e}", dir.join(STAMP).display()))?;
+    crate::say(&format!(
+        "made the tests' Python environment in {:.0} s",
+        start.elapsed().as_secs_f64()
+    ));
     Ok(())
 }
 
@@ -105,7 +139,12 @@ const UNREACHABLE: [&str; 12] = [
 ];
 
 pub(crate) fn pip_failure(dir: &Path, pip_output: &str, log: &Path) -> String {
-    let said = pip_output.lines().filter(|l| l.starts_with("ERROR:")).last().map(str::trim).unwrap_or_else(|| last_line(pip_output));
+    let said = pip_output
+        .lines()
+        .filter(|l| l.starts_with("ERROR:"))
+        .last()
+        .map(str::trim)
+        .unwrap_or_else(|| last_line(pip_output));
     // Without retries pip reports an unreachable index only as "(from versions: none)".
     let opener = if UNREACHABLE.iter().any(|s| pip_output.contains(s)) {
         "pip could not reach a package registry"
@@ -133,7 +172,11 @@ pub(crate) fn pip_failure(dir: &Path, pip_output: &str, log: &Path) -> String {
 }
 
 fn last_line(text: &str) -> &str {
-    text.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(no output)")
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("(no output)")
 }
 
 #[cfg(test)]
@@ -160,6 +203,11 @@ mod tests {
         // No retries: pip only says it found no versions.
         let out = "ERROR: Could not find a version that satisfies the requirement numpy==2.4.6 (from versions: none)\n";
         let m = pip_failure(Path::new("/t/v"), out, Path::new("/t/v/pip.log"));
-        assert!(m.starts_with("pip found no version at all of a pinned package, so it most likely could not reach a package registry"), "{m}");
+        assert!(
+            m.starts_with(
+                "pip found no version at all of a pinned package, so it most likely could not reach a package registry"
+            ),
+            "{m}"
+        );
     }
 }

@@ -20,7 +20,10 @@ fn no_registry_gives_a_clear_message_and_no_half_made_environment() {
     let venv = dir.path().join("venv");
     for _ in 0..2 {
         let e = ensure(&venv, "numpy==2.4.6\n").expect_err("no index: must fail");
-        assert!(e.contains("could not reach a package registry") && e.contains("PIP_INDEX_URL"), "{e}");
+        assert!(
+            e.contains("could not reach a package registry") && e.contains("PIP_INDEX_URL"),
+            "{e}"
+        );
         assert!(e.contains(&venv.join("pip.log").display().to_string()), "{e}");
         assert!(!e.contains('\n'), "one paragraph: {e}");
         assert!(!venv.join("recode-requirements.txt").exists());

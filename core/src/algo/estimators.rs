@@ -29,7 +29,12 @@ pub fn rloo_advantages(rewards: &[f64], group_size: usize) -> Result<Vec<f64>> {
 /// token count, and the result is (x − μ) / sqrt(var + 1e-8). With fewer than two tokens there is
 /// no spread (var = 0; verl raises there).
 pub fn token_whiten(xs: &[f64], lengths: &[usize]) -> Result<Vec<f64>> {
-    ensure!(xs.len() == lengths.len(), "{} values but {} completion lengths", xs.len(), lengths.len());
+    ensure!(
+        xs.len() == lengths.len(),
+        "{} values but {} completion lengths",
+        xs.len(),
+        lengths.len()
+    );
     let tokens: f64 = lengths.iter().map(|&l| l as f64).sum();
     if tokens == 0.0 {
         return Ok(vec![0.0; xs.len()]);

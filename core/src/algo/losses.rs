@@ -44,7 +44,11 @@ pub fn gspo_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<LossOutput> {
     let is = rollout_is_weights(b, &cfg.rollout_is)?;
     let is_w = |i: usize| is.as_ref().map_or(1.0, |x| x.weights[i]);
     let w = token_weights(cfg.aggregation, b.mask, b.cols, b.norm_rows, b.norm_tokens);
-    let mut out = LossOutput { loss: 0.0, grad: vec![0.0; b.logp.len()], metrics: vec![] };
+    let mut out = LossOutput {
+        loss: 0.0,
+        grad: vec![0.0; b.logp.len()],
+        metrics: vec![],
+    };
     let mut c = Counts::default();
     for r in 0..b.rows {
         let row: Vec<usize> = (r * b.cols..(r + 1) * b.cols).filter(|&i| b.mask[i] != 0.0).collect();
@@ -52,12 +56,23 @@ pub fn gspo_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<LossOutput> {
         if row.is_empty() {
             continue;
         }
-        let log_s = row.iter().map(|&i| b.mask[i] as f64 * (b.logp[i] as f64 - b.old_logp[i] as f64)).sum::<f64>() / m_sum;
+        let log_s = row
+            .iter()
+            .map(|&i| b.mask[i] as f64 * (b.logp[i] as f64 - b.old_logp[i] as f64))
+            .sum::<f64>()
+            / m_sum;
         let s = log_s.min(GSPO_MAX_LOG_RATIO).exp();
         let adv = b.advantages[r] as f64;
-        let (unclipped, clipped_loss) = (-s * adv, -s.clamp(1.0 - cfg.clip.eps_low, 1.0 + cfg.clip.eps_high) * adv);
+        let (unclipped, clipped_loss) = (
+            -s * adv,
+            -s.clamp(1.0 - cfg.clip.eps_low, 1.0 + cfg.clip.eps_high) * adv,
+        );
         let clipped = clipped_loss > unclipped;
-        let (l_seq, mut dl_ds) = if clipped { (clipped_loss, 0.0) } else { (unclipped, -adv) };
+        let (l_seq, mut dl_ds) = if clipped {
+            (clipped_loss, 0.0)
+        } else {
+            (unclipped, -adv)
+        };
         if log_s > GSPO_MAX_LOG_RATIO {
             dl_ds = 0.0;
         }
@@ -87,7 +102,8 @@ pub fn gspo_loss(b: &LossBatch<'_>, cfg: &PgLossConfig) -> Result<LossOutput> {
     out.metrics.push(("clip_frac".into(), c.per(c.low + c.high)));
     out.metrics.push(("clip_ratio/low_mean".into(), c.per(c.low)));
     out.metrics.push(("clip_ratio/high_mean".into(), c.per(c.high)));
-    out.metrics.push(("clip_ratio/region_mean".into(), c.per(c.low + c.high)));
+    out.metrics
+        .push(("clip_ratio/region_mean".into(), c.per(c.low + c.high)));
     out.metrics.push(("ratio_mean".into(), c.per(c.ratio)));
     if use_kl {
         out.metrics.push(("kl".into(), c.per(c.kl)));
@@ -121,7 +137,11 @@ pub fn cispo_loss(b: &LossBatch<'_>, cfg: &CispoConfig) -> Result<LossOutput> {
     validate_batch(b, use_kl)?;
     let is = rollout_is_weights(b, &cfg.rollout_is)?;
     let w = token_weights(cfg.aggregation, b.mask, b.cols, b.norm_rows, b.norm_tokens);
-    let mut out = LossOutput { loss: 0.0, grad: vec![0.0; b.logp.len()], metrics: vec![] };
+    let mut out = LossOutput {
+        loss: 0.0,
+        grad: vec![0.0; b.logp.len()],
+        metrics: vec![],
+    };
     let mut c = Counts::default();
     let mut trl_clip = 0.0;
     for i in 0..b.logp.len() {

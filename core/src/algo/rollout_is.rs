@@ -34,7 +34,10 @@ pub struct RolloutIs {
 
 impl Default for RolloutIs {
     fn default() -> Self {
-        Self { mode: RolloutIsMode::None, cap: 2.0 }
+        Self {
+            mode: RolloutIsMode::None,
+            cap: 2.0,
+        }
     }
 }
 
@@ -54,7 +57,10 @@ impl RolloutIsMode {
 impl RolloutIs {
     /// Checked construction; `plugin` names the algorithm in the error.
     pub fn new(plugin: &str, mode: RolloutIsMode, cap: f64) -> Result<Self> {
-        ensure!(cap.is_finite() && cap > 0.0, "options of plugin `{plugin}`: rollout_is_cap must be > 0, got {cap}");
+        ensure!(
+            cap.is_finite() && cap > 0.0,
+            "options of plugin `{plugin}`: rollout_is_cap must be > 0, got {cap}"
+        );
         Ok(Self { mode, cap })
     }
 }
@@ -76,7 +82,10 @@ impl RolloutIsWeights {
     pub fn metrics(&self) -> Vec<(String, f64)> {
         vec![
             ("sampling/importance_sampling_ratio/mean".into(), self.ratio_mean),
-            ("sampling/importance_sampling_ratio/capped_frac".into(), self.capped_frac),
+            (
+                "sampling/importance_sampling_ratio/capped_frac".into(),
+                self.capped_frac,
+            ),
             ("sampling/sampling_logp_difference/mean".into(), self.logp_diff_mean),
         ]
     }
@@ -88,10 +97,17 @@ pub fn rollout_is_weights(b: &LossBatch<'_>, is: &RolloutIs) -> Result<Option<Ro
         return Ok(None);
     }
     let Some(sampler) = b.sampler_logp else {
-        bail!("loss batch: rollout_is = \"{}\" needs the sampler's log-probs (`sampler_logp`), which are missing", is.mode.as_str());
+        bail!(
+            "loss batch: rollout_is = \"{}\" needs the sampler's log-probs (`sampler_logp`), which are missing",
+            is.mode.as_str()
+        );
     };
     let n = b.rows * b.cols;
-    ensure!(sampler.len() == n, "loss batch: `sampler_logp` has {} values, expected {n}", sampler.len());
+    ensure!(
+        sampler.len() == n,
+        "loss batch: `sampler_logp` has {} values, expected {n}",
+        sampler.len()
+    );
     let diff = |i: usize| b.old_logp[i] as f64 - sampler[i] as f64;
     let sequence = matches!(is.mode, RolloutIsMode::SequenceTruncate | RolloutIsMode::SequenceMask);
     let truncate = matches!(is.mode, RolloutIsMode::TokenTruncate | RolloutIsMode::SequenceTruncate);
@@ -105,7 +121,12 @@ pub fn rollout_is_weights(b: &LossBatch<'_>, is: &RolloutIs) -> Result<Option<Ro
                 continue;
             }
             let rho = if sequence { seq_log_ratio.exp() } else { diff(i).exp() };
-            ensure!(!rho.is_nan(), "rollout correction: NaN ratio at token {i} (old_logp {}, sampler_logp {})", b.old_logp[i], sampler[i]);
+            ensure!(
+                !rho.is_nan(),
+                "rollout correction: NaN ratio at token {i} (old_logp {}, sampler_logp {})",
+                b.old_logp[i],
+                sampler[i]
+            );
             let over = rho > is.cap;
             let w = match (over, truncate) {
                 (false, _) => rho,
@@ -120,5 +141,10 @@ pub fn rollout_is_weights(b: &LossBatch<'_>, is: &RolloutIs) -> Result<Option<Ro
         }
     }
     let per = |x: f64| if tokens > 0.0 { x / tokens } else { 0.0 };
-    Ok(Some(RolloutIsWeights { weights, ratio_mean: per(sum), capped_frac: per(capped), logp_diff_mean: per(abs_diff) }))
+    Ok(Some(RolloutIsWeights {
+        weights,
+        ratio_mean: per(sum),
+        capped_frac: per(capped),
+        logp_diff_mean: per(abs_diff),
+    }))
 }

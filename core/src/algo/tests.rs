@@ -17,10 +17,28 @@ const RW: [f64; 8] = [1.0, 0.0, 0.5, 0.25, 2.0, 2.0, 2.0, 2.0];
 #[test]
 fn grpo_advantages_match_reference() {
     let g = grpo_advantages(&RW, 4, ScaleRewards::Group, GRPO_STD_EPS).unwrap();
-    let want = [1.3171565993073961, -1.0244551327946414, 0.14635073325637735, -0.43905219976913207, 0., 0., 0., 0.];
+    let want = [
+        1.3171565993073961,
+        -1.0244551327946414,
+        0.14635073325637735,
+        -0.43905219976913207,
+        0.,
+        0.,
+        0.,
+        0.,
+    ];
     assert_all_close(&g, &want, 1e-12);
     let b = grpo_advantages(&RW, 4, ScaleRewards::Batch, GRPO_STD_EPS).unwrap();
-    let want = [0.6386086854181451, -0.49669564421411283, 0.07095652060201611, -0.21286956180604835, 0., 0., 0., 0.];
+    let want = [
+        0.6386086854181451,
+        -0.49669564421411283,
+        0.07095652060201611,
+        -0.21286956180604835,
+        0.,
+        0.,
+        0.,
+        0.,
+    ];
     assert_all_close(&b, &want, 1e-12);
     let n = grpo_advantages(&RW, 4, ScaleRewards::None, GRPO_STD_EPS).unwrap();
     assert_all_close(&n, &[0.5625, -0.4375, 0.0625, -0.1875, 0., 0., 0., 0.], 1e-15);
@@ -30,10 +48,19 @@ fn grpo_advantages_match_reference() {
 #[test]
 fn advantage_edge_cases() {
     // All rewards equal: zero advantages, no NaN (std 0 + eps).
-    assert_eq!(grpo_advantages(&[0.7; 6], 3, ScaleRewards::Group, GRPO_STD_EPS).unwrap(), vec![0.0; 6]);
-    assert_eq!(grpo_advantages(&[0.7; 6], 3, ScaleRewards::Batch, GRPO_STD_EPS).unwrap(), vec![0.0; 6]);
+    assert_eq!(
+        grpo_advantages(&[0.7; 6], 3, ScaleRewards::Group, GRPO_STD_EPS).unwrap(),
+        vec![0.0; 6]
+    );
+    assert_eq!(
+        grpo_advantages(&[0.7; 6], 3, ScaleRewards::Batch, GRPO_STD_EPS).unwrap(),
+        vec![0.0; 6]
+    );
     // Group of one: r − mean = 0.
-    assert_eq!(grpo_advantages(&[0.3, 0.9], 1, ScaleRewards::Group, GRPO_STD_EPS).unwrap(), vec![0.0, 0.0]);
+    assert_eq!(
+        grpo_advantages(&[0.3, 0.9], 1, ScaleRewards::Group, GRPO_STD_EPS).unwrap(),
+        vec![0.0, 0.0]
+    );
     // Bad shapes and values are errors naming the problem.
     let e = grpo_advantages(&[1.0, 2.0, 3.0], 2, ScaleRewards::Group, GRPO_STD_EPS).unwrap_err();
     assert!(e.to_string().contains("groups of 2"), "{e}");
@@ -55,8 +82,16 @@ fn std_is_unbiased() {
     assert!(close(std_unbiased(&[1.0, 3.0]), 2f64.sqrt(), 1e-15));
 }
 
-const CLIP: Clip = Clip { eps_low: 0.2, eps_high: 0.28, dual_clip: None };
-const DUAL: Clip = Clip { eps_low: 0.2, eps_high: 0.28, dual_clip: Some(3.0) };
+const CLIP: Clip = Clip {
+    eps_low: 0.2,
+    eps_high: 0.28,
+    dual_clip: None,
+};
+const DUAL: Clip = Clip {
+    eps_low: 0.2,
+    eps_high: 0.28,
+    dual_clip: Some(3.0),
+};
 
 #[test]
 fn token_policy_loss_matches_reference() {
@@ -64,7 +99,15 @@ fn token_policy_loss_matches_reference() {
     let cases = [
         (-1.0, -1.3, 0.8, -1.024, -1.024, true, false),
         (-1.0, -1.3, -0.8, 1.0798870460608025, 1.0798870460608025, false, false),
-        (-1.6, -1.0, 0.8, -0.43904930887522114, -0.43904930887522114, false, false),
+        (
+            -1.6,
+            -1.0,
+            0.8,
+            -0.43904930887522114,
+            -0.43904930887522114,
+            false,
+            false,
+        ),
         (-1.6, -1.0, -0.8, 0.6400000000000001, 0.6400000000000001, true, false),
         (0.5, -1.0, -2.0, 8.963378140676129, 6.0, false, true),
         (-0.5, -0.4, 1.1, -0.9953211598395557, -0.9953211598395557, false, false),
@@ -74,7 +117,11 @@ fn token_policy_loss_matches_reference() {
         assert!(close(t.loss, want, 1e-12), "{lp} {old} {a}: {} vs {want}", t.loss);
         assert_eq!(t.clipped, clipped, "clipped flag at {lp} {old} {a}");
         let d = clipped_policy_loss(lp, old, a, &DUAL);
-        assert!(close(d.loss, want_dual, 1e-12), "dual {lp} {old} {a}: {} vs {want_dual}", d.loss);
+        assert!(
+            close(d.loss, want_dual, 1e-12),
+            "dual {lp} {old} {a}: {} vs {want_dual}",
+            d.loss
+        );
         assert_eq!(d.dual_clipped, dual_clipped);
         // Gradient: −ρA on the unclipped branch, 0 when clipped.
         let want_grad = if clipped { 0.0 } else { -ratio(lp, old) * a };
@@ -99,7 +146,10 @@ fn token_gradients_match_finite_differences() {
             for clip in [&CLIP, &DUAL] {
                 let g = clipped_policy_loss(lp, old, a, clip).grad;
                 let n = fd(|x| clipped_policy_loss(x, old, a, clip).loss, lp);
-                assert!((g - n).abs() < 1e-6, "lp {lp} old {old} A {a}: analytic {g}, numeric {n}");
+                assert!(
+                    (g - n).abs() < 1e-6,
+                    "lp {lp} old {old} A {a}: analytic {g}, numeric {n}"
+                );
             }
         }
     }
@@ -152,7 +202,12 @@ fn lb<'a>(b: &'a B, logp: &'a [f32]) -> LossBatch<'a> {
 }
 
 fn cfg(aggregation: Aggregation, beta: f64, clip: Clip) -> PgLossConfig {
-    PgLossConfig { clip, beta, aggregation, rollout_is: RolloutIs::default() }
+    PgLossConfig {
+        clip,
+        beta,
+        aggregation,
+        rollout_is: RolloutIs::default(),
+    }
 }
 
 const AGGS: [(Aggregation, f64); 4] = [
@@ -183,7 +238,11 @@ fn batch_loss_matches_reference_and_finite_differences() {
             };
             let h = 1e-3; // f32 log-probs: a large step, but every token sits away from a kink
             let n = (f(b.logp[i] as f64 + h) - f(b.logp[i] as f64 - h)) / (2.0 * h);
-            assert!((out.grad[i] as f64 - n).abs() < 2e-4, "{c:?} token {i}: analytic {}, numeric {n}", out.grad[i]);
+            assert!(
+                (out.grad[i] as f64 - n).abs() < 2e-4,
+                "{c:?} token {i}: analytic {}, numeric {n}",
+                out.grad[i]
+            );
         }
     }
 }
@@ -235,7 +294,12 @@ fn fully_masked_batch_gives_zero_not_nan() {
     let mask = vec![0.0f32; 12];
     let nan_logp = vec![f32::NAN; 12];
     for &(agg, _) in &AGGS {
-        let batch = LossBatch { mask: &mask, logp: &nan_logp, norm_tokens: 0.0, ..lb(&b, &b.logp) };
+        let batch = LossBatch {
+            mask: &mask,
+            logp: &nan_logp,
+            norm_tokens: 0.0,
+            ..lb(&b, &b.logp)
+        };
         let out = policy_gradient_loss(&batch, &cfg(agg, 0.04, DUAL)).unwrap();
         assert_eq!(out.loss, 0.0);
         assert!(out.grad.iter().all(|&g| g == 0.0));
@@ -247,10 +311,31 @@ fn fully_masked_batch_gives_zero_not_nan() {
 fn batch_shape_errors_are_named() {
     let b = batch();
     let short = vec![0.0f32; 11];
-    let e = policy_gradient_loss(&LossBatch { old_logp: &short, ..lb(&b, &b.logp) }, &cfg(Aggregation::TokenMean, 0.0, CLIP)).unwrap_err();
+    let e = policy_gradient_loss(
+        &LossBatch {
+            old_logp: &short,
+            ..lb(&b, &b.logp)
+        },
+        &cfg(Aggregation::TokenMean, 0.0, CLIP),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("old_logp"), "{e}");
-    let e = policy_gradient_loss(&LossBatch { ref_logp: None, ..lb(&b, &b.logp) }, &cfg(Aggregation::TokenMean, 0.1, CLIP)).unwrap_err();
+    let e = policy_gradient_loss(
+        &LossBatch {
+            ref_logp: None,
+            ..lb(&b, &b.logp)
+        },
+        &cfg(Aggregation::TokenMean, 0.1, CLIP),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("ref_logp"), "{e}");
     // No KL: no reference needed.
-    assert!(policy_gradient_loss(&LossBatch { ref_logp: None, ..lb(&b, &b.logp) }, &cfg(Aggregation::TokenMean, 0.0, CLIP)).is_ok());
+    assert!(policy_gradient_loss(
+        &LossBatch {
+            ref_logp: None,
+            ..lb(&b, &b.logp)
+        },
+        &cfg(Aggregation::TokenMean, 0.0, CLIP)
+    )
+    .is_ok());
 }

@@ -20,7 +20,8 @@ pub fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<Cand
     let mut by_id: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     let expected = "expected {\"id\": str, \"completion\": str} (or \"program\": str)";
     for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let line: Line = serde_json::from_str(l).map_err(|e| anyhow!("{}:{}: {expected}: {e}", path.display(), i + 1))?;
+        let line: Line =
+            serde_json::from_str(l).map_err(|e| anyhow!("{}:{}: {expected}: {e}", path.display(), i + 1))?;
         let cand = match (&line.completion, &line.program) {
             (Some(c), _) => Candidate::from_completion(c),
             (None, Some(p)) => Candidate::from_program(p),
@@ -30,8 +31,13 @@ pub fn read_candidates(path: &Path, problems: &[Problem]) -> Result<Vec<Vec<Cand
     }
     let known: std::collections::BTreeSet<&str> = problems.iter().map(|p| p.id()).collect();
     if let Some(unknown) = by_id.keys().find(|id| !known.contains(id.as_str())) {
-        bail!("{}: candidate id `{unknown}` is not a problem of this benchmark", path.display());
+        bail!(
+            "{}: candidate id `{unknown}` is not a problem of this benchmark",
+            path.display()
+        );
     }
-    Ok(problems.iter().map(|p| by_id.remove(p.id()).unwrap_or_default()).collect())
+    Ok(problems
+        .iter()
+        .map(|p| by_id.remove(p.id()).unwrap_or_default())
+        .collect())
 }
-

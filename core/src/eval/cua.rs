@@ -11,8 +11,8 @@
 //! "separated by \n" / "\n\n" are also accepted as lists of strings.
 
 use super::{pysrc, signature};
-use recode_sandbox::{Job, TestCase};
 use anyhow::{bail, Context, Result};
+use recode_sandbox::{Job, TestCase};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
@@ -58,12 +58,26 @@ pub fn load(path: &Path) -> Result<Vec<CuaExample>> {
 
 /// Examples in one JSON line of either format.
 pub fn parse_line(v: &Value, at: &str) -> Result<Vec<CuaExample>> {
-    let update = parse_update(v.get("update").with_context(|| format!("{at}: missing field `update` (object)"))?, at)?;
+    let update = parse_update(
+        v.get("update")
+            .with_context(|| format!("{at}: missing field `update` (object)"))?,
+        at,
+    )?;
     if let Some(list) = v.get("prog_syn_examples") {
-        let list = list.as_array().with_context(|| format!("{at}: `prog_syn_examples` must be an array"))?;
+        let list = list
+            .as_array()
+            .with_context(|| format!("{at}: `prog_syn_examples` must be an array"))?;
         list.iter()
             .enumerate()
-            .map(|(j, e)| parse_example(e, update.clone(), &format!("{at}: prog_syn_examples[{j}]"), "prog_syn_imports", at))
+            .map(|(j, e)| {
+                parse_example(
+                    e,
+                    update.clone(),
+                    &format!("{at}: prog_syn_examples[{j}]"),
+                    "prog_syn_imports",
+                    at,
+                )
+            })
             .collect()
     } else {
         Ok(vec![parse_example(v, update, at, "imports", at)?])
@@ -97,7 +111,10 @@ fn parse_update(u: &Value, at: &str) -> Result<CuaUpdate> {
         update_id: f("update_id", "\n")?,
     };
     if !update.function_path.contains('.') {
-        bail!("{ctx}: `function_path` must be a dotted path (module.function), got {:?}", update.function_path);
+        bail!(
+            "{ctx}: `function_path` must be a dotted path (module.function), got {:?}",
+            update.function_path
+        );
     }
     Ok(update)
 }
@@ -151,8 +168,10 @@ impl CuaExample {
     /// With `signature_imports`, the names the solution signature uses (`List`, `Tuple`, ...)
     /// are imported next, before the example's own imports (which win on a clash).
     pub fn setup(&self, with_update: bool, signature_imports: bool) -> Result<String> {
-        let modules: Vec<String> =
-            pysrc::imported_modules(&self.dataset_code()).into_iter().filter(|m| m != "__future__").collect();
+        let modules: Vec<String> = pysrc::imported_modules(&self.dataset_code())
+            .into_iter()
+            .filter(|m| m != "__future__")
+            .collect();
         let mut pre: String = modules.iter().map(|m| format!("import {m}\n")).collect();
         if signature_imports {
             pre.push_str(&signature::imports_for(&self.solution_signature, &modules));
@@ -175,14 +194,22 @@ impl CuaExample {
             .filter(|s| is_test(s))
             .map(|s| {
                 let name = s.def_name.clone().unwrap();
-                TestCase { call: format!("{name}()"), code: format!("{shared}{}", s.text), name }
+                TestCase {
+                    call: format!("{name}()"),
+                    code: format!("{shared}{}", s.text),
+                    name,
+                }
             })
             .collect()
     }
 
     /// All unit tests against `candidate`, in one process.
     pub fn job(&self, candidate: &str, with_update: bool, signature_imports: bool) -> Result<Job> {
-        Ok(Job { setup: self.setup(with_update, signature_imports)?, candidate: candidate.to_string(), tests: self.tests() })
+        Ok(Job {
+            setup: self.setup(with_update, signature_imports)?,
+            candidate: candidate.to_string(),
+            tests: self.tests(),
+        })
     }
 
     /// One standalone program per unit test, as CodeUpdateArena runs them: imports, update
@@ -192,14 +219,27 @@ impl CuaExample {
         Ok(self
             .tests()
             .into_iter()
-            .map(|t| Job { setup: setup.clone(), candidate: candidate.to_string(), tests: vec![t] }.to_script())
+            .map(|t| {
+                Job {
+                    setup: setup.clone(),
+                    candidate: candidate.to_string(),
+                    tests: vec![t],
+                }
+                .to_script()
+            })
             .collect())
     }
 
     /// Python code of the dataset itself (for detecting the packages it needs).
     pub fn dataset_code(&self) -> String {
-        [&self.update.imports, &self.update.implementation, &self.imports, &self.unit_tests, &self.ref_solution]
-            .map(String::as_str)
-            .join("\n")
+        [
+            &self.update.imports,
+            &self.update.implementation,
+            &self.imports,
+            &self.unit_tests,
+            &self.ref_solution,
+        ]
+        .map(String::as_str)
+        .join("\n")
     }
 }

@@ -37,13 +37,19 @@ pub fn requirements(with_torch: bool) -> String {
 }
 
 fn is_torch_line(line: &str) -> bool {
-    let name: String = line.trim().chars().take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
+    let name: String = line
+        .trim()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
     name.eq_ignore_ascii_case("torch")
 }
 
 /// FNV-1a 64 of the text, in hex: a cache key for the environment folder, not a security check.
 pub fn content_hash(text: &str) -> String {
-    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("{h:016x}")
 }
 
@@ -84,7 +90,11 @@ pub fn read_manifest(dir: &Path) -> Option<Manifest> {
 /// The interpreter of a complete environment for this build's requirements (with torch
 /// preferred over without), if one was built under `root`.
 pub fn find(root: &Path) -> Option<PathBuf> {
-    [true, false].into_iter().map(|t| env_dir(root, &requirements(t))).find(|d| read_manifest(d).is_some()).map(|d| python_of(&d))
+    [true, false]
+        .into_iter()
+        .map(|t| env_dir(root, &requirements(t)))
+        .find(|d| read_manifest(d).is_some())
+        .map(|d| python_of(&d))
 }
 
 /// The interpreter the sandbox runs: `explicit` if given, else the pinned environment when it
@@ -104,9 +114,17 @@ pub fn sandbox_python(explicit: Option<&Path>, use_env: bool) -> Result<PathBuf>
 
 /// Environments under `root` built from other requirements (left by an older build).
 pub fn stale(root: &Path) -> Vec<PathBuf> {
-    let current: Vec<PathBuf> = [true, false].into_iter().map(|t| env_dir(root, &requirements(t))).collect();
-    let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
-    entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| !current.contains(p) && read_manifest(p).is_some()).collect()
+    let current: Vec<PathBuf> = [true, false]
+        .into_iter()
+        .map(|t| env_dir(root, &requirements(t)))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| !current.contains(p) && read_manifest(p).is_some())
+        .collect()
 }
 
 /// The sandbox hides the host's /tmp; an environment there would not be visible to programs.
@@ -132,15 +150,28 @@ pub fn create(root: &Path, requirements: &str, base_python: &Path, force: bool) 
         }
     }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing the unfinished environment {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing the unfinished environment {}", dir.display()))?;
     }
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    run(Command::new(base_python).args(["-m", "venv"]).arg(&dir), "creating the venv")?;
+    run(
+        Command::new(base_python).args(["-m", "venv"]).arg(&dir),
+        "creating the venv",
+    )?;
     let req_path = dir.join("requirements.txt");
     std::fs::write(&req_path, requirements).with_context(|| format!("writing {}", req_path.display()))?;
     let python = python_of(&dir);
     run(
-        Command::new(&python).args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-r"]).arg(&req_path),
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-r",
+            ])
+            .arg(&req_path),
         "installing the pinned requirements",
     )?;
     let manifest = describe(&python, base_python, requirements)?;
@@ -150,7 +181,9 @@ pub fn create(root: &Path, requirements: &str, base_python: &Path, force: bool) 
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("{what}: cannot run {:?}", cmd.get_program()))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("{what}: cannot run {:?}", cmd.get_program()))?;
     if !status.success() {
         bail!("{what} failed ({status}): {cmd:?}");
     }
@@ -160,14 +193,25 @@ fn run(cmd: &mut Command, what: &str) -> Result<()> {
 fn describe(python: &Path, base_python: &Path, requirements: &str) -> Result<Manifest> {
     let code = "import json, sys, importlib.metadata as md\n\
                 print(json.dumps({'version': sys.version.split()[0], 'packages': {d.metadata['Name']: d.version for d in md.distributions()}}))";
-    let out = Command::new(python).args(["-I", "-c", code]).output().with_context(|| format!("running {}", python.display()))?;
+    let out = Command::new(python)
+        .args(["-I", "-c", code])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
     if !out.status.success() {
-        bail!("{} cannot list its packages: {}", python.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} cannot list its packages: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("package listing is not JSON")?;
     let packages = v["packages"]
         .as_object()
-        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(Manifest {
         requirements_hash: content_hash(requirements),
@@ -188,7 +232,10 @@ mod tests {
         assert!(full.lines().any(|l| l.starts_with("numpy==1.")), "{full}");
         assert!(full.lines().any(is_torch_line) && !requirements(false).lines().any(is_torch_line));
         assert!(requirements(false).contains("sympy=="));
-        assert_ne!(env_dir(Path::new("/c"), &full), env_dir(Path::new("/c"), &requirements(false)));
+        assert_ne!(
+            env_dir(Path::new("/c"), &full),
+            env_dir(Path::new("/c"), &requirements(false))
+        );
     }
 
     #[test]

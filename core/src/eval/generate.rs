@@ -5,8 +5,8 @@
 //! depend on the batch size or on which rows share its batch. (Before batching, one generate call
 //! per problem gave its n rows the same seed and streams 0..n, so reports match those too.)
 
-use super::prompts::PromptVariant;
 use super::problem::{EvalOptions, Problem};
+use super::prompts::PromptVariant;
 use super::report::{Candidate, EvalReport};
 use crate::api::{ChatMessage, Policy, RowSeed, SamplingParams};
 use crate::progress::{Mode, Progress};
@@ -35,14 +35,25 @@ impl GenStats {
 
 /// The generator of sample `sample` of problem `problem`.
 pub fn row_seed(seed: u64, problem: usize, sample: usize) -> RowSeed {
-    RowSeed { seed: derive_seed(seed, &[problem as u64]), stream: sample as u64 }
+    RowSeed {
+        seed: derive_seed(seed, &[problem as u64]),
+        stream: sample as u64,
+    }
 }
 
 /// The prompt of every problem as token ids. `template` overrides the model's chat template.
-pub fn prompt_ids(policy: &dyn Policy, problems: &[Problem], variant: PromptVariant, template: Option<&str>) -> Result<Vec<Vec<u32>>> {
+pub fn prompt_ids(
+    policy: &dyn Policy,
+    problems: &[Problem],
+    variant: PromptVariant,
+    template: Option<&str>,
+) -> Result<Vec<Vec<u32>>> {
     let template = match template {
         Some(t) => t.to_string(),
-        None => policy.codec().chat_template().ok_or_else(|| anyhow!("the model ships no chat template; set prompt.chat_template"))?,
+        None => policy
+            .codec()
+            .chat_template()
+            .ok_or_else(|| anyhow!("the model ships no chat template; set prompt.chat_template"))?,
     };
     problems
         .iter()
@@ -50,9 +61,13 @@ pub fn prompt_ids(policy: &dyn Policy, problems: &[Problem], variant: PromptVari
             let mut msgs = p.prompt_messages(variant);
             let prefill = matches!(p, Problem::Cua(_)) && variant == PromptVariant::Recode;
             if prefill {
-                msgs.push(ChatMessage { role: "assistant".into(), content: super::prompts::PREFILL.into() });
+                msgs.push(ChatMessage {
+                    role: "assistant".into(),
+                    content: super::prompts::PREFILL.into(),
+                });
             }
-            let text = crate::chat::render(&template, &msgs, !prefill, prefill).with_context(|| format!("prompt of {}", p.id()))?;
+            let text = crate::chat::render(&template, &msgs, !prefill, prefill)
+                .with_context(|| format!("prompt of {}", p.id()))?;
             policy.codec().encode(&text)
         })
         .collect()
@@ -77,7 +92,10 @@ pub fn generate(
     rows.sort_by_key(|&(p, _)| std::cmp::Reverse(prompts[p].len()));
     let mut texts: Vec<Vec<Option<String>>> = vec![vec![None; n]; problems.len()];
     let mut left = vec![n; problems.len()];
-    let mut stats = GenStats { rows: rows.len(), ..GenStats::default() };
+    let mut stats = GenStats {
+        rows: rows.len(),
+        ..GenStats::default()
+    };
     if n == 0 {
         for p in 0..problems.len() {
             done(p, vec![])?;
@@ -96,7 +114,12 @@ pub fn generate(
         let t = Instant::now();
         let gens = policy.generate(&ids, &params)?;
         stats.seconds += t.elapsed().as_secs_f64();
-        ensure!(gens.len() == batch.len(), "the model returned {} completions for {} prompts", gens.len(), batch.len());
+        ensure!(
+            gens.len() == batch.len(),
+            "the model returned {} completions for {} prompts",
+            gens.len(),
+            batch.len()
+        );
         stats.batches += 1;
         stats.prompt_tokens += ids.iter().map(Vec::len).sum::<usize>();
         let tokens: usize = gens.iter().map(|g| g.tokens.len()).sum();
@@ -107,7 +130,13 @@ pub fn generate(
             texts[p][s] = Some(g.text);
             left[p] -= 1;
             if left[p] == 0 {
-                done(p, texts[p].iter_mut().map(|t| t.take().expect("every sample generated")).collect())?;
+                done(
+                    p,
+                    texts[p]
+                        .iter_mut()
+                        .map(|t| t.take().expect("every sample generated"))
+                        .collect(),
+                )?;
                 finished += 1;
             }
         }
@@ -182,16 +211,27 @@ mod tests {
                     let rs = p.row_seed(r, prompts.len())?;
                     let mut g = ChaCha8Rng::seed_from_u64(rs.seed);
                     g.set_stream(rs.stream);
-                    let tokens: Vec<u32> = (0..p.max_new_tokens).map(|_| 97 + (g.gen::<u32>() + prompts[r].len() as u32) % 26).collect();
+                    let tokens: Vec<u32> = (0..p.max_new_tokens)
+                        .map(|_| 97 + (g.gen::<u32>() + prompts[r].len() as u32) % 26)
+                        .collect();
                     let text = self.codec.decode(&tokens)?;
-                    Ok(Generation { logprobs: vec![0.0; tokens.len()], tokens, text, finish: crate::api::FinishReason::Length })
+                    Ok(Generation {
+                        logprobs: vec![0.0; tokens.len()],
+                        tokens,
+                        text,
+                        finish: crate::api::FinishReason::Length,
+                    })
                 })
                 .collect()
         }
         fn logprobs(&mut self, _: &[Sequence], _: bool) -> Result<Vec<Vec<f32>>> {
             unreachable!()
         }
-        fn accumulate_gradients(&mut self, _: &[Sequence], _: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>) -> Result<()> {
+        fn accumulate_gradients(
+            &mut self,
+            _: &[Sequence],
+            _: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>,
+        ) -> Result<()> {
             unreachable!()
         }
         fn optimizer_step(&mut self, _: f64, _: Option<f64>) -> Result<OptimStats> {
@@ -214,8 +254,16 @@ mod tests {
     }
 
     fn run(batch: usize, seed: u64) -> (Vec<Vec<String>>, Vec<usize>, Vec<usize>) {
-        let spec = EvalSpec { n_samples: 3, max_new_tokens: 6, batch_size: batch, ..EvalSpec::default() };
-        let mut policy = Letters { codec: Bytes, calls: vec![] };
+        let spec = EvalSpec {
+            n_samples: 3,
+            max_new_tokens: 6,
+            batch_size: batch,
+            ..EvalSpec::default()
+        };
+        let mut policy = Letters {
+            codec: Bytes,
+            calls: vec![],
+        };
         let probs = problems();
         let mut out = vec![vec![]; probs.len()];
         let mut order = vec![];
@@ -226,7 +274,10 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!((stats.rows, stats.tokens, stats.batches), (3 * probs.len(), 6 * 3 * probs.len(), policy.calls.len()));
+        assert_eq!(
+            (stats.rows, stats.tokens, stats.batches),
+            (3 * probs.len(), 6 * 3 * probs.len(), policy.calls.len())
+        );
         (out, policy.calls, order)
     }
 
@@ -238,7 +289,10 @@ mod tests {
         let rows = 3 * problems().len();
         assert_eq!(calls1, vec![1; rows]);
         assert_eq!(calls8.iter().sum::<usize>(), rows);
-        assert!(calls8.iter().all(|&b| b <= 8) && calls8.len() == rows.div_ceil(8), "{calls8:?}");
+        assert!(
+            calls8.iter().all(|&b| b <= 8) && calls8.len() == rows.div_ceil(8),
+            "{calls8:?}"
+        );
         // Every problem handed over once; samples of one problem differ (own streams).
         let mut sorted = order.clone();
         sorted.sort();

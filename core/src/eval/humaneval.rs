@@ -1,7 +1,7 @@
 //! HumanEval-format problems (task_id, prompt, entry_point, canonical_solution, test).
 
-use recode_sandbox::{Job, TestCase};
 use anyhow::{bail, Result};
+use recode_sandbox::{Job, TestCase};
 use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;

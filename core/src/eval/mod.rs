@@ -20,15 +20,15 @@ pub mod problem;
 pub mod prompts;
 pub mod pysrc;
 pub mod report;
-pub mod training;
 mod run;
+pub mod training;
 /// The sandbox is its own crate (`sandbox/`); re-exported so `eval::sandbox::..` paths stay.
 pub use recode_sandbox as sandbox;
 pub mod signature;
 
+pub use generate::{evaluate_policy, GenStats};
 pub use jsonl::jsonl_values;
 pub use problem::{load_problems, EvalOptions, Problem};
 pub use prompts::{PromptVariant, PREFILL};
 pub use report::{Candidate, EvalReport, GroupStats, ProblemResult, SampleResult};
-pub use generate::{evaluate_policy, GenStats};
 pub use run::{evaluate, evaluate_candidates, evaluate_reference, evaluate_streaming};

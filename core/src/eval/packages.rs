@@ -19,7 +19,12 @@ pub fn available(python: &Path, module: &str) -> bool {
         return v;
     }
     let ok = Command::new(python)
-        .args(["-I", "-c", "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec(sys.argv[1]) else 3)", module])
+        .args([
+            "-I",
+            "-c",
+            "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec(sys.argv[1]) else 3)",
+            module,
+        ])
         .output()
         .is_ok_and(|o| o.status.success());
     cache().lock().unwrap().insert(key, ok);
@@ -64,9 +69,18 @@ print(json.dumps({"version": sys.version.split()[0], "prefix": sys.prefix, "pack
 /// Probes `python` for its version, prefix and the versions of `modules` (names passed as
 /// arguments, never as code).
 pub fn python_env(python: &Path, modules: &[String]) -> PythonEnv {
-    let mut env = PythonEnv { python: python.display().to_string(), ..Default::default() };
-    let out = Command::new(python).args(["-I", "-c", VERSIONS_PY]).args(modules).output();
-    let Some(v) = out.ok().filter(|o| o.status.success()).and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+    let mut env = PythonEnv {
+        python: python.display().to_string(),
+        ..Default::default()
+    };
+    let out = Command::new(python)
+        .args(["-I", "-c", VERSIONS_PY])
+        .args(modules)
+        .output();
+    let Some(v) = out
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
     else {
         env.version = "unknown (version probe failed)".into();
         return env;
@@ -74,7 +88,10 @@ pub fn python_env(python: &Path, modules: &[String]) -> PythonEnv {
     env.version = v["version"].as_str().unwrap_or_default().to_string();
     env.prefix = v["prefix"].as_str().unwrap_or_default().to_string();
     if let Some(p) = v["packages"].as_object() {
-        env.packages = p.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect();
+        env.packages = p
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
     }
     env.pinned_requirements_hash = super::evalenv::manifest_hash(Path::new(&env.prefix));
     env

@@ -105,7 +105,14 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        Self { k: vec![1], workers: 2, sandbox: SandboxConfig::default(), without_update: true, benchmark: "cua".into(), signature_imports: true }
+        Self {
+            k: vec![1],
+            workers: 2,
+            sandbox: SandboxConfig::default(),
+            without_update: true,
+            benchmark: "cua".into(),
+            signature_imports: true,
+        }
     }
 }
 

@@ -41,8 +41,14 @@ impl std::str::FromStr for PromptVariant {
 
 fn messages(user: String) -> Vec<ChatMessage> {
     vec![
-        ChatMessage { role: "system".into(), content: SYSTEM.into() },
-        ChatMessage { role: "user".into(), content: user },
+        ChatMessage {
+            role: "system".into(),
+            content: SYSTEM.into(),
+        },
+        ChatMessage {
+            role: "user".into(),
+            content: user,
+        },
     ]
 }
 
@@ -55,7 +61,11 @@ pub fn cua_messages(ex: &CuaExample, variant: PromptVariant) -> Vec<ChatMessage>
         ex.solution_signature.trim()
     );
     // CodeUpdateArena shows one unit test of the problem with the task.
-    let public_test = ex.tests().first().map(|t| format!("\n\nExample test:\n```python\n{}```", t.code)).unwrap_or_default();
+    let public_test = ex
+        .tests()
+        .first()
+        .map(|t| format!("\n\nExample test:\n```python\n{}```", t.code))
+        .unwrap_or_default();
     let user = match variant {
         PromptVariant::Recode => format!(
             "The API `{}` has been updated. {}\nNew signature: `{}`\nDocumentation of the update:\n<doc>\n{}\n</doc>\n\n\

@@ -17,7 +17,10 @@ pub fn top_level_statements(src: &str) -> Vec<TopLevel> {
     let mut pending_decorator = false;
     for line in src.lines() {
         let starts_stmt = in_string.is_none()
-            && line.chars().next().is_some_and(|c| !c.is_whitespace() && !matches!(c, '#' | ')' | ']' | '}'));
+            && line
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_whitespace() && !matches!(c, '#' | ')' | ']' | '}'));
         if starts_stmt && !pending_decorator && !cur.trim().is_empty() {
             out.push(finish(std::mem::take(&mut cur)));
         }
@@ -44,7 +47,11 @@ fn finish(text: String) -> TopLevel {
 
 fn def_name_of(line: &str) -> Option<String> {
     let rest = line.strip_prefix("async def ").or_else(|| line.strip_prefix("def "))?;
-    let name: String = rest.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    let name: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
     (!name.is_empty()).then_some(name)
 }
 
@@ -105,7 +112,8 @@ pub fn imported_modules(src: &str) -> Vec<String> {
         };
         for n in names {
             let top = n.trim().split([' ', '.']).next().unwrap_or("");
-            if !top.is_empty() && top.chars().all(|c| c.is_alphanumeric() || c == '_') && !mods.iter().any(|m| m == top) {
+            if !top.is_empty() && top.chars().all(|c| c.is_alphanumeric() || c == '_') && !mods.iter().any(|m| m == top)
+            {
                 mods.push(top.to_string());
             }
         }
@@ -122,7 +130,15 @@ mod tests {
         let src = "import math\n\ndef test_a():\n    s = \"\"\"\nnot a statement\n\"\"\"\n    assert s\n\n@dec\ndef test_b():\n    x = (1,\n)\n    # c\n\ndef helper():\n    return '#'\n";
         let st = top_level_statements(src);
         let names: Vec<_> = st.iter().map(|s| s.def_name.clone()).collect();
-        assert_eq!(names, vec![None, Some("test_a".into()), Some("test_b".into()), Some("helper".into())]);
+        assert_eq!(
+            names,
+            vec![
+                None,
+                Some("test_a".into()),
+                Some("test_b".into()),
+                Some("helper".into())
+            ]
+        );
         assert!(st[1].text.contains("not a statement"));
         assert!(st[2].text.starts_with("@dec\ndef test_b"));
     }

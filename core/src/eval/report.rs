@@ -1,7 +1,7 @@
 //! Evaluation results: per sample, per problem, aggregated, as JSON or a Markdown table.
 
-use super::passk::{mean_pass_at_k, pass_at_k};
 use super::packages::PythonEnv;
+use super::passk::{mean_pass_at_k, pass_at_k};
 use recode_sandbox::{Isolation, Outcome};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,11 +22,17 @@ impl Candidate {
             .or_else(|| crate::task::code::first_python_block(completion))
             .unwrap_or(completion)
             .to_string();
-        Self { completion: Some(completion.to_string()), program }
+        Self {
+            completion: Some(completion.to_string()),
+            program,
+        }
     }
 
     pub fn from_program(program: &str) -> Self {
-        Self { completion: None, program: program.to_string() }
+        Self {
+            completion: None,
+            program: program.to_string(),
+        }
     }
 }
 
@@ -98,7 +104,13 @@ pub(crate) fn key(k: usize) -> String {
 }
 
 impl ProblemResult {
-    pub(crate) fn new(id: String, package: String, update_type: String, samples: Vec<SampleResult>, ks: &[usize]) -> Self {
+    pub(crate) fn new(
+        id: String,
+        package: String,
+        update_type: String,
+        samples: Vec<SampleResult>,
+        ks: &[usize],
+    ) -> Self {
         let env = samples.iter().find_map(|s| match &s.outcome {
             Outcome::Environment { detail } => Some(detail.clone()),
             _ => None,
@@ -111,8 +123,21 @@ impl ProblemResult {
             .map(|s| s.without_update.as_ref().map(|o| o.passed() as usize))
             .sum::<Option<usize>>()
             .filter(|_| n > 0);
-        let pass_at_k = ks.iter().filter_map(|&k| pass_at_k(n, c, k).map(|v| (key(k), v))).collect();
-        Self { id, package, update_type, environment: env, n, c, c_without_update, pass_at_k, samples }
+        let pass_at_k = ks
+            .iter()
+            .filter_map(|&k| pass_at_k(n, c, k).map(|v| (key(k), v)))
+            .collect();
+        Self {
+            id,
+            package,
+            update_type,
+            environment: env,
+            n,
+            c,
+            c_without_update,
+            pass_at_k,
+            samples,
+        }
     }
 
     fn evaluated(&self) -> bool {
@@ -126,7 +151,9 @@ pub(crate) fn group<'a>(problems: impl Iterator<Item = &'a ProblemResult>, ks: &
     let counts: Vec<(usize, usize)> = ev.iter().map(|p| (p.n, p.c)).collect();
     let counts_wo: Vec<(usize, usize)> = ev.iter().filter_map(|p| p.c_without_update.map(|c| (p.n, c))).collect();
     let mean = |cs: &[(usize, usize)]| -> BTreeMap<String, f64> {
-        ks.iter().filter_map(|&k| mean_pass_at_k(cs, k).0.map(|v| (key(k), v))).collect()
+        ks.iter()
+            .filter_map(|&k| mean_pass_at_k(cs, k).0.map(|v| (key(k), v)))
+            .collect()
     };
     GroupStats {
         problems: ps.len(),
@@ -163,16 +190,23 @@ impl EvalReport {
     /// One table: overall, then per package, then per update type (pass@k in percent).
     pub fn to_markdown(&self) -> String {
         let ks: Vec<String> = self.k.iter().map(|&k| key(k)).collect();
-        let mut s = format!("## {} evaluation\n\n| group | problems | evaluated | env-skipped |", self.benchmark);
+        let mut s = format!(
+            "## {} evaluation\n\n| group | problems | evaluated | env-skipped |",
+            self.benchmark
+        );
         for k in &ks {
             s.push_str(&format!(" {k} |"));
         }
         s.push_str(" pass@1 w/o update |\n|---|---:|---:|---:|");
         s.push_str(&"---:|".repeat(ks.len() + 1));
         s.push('\n');
-        let pct = |m: &BTreeMap<String, f64>, k: &str| m.get(k).map(|v| format!("{:.1}", v * 100.0)).unwrap_or("-".into());
+        let pct =
+            |m: &BTreeMap<String, f64>, k: &str| m.get(k).map(|v| format!("{:.1}", v * 100.0)).unwrap_or("-".into());
         let mut row = |name: &str, g: &GroupStats| {
-            s.push_str(&format!("| {name} | {} | {} | {} |", g.problems, g.evaluated, g.environment_skipped));
+            s.push_str(&format!(
+                "| {name} | {} | {} | {} |",
+                g.problems, g.evaluated, g.environment_skipped
+            ));
             for k in &ks {
                 s.push_str(&format!(" {} |", pct(&g.pass_at_k, k)));
             }
@@ -211,8 +245,16 @@ impl EvalReport {
             "Python {} ({}{}){}; signature imports {}.\n",
             e.version,
             e.python,
-            if e.pinned_requirements_hash.is_some() { ", pinned eval-env" } else { "" },
-            if pkgs.is_empty() { String::new() } else { format!(": {}", pkgs.join(", ")) },
+            if e.pinned_requirements_hash.is_some() {
+                ", pinned eval-env"
+            } else {
+                ""
+            },
+            if pkgs.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", pkgs.join(", "))
+            },
             if self.signature_imports { "on" } else { "off" },
         ));
         s

@@ -1,27 +1,39 @@
 //! Running every candidate of every problem through a bounded pool of sandboxed workers, as
 //! candidates arrive (so execution overlaps generation).
 
-use super::report::{group, Candidate, EvalReport, ProblemResult, SampleResult};
-use recode_sandbox::{Outcome, RunResult, Sandbox};
 use super::packages;
 use super::problem::{EvalOptions, Problem};
+use super::report::{group, Candidate, EvalReport, ProblemResult, SampleResult};
 use crate::progress::{Mode, Progress};
 use anyhow::{anyhow, bail, Result};
+use recode_sandbox::{Outcome, RunResult, Sandbox};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 /// Evaluates `candidates[i]` (n extracted programs each) against `problems[i]`.
-pub fn evaluate(problems: &[Problem], candidates: &[Vec<String>], opts: &EvalOptions, progress: bool) -> Result<EvalReport> {
-    let cands: Vec<Vec<Candidate>> =
-        candidates.iter().map(|c| c.iter().map(|p| Candidate::from_program(p)).collect()).collect();
+pub fn evaluate(
+    problems: &[Problem],
+    candidates: &[Vec<String>],
+    opts: &EvalOptions,
+    progress: bool,
+) -> Result<EvalReport> {
+    let cands: Vec<Vec<Candidate>> = candidates
+        .iter()
+        .map(|c| c.iter().map(|p| Candidate::from_program(p)).collect())
+        .collect();
     evaluate_candidates(problems, &cands, opts, progress)
 }
 
 /// Evaluates `candidates[i]` (n samples each) against `problems[i]`; the report keeps every
 /// sample's completion, program and outcome.
-pub fn evaluate_candidates(problems: &[Problem], candidates: &[Vec<Candidate>], opts: &EvalOptions, progress: bool) -> Result<EvalReport> {
+pub fn evaluate_candidates(
+    problems: &[Problem],
+    candidates: &[Vec<Candidate>],
+    opts: &EvalOptions,
+    progress: bool,
+) -> Result<EvalReport> {
     if problems.len() != candidates.len() {
         bail!("{} problems but {} candidate lists", problems.len(), candidates.len());
     }
@@ -73,14 +85,18 @@ pub fn evaluate_streaming<T>(
         for _ in 0..opts.workers.max(1) {
             s.spawn(|| loop {
                 let item = rx.lock().unwrap().recv();
-                let Ok((pi, si, with_update, program)) = item else { break };
+                let Ok((pi, si, with_update, program)) = item else {
+                    break;
+                };
                 if cancel.load(Ordering::Relaxed) {
                     continue;
                 }
                 let r = match problems[pi].job(&program, with_update, opts.signature_imports) {
                     Ok(job) => sb.run(&job),
                     Err(e) => RunResult {
-                        outcome: Outcome::SandboxError { message: format!("{e:#}") },
+                        outcome: Outcome::SandboxError {
+                            message: format!("{e:#}"),
+                        },
                         tests: vec![],
                         stderr: String::new(),
                         wall_s: 0.0,
@@ -93,7 +109,9 @@ pub fn evaluate_streaming<T>(
             });
         }
         let mut submit = |pi: usize, cands: Vec<Candidate>| -> Result<()> {
-            let p = problems.get(pi).ok_or_else(|| anyhow!("candidates for problem {pi} of {}", problems.len()))?;
+            let p = problems
+                .get(pi)
+                .ok_or_else(|| anyhow!("candidates for problem {pi} of {}", problems.len()))?;
             if candidates[pi].is_some() {
                 bail!("candidates of problem {} submitted twice", p.id());
             }
@@ -138,7 +156,9 @@ pub fn evaluate_streaming<T>(
     let mut per_problem = Vec::with_capacity(problems.len());
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     for (pi, p) in problems.iter().enumerate() {
-        let cands = candidates[pi].take().ok_or_else(|| anyhow!("problem {} was never given candidates", p.id()))?;
+        let cands = candidates[pi]
+            .take()
+            .ok_or_else(|| anyhow!("problem {} was never given candidates", p.id()))?;
         let samples: Vec<SampleResult> = (0..cands.len())
             .map(|si| {
                 let cand = &cands[si];
@@ -161,7 +181,10 @@ pub fn evaluate_streaming<T>(
                             program: cand.program.clone(),
                             output_tail: (!r.outcome.passed()).then(|| tail(&r.stderr, OUTPUT_TAIL)).flatten(),
                             tests_passed: r.tests.iter().filter(|t| t.ok).count(),
-                            tests_total: p.job("", true, opts.signature_imports).map(|j| j.tests.len()).unwrap_or(0),
+                            tests_total: p
+                                .job("", true, opts.signature_imports)
+                                .map(|j| j.tests.len())
+                                .unwrap_or(0),
                             outcome: r.outcome,
                             without_update: wo,
                             wall_s: r.wall_s,
@@ -173,7 +196,13 @@ pub fn evaluate_streaming<T>(
         for s in &samples {
             *outcomes.entry(s.outcome.label().to_string()).or_default() += 1;
         }
-        per_problem.push(ProblemResult::new(p.id().into(), p.package().into(), p.update_type().into(), samples, &opts.k));
+        per_problem.push(ProblemResult::new(
+            p.id().into(),
+            p.package().into(),
+            p.update_type().into(),
+            samples,
+            &opts.k,
+        ));
     }
     let by = |f: fn(&ProblemResult) -> &str| {
         let mut keys: Vec<&str> = per_problem.iter().map(f).collect();
@@ -203,8 +232,10 @@ pub fn evaluate_streaming<T>(
 
 /// Self-check: each problem's own reference solution as its single candidate.
 pub fn evaluate_reference(problems: &[Problem], opts: &EvalOptions, progress: bool) -> Result<EvalReport> {
-    let candidates: Vec<Vec<Candidate>> =
-        problems.iter().map(|p| vec![Candidate::from_program(&p.reference_solution())]).collect();
+    let candidates: Vec<Vec<Candidate>> = problems
+        .iter()
+        .map(|p| vec![Candidate::from_program(&p.reference_solution())])
+        .collect();
     evaluate_candidates(problems, &candidates, opts, progress)
 }
 

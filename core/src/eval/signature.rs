@@ -10,14 +10,73 @@ use std::collections::BTreeSet;
 
 /// `typing` names present from Python 3.8 to 3.13 (importing a missing one would fail the setup).
 const TYPING: &[&str] = &[
-    "AbstractSet", "Annotated", "Any", "AnyStr", "AsyncContextManager", "AsyncGenerator", "AsyncIterable",
-    "AsyncIterator", "Awaitable", "BinaryIO", "ByteString", "Callable", "ChainMap", "ClassVar", "Collection",
-    "Container", "ContextManager", "Coroutine", "Counter", "DefaultDict", "Deque", "Dict", "Final", "ForwardRef",
-    "FrozenSet", "Generator", "Generic", "Hashable", "IO", "ItemsView", "Iterable", "Iterator", "KeysView", "List",
-    "Literal", "Mapping", "MappingView", "Match", "MutableMapping", "MutableSequence", "MutableSet", "NamedTuple",
-    "NewType", "NoReturn", "Optional", "OrderedDict", "Pattern", "Protocol", "Reversible", "Sequence", "Set",
-    "Sized", "SupportsAbs", "SupportsBytes", "SupportsComplex", "SupportsFloat", "SupportsIndex", "SupportsInt",
-    "SupportsRound", "Text", "TextIO", "Tuple", "Type", "TypeVar", "TypedDict", "Union", "ValuesView",
+    "AbstractSet",
+    "Annotated",
+    "Any",
+    "AnyStr",
+    "AsyncContextManager",
+    "AsyncGenerator",
+    "AsyncIterable",
+    "AsyncIterator",
+    "Awaitable",
+    "BinaryIO",
+    "ByteString",
+    "Callable",
+    "ChainMap",
+    "ClassVar",
+    "Collection",
+    "Container",
+    "ContextManager",
+    "Coroutine",
+    "Counter",
+    "DefaultDict",
+    "Deque",
+    "Dict",
+    "Final",
+    "ForwardRef",
+    "FrozenSet",
+    "Generator",
+    "Generic",
+    "Hashable",
+    "IO",
+    "ItemsView",
+    "Iterable",
+    "Iterator",
+    "KeysView",
+    "List",
+    "Literal",
+    "Mapping",
+    "MappingView",
+    "Match",
+    "MutableMapping",
+    "MutableSequence",
+    "MutableSet",
+    "NamedTuple",
+    "NewType",
+    "NoReturn",
+    "Optional",
+    "OrderedDict",
+    "Pattern",
+    "Protocol",
+    "Reversible",
+    "Sequence",
+    "Set",
+    "Sized",
+    "SupportsAbs",
+    "SupportsBytes",
+    "SupportsComplex",
+    "SupportsFloat",
+    "SupportsIndex",
+    "SupportsInt",
+    "SupportsRound",
+    "Text",
+    "TextIO",
+    "Tuple",
+    "Type",
+    "TypeVar",
+    "TypedDict",
+    "Union",
+    "ValuesView",
 ];
 
 /// Other names signatures use, with the statement binding them and the module it needs.
@@ -110,7 +169,9 @@ mod tests {
 
     #[test]
     fn finds_free_names_only() {
-        let n = free_names("def f(xs: List[int], t: torch.Tensor, u: 'Dict[str, int]' = 'Set') -> Union[np.ndarray, Tuple]:");
+        let n = free_names(
+            "def f(xs: List[int], t: torch.Tensor, u: 'Dict[str, int]' = 'Set') -> Union[np.ndarray, Tuple]:",
+        );
         for want in ["List", "torch", "Union", "np", "Tuple", "f", "xs"] {
             assert!(n.contains(want), "{want} missing from {n:?}");
         }
@@ -124,7 +185,10 @@ mod tests {
         let sig = "def f(a: List[Tensor], b: Optional[np.ndarray]) -> Tuple[int, Number]:";
         let s = imports_for(sig, &["numpy".into()]);
         assert!(s.contains("from typing import List, Optional, Tuple\n"), "{s}");
-        assert!(s.contains("import numpy as np\n") && s.contains("from numbers import Number\n"), "{s}");
+        assert!(
+            s.contains("import numpy as np\n") && s.contains("from numbers import Number\n"),
+            "{s}"
+        );
         assert!(!s.contains("torch"), "torch is not among the example's modules: {s}");
         assert_eq!(imports_for("def g(x: int) -> str:", &[]), "");
     }

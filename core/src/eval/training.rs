@@ -32,7 +32,10 @@ pub fn training_evaluator<'a>(
     Ok(Box::new(move |policy: &mut dyn Policy, step: usize| {
         let (report, _) = evaluate_policy(policy, &problems, spec, &opts, seed, chat_template.as_deref(), false)?;
         warn_sandbox(&report);
-        crate::rundir::write_atomic(&run_dir.join(format!("eval-step-{step:06}.json")), report.to_json().as_bytes())?;
+        crate::rundir::write_atomic(
+            &run_dir.join(format!("eval-step-{step:06}.json")),
+            report.to_json().as_bytes(),
+        )?;
         let mut m = crate::trainer::Metrics::new();
         for (k, v) in &report.overall.pass_at_k {
             m.insert(k.clone(), *v);
@@ -43,7 +46,6 @@ pub fn training_evaluator<'a>(
         Ok(m)
     }))
 }
-
 
 /// Sandbox errors and the unsafe mode, on stderr where they cannot be missed.
 pub fn warn_sandbox(report: &super::report::EvalReport) {

@@ -34,9 +34,19 @@ pub fn load_algorithm(path: &Path, options: &Options) -> Result<Box<dyn Algorith
     let needs_reference = match unsafe { needs_ref_fn(options.as_ptr()) } {
         0 => false,
         1 => true,
-        rc => bail!("{}: recode_algo_needs_reference returned {rc} (expected 0 or 1; options invalid?)", path.display()),
+        rc => bail!(
+            "{}: recode_algo_needs_reference returned {rc} (expected 0 or 1; options invalid?)",
+            path.display()
+        ),
     };
-    Ok(Box::new(CAlgorithm { plugin, options, advantages_fn, keep_group_fn, loss_fn, needs_reference }))
+    Ok(Box::new(CAlgorithm {
+        plugin,
+        options,
+        advantages_fn,
+        keep_group_fn,
+        loss_fn,
+        needs_reference,
+    }))
 }
 
 impl CAlgorithm {
@@ -51,18 +61,33 @@ impl Algorithm for CAlgorithm {
     }
 
     fn advantages(&self, rewards: &[f64], group_size: usize) -> Result<Vec<f64>> {
-        ensure!(group_size > 0 && rewards.len() % group_size == 0, "{} rewards do not split into groups of {group_size}", rewards.len());
+        ensure!(
+            group_size > 0 && rewards.len() % group_size == 0,
+            "{} rewards do not split into groups of {group_size}",
+            rewards.len()
+        );
         let mut out = vec![f64::NAN; rewards.len()];
         let mut err = ErrBuf::new();
         // SAFETY: `rewards` and `out` hold n elements each and outlive the call.
         let rc = unsafe {
-            (self.advantages_fn)(self.options.as_ptr(), rewards.as_ptr(), rewards.len(), group_size, out.as_mut_ptr(), err.ptr(), err.len())
+            (self.advantages_fn)(
+                self.options.as_ptr(),
+                rewards.as_ptr(),
+                rewards.len(),
+                group_size,
+                out.as_mut_ptr(),
+                err.ptr(),
+                err.len(),
+            )
         };
         if rc != 0 {
             return Err(self.fail(&err.message(rc)));
         }
         if let Some((i, v)) = first_non_finite(&out) {
-            return Err(self.fail(&format!("advantage {i} of {} is {v} (not written, or not finite)", out.len())));
+            return Err(self.fail(&format!(
+                "advantage {i} of {} is {v} (not written, or not finite)",
+                out.len()
+            )));
         }
         Ok(out)
     }
@@ -100,14 +125,24 @@ impl Algorithm for CAlgorithm {
         };
         let mut loss = f64::NAN;
         let mut grad = vec![f32::NAN; n];
-        let mut metrics = [ffi::Metric { name: [0; ffi::METRIC_NAME_LEN], value: 0.0 }; METRICS_CAP];
+        let mut metrics = [ffi::Metric {
+            name: [0; ffi::METRIC_NAME_LEN],
+            value: 0.0,
+        }; METRICS_CAP];
         let mut n_metrics = 0usize;
         let mut err = ErrBuf::new();
         // SAFETY: every array has the length stated in `cb` (validated above) and outlives the call.
         let rc = unsafe {
             (self.loss_fn)(
-                self.options.as_ptr(), &cb, &mut loss, grad.as_mut_ptr(), metrics.as_mut_ptr(), METRICS_CAP,
-                &mut n_metrics, err.ptr(), err.len(),
+                self.options.as_ptr(),
+                &cb,
+                &mut loss,
+                grad.as_mut_ptr(),
+                metrics.as_mut_ptr(),
+                METRICS_CAP,
+                &mut n_metrics,
+                err.ptr(),
+                err.len(),
             )
         };
         if rc != 0 {
@@ -123,7 +158,9 @@ impl Algorithm for CAlgorithm {
             return Err(self.fail(&format!("gradient {i} is {} at a masked token (expected 0)", grad[i])));
         }
         if n_metrics > METRICS_CAP {
-            return Err(self.fail(&format!("reported {n_metrics} metrics, room was given for {METRICS_CAP}")));
+            return Err(self.fail(&format!(
+                "reported {n_metrics} metrics, room was given for {METRICS_CAP}"
+            )));
         }
         let mut out_metrics = Vec::with_capacity(n_metrics);
         for m in &metrics[..n_metrics] {
@@ -137,6 +174,10 @@ impl Algorithm for CAlgorithm {
             }
             out_metrics.push((name, m.value));
         }
-        Ok(LossOutput { loss, grad, metrics: out_metrics })
+        Ok(LossOutput {
+            loss,
+            grad,
+            metrics: out_metrics,
+        })
     }
 }

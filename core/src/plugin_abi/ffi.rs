@@ -26,7 +26,10 @@ pub struct Str {
 
 impl Str {
     pub fn new(s: &str) -> Self {
-        Str { ptr: s.as_ptr().cast(), len: s.len() }
+        Str {
+            ptr: s.as_ptr().cast(),
+            len: s.len(),
+        }
     }
 }
 
@@ -81,5 +84,10 @@ pub type FingerprintFn = unsafe extern "C" fn() -> *const c_char;
 
 /// The fingerprint as a NUL-terminated constant, compiled into the host and into every plugin
 /// (through `export_model_plugin!`): each side records the compiler that built its recode-core.
-pub const MODEL_PLUGIN_FINGERPRINT_C: &str =
-    concat!("recode-core ", env!("CARGO_PKG_VERSION"), "; ", env!("RECODE_RUSTC_VERSION"), "; burn 0.21.0\0");
+pub const MODEL_PLUGIN_FINGERPRINT_C: &str = concat!(
+    "recode-core ",
+    env!("CARGO_PKG_VERSION"),
+    "; ",
+    env!("RECODE_RUSTC_VERSION"),
+    "; burn 0.21.0\0"
+);

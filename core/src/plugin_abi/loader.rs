@@ -77,9 +77,11 @@ pub(crate) fn open(path: &Path, expected: Option<PluginKind>) -> Result<Opened> 
     let lib = open_library(path)?;
     let shown = path.display();
     // SAFETY: the symbol has the header's prototype `const RecodePluginInfo* (void)`.
-    let info_fn = unsafe { lib.get::<ffi::InfoFn>(b"recode_plugin_info\0") }.map(|s| *s).map_err(|_| {
-        anyhow!("{shown}: missing symbol `recode_plugin_info`; not a ReCode plugin (see include/recode_plugin.h)")
-    })?;
+    let info_fn = unsafe { lib.get::<ffi::InfoFn>(b"recode_plugin_info\0") }
+        .map(|s| *s)
+        .map_err(|_| {
+            anyhow!("{shown}: missing symbol `recode_plugin_info`; not a ReCode plugin (see include/recode_plugin.h)")
+        })?;
     // SAFETY: plain C function with no arguments; the pointer is static data of the library.
     let raw = unsafe { info_fn() };
     if raw.is_null() {
@@ -94,7 +96,12 @@ pub(crate) fn open(path: &Path, expected: Option<PluginKind>) -> Result<Opened> 
             ffi::ABI_VERSION
         );
     }
-    let kind = kind_of(raw.kind).ok_or_else(|| anyhow!("{shown}: unknown plugin kind code {} (expected 1 reward, 2 algorithm, 3 model)", raw.kind))?;
+    let kind = kind_of(raw.kind).ok_or_else(|| {
+        anyhow!(
+            "{shown}: unknown plugin kind code {} (expected 1 reward, 2 algorithm, 3 model)",
+            raw.kind
+        )
+    })?;
     // SAFETY: the header requires NUL-terminated strings (description may be NULL).
     let (name, version, description) = unsafe { (c_str(raw.name), c_str(raw.version), c_str(raw.description)) };
     if name.is_empty() {
@@ -105,8 +112,18 @@ pub(crate) fn open(path: &Path, expected: Option<PluginKind>) -> Result<Opened> 
             bail!("{shown}: is a {kind} plugin (`{name}`), but a {want} plugin was expected here");
         }
     }
-    let info = PluginInfo { kind, name, version, source: path.display().to_string(), description };
-    Ok(Opened { lib: Arc::new(lib), path: path.to_path_buf(), info })
+    let info = PluginInfo {
+        kind,
+        name,
+        version,
+        source: path.display().to_string(),
+        description,
+    };
+    Ok(Opened {
+        lib: Arc::new(lib),
+        path: path.to_path_buf(),
+        info,
+    })
 }
 
 /// The spec's TOML options as the NUL-terminated JSON object plugins receive.

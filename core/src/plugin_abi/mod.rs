@@ -12,10 +12,11 @@ mod model;
 mod reward;
 
 pub use algorithm::{load_algorithm, CAlgorithm};
-pub use model::{
-    check_model_plugin, check_model_plugin_against, create_policy, fingerprint_for, host_fingerprint, load_model_plugin, BURN_VERSION,
-};
 pub use ffi::MODEL_PLUGIN_FINGERPRINT_C;
+pub use model::{
+    check_model_plugin, check_model_plugin_against, create_policy, fingerprint_for, host_fingerprint,
+    load_model_plugin, BURN_VERSION,
+};
 pub use reward::{load_reward, CReward};
 
 use crate::registry::{PluginInfo, PluginKind};

@@ -10,7 +10,11 @@ pub const BURN_VERSION: &str = "burn 0.21.0";
 
 /// "recode-core <version>; <rustc --version>; <burn>", the identity a model plugin must match.
 pub fn fingerprint_for(burn: &str) -> String {
-    format!("recode-core {}; {}; {burn}", env!("CARGO_PKG_VERSION"), env!("RECODE_RUSTC_VERSION"))
+    format!(
+        "recode-core {}; {}; {burn}",
+        env!("CARGO_PKG_VERSION"),
+        env!("RECODE_RUSTC_VERSION")
+    )
 }
 
 /// The host's fingerprint: the same constant plugins export, so the two cannot drift apart.
@@ -34,8 +38,14 @@ pub fn create_policy(what: &str, create: ModelFactory, ctx: &ModelContext<'_>) -
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| create(ctx))) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-            bail!("model plugin {what} panicked while loading: {}", msg.unwrap_or_else(|| "(no message)".into()))
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            bail!(
+                "model plugin {what} panicked while loading: {}",
+                msg.unwrap_or_else(|| "(no message)".into())
+            )
         }
     }
 }
@@ -54,7 +64,9 @@ macro_rules! export_model_plugin {
     (name: $name:literal, version: $version:literal, description: $desc:literal, create: $create:path $(,)?) => {
         #[no_mangle]
         pub extern "C" fn recode_model_plugin_abi_fingerprint() -> *const ::std::ffi::c_char {
-            $crate::plugin_abi::ffi::MODEL_PLUGIN_FINGERPRINT_C.as_ptr().cast()
+            $crate::plugin_abi::ffi::MODEL_PLUGIN_FINGERPRINT_C
+                .as_ptr()
+                .cast()
         }
 
         #[no_mangle]

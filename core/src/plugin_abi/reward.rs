@@ -20,7 +20,11 @@ pub fn load_reward(path: &Path, options: &Options) -> Result<Box<dyn Reward>> {
     let score_fn = plugin.symbol::<ffi::RewardScoreFn>("recode_reward_score")?;
     let options = options_json(path, options)?;
     plugin.check_options(&options)?;
-    Ok(Box::new(CReward { plugin, options, score_fn }))
+    Ok(Box::new(CReward {
+        plugin,
+        options,
+        score_fn,
+    }))
 }
 
 impl Reward for CReward {
@@ -43,14 +47,24 @@ impl Reward for CReward {
         // SAFETY: `items` and `out` hold `batch.len()` elements and outlive the call; the strings
         // borrowed by `items` live in `batch`.
         let rc = unsafe {
-            (self.score_fn)(self.options.as_ptr(), items.len(), items.as_ptr(), out.as_mut_ptr(), err.ptr(), err.len())
+            (self.score_fn)(
+                self.options.as_ptr(),
+                items.len(),
+                items.as_ptr(),
+                out.as_mut_ptr(),
+                err.ptr(),
+                err.len(),
+            )
         };
         let path = self.plugin.path.display();
         if rc != 0 {
             bail!("reward plugin {path}: {}", err.message(rc));
         }
         if let Some((i, v)) = first_non_finite(&out) {
-            bail!("reward plugin {path}: score {i} of {} is {v} (not written, or not a finite number)", out.len());
+            bail!(
+                "reward plugin {path}: score {i} of {} is {v} (not written, or not a finite number)",
+                out.len()
+            );
         }
         Ok(out)
     }

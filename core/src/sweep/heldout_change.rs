@@ -65,16 +65,26 @@ pub fn read_items(run_dir: &Path) -> BTreeMap<usize, BTreeMap<String, BTreeMap<S
 
 /// The copy baseline's records of one run: item id -> scores (empty when it has none).
 pub fn read_copy(run_dir: &Path) -> BTreeMap<String, BTreeMap<String, f64>> {
-    read_records(&run_dir.join(HELDOUT_COPY_FILE)).remove(&0).unwrap_or_default()
+    read_records(&run_dir.join(HELDOUT_COPY_FILE))
+        .remove(&0)
+        .unwrap_or_default()
 }
 
 fn read_records(path: &Path) -> BTreeMap<usize, BTreeMap<String, BTreeMap<String, f64>>> {
     let mut out: BTreeMap<usize, BTreeMap<String, BTreeMap<String, f64>>> = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(path) else { return out };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return out;
+    };
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let Some(step) = v.get("step").and_then(|s| s.as_u64()) else { continue };
-        let Ok(item) = serde_json::from_value::<ItemScores>(v) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(step) = v.get("step").and_then(|s| s.as_u64()) else {
+            continue;
+        };
+        let Ok(item) = serde_json::from_value::<ItemScores>(v) else {
+            continue;
+        };
         let mut scores = item.scores;
         if let Some(em) = scores.get("em").copied() {
             scores.insert("exact".into(), if em == 1.0 { 1.0 } else { 0.0 });
@@ -97,7 +107,9 @@ pub fn variant_changes(run_dirs: &[&Path]) -> Vec<HeldoutChange> {
             }
         }
         let recs = read_items(dir);
-        let (Some(first), Some((&last_step, last))) = (recs.get(&0), recs.iter().next_back()) else { continue };
+        let (Some(first), Some((&last_step, last))) = (recs.get(&0), recs.iter().next_back()) else {
+            continue;
+        };
         if last_step == 0 {
             continue;
         }
@@ -135,8 +147,10 @@ pub fn variant_changes(run_dirs: &[&Path]) -> Vec<HeldoutChange> {
             let (lo, hi) = paired_bootstrap(&pairs, BOOTSTRAP_RESAMPLES, label);
             // (copy, end) per item, over the items that have both; every item or none.
             let copies = copy.get(label.as_str());
-            let vs: Vec<(f64, f64)> =
-                acc.iter().filter_map(|(id, (_, a, n))| copies?.get(id.as_str()).map(|c| (*c, a / *n as f64))).collect();
+            let vs: Vec<(f64, f64)> = acc
+                .iter()
+                .filter_map(|(id, (_, a, n))| copies?.get(id.as_str()).map(|c| (*c, a / *n as f64)))
+                .collect();
             let (copy_mean, vs_copy, vs_lo, vs_hi) = if vs.is_empty() || vs.len() < pairs.len() {
                 (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
             } else {
@@ -165,7 +179,10 @@ pub fn variant_changes(run_dirs: &[&Path]) -> Vec<HeldoutChange> {
 
 fn mean_pair(pairs: &[(f64, f64)]) -> (f64, f64) {
     let n = pairs.len().max(1) as f64;
-    (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n)
+    (
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    )
 }
 
 /// 95 % percentile interval of mean(after - before) over `resamples` resamplings of the items.
@@ -174,7 +191,9 @@ pub fn paired_bootstrap(pairs: &[(f64, f64)], resamples: usize, label: &str) -> 
     if pairs.len() < 2 {
         return (f64::NAN, f64::NAN);
     }
-    let seed = label.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let seed = label
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let diffs: Vec<f64> = pairs.iter().map(|(b, a)| a - b).collect();
     let n = diffs.len();
@@ -211,14 +230,28 @@ mod tests {
             std::fs::create_dir_all(&d).unwrap();
             let body: String = lines
                 .iter()
-                .map(|(s, id, v)| format!("{}\n", serde_json::json!({"step": s, "id": id, "tokens": 3, "scores": {"em": v, "es": v}})))
+                .map(|(s, id, v)| {
+                    format!(
+                        "{}\n",
+                        serde_json::json!({"step": s, "id": id, "tokens": 3, "scores": {"em": v, "es": v}})
+                    )
+                })
                 .collect();
             std::fs::write(d.join(HELDOUT_ITEMS_FILE), body).unwrap();
             d
         };
         // Seed 1: item a 0 -> 1, item b 1 -> 1. Seed 2: a 0 -> 0, b 1 -> 0 (and a step in between).
         let r1 = write("r1", &[(0, "a", 0.0), (0, "b", 1.0), (4, "a", 1.0), (4, "b", 1.0)]);
-        let r2 = write("r2", &[(0, "a", 0.0), (0, "b", 1.0), (2, "a", 1.0), (4, "a", 0.0), (4, "b", 0.0)]);
+        let r2 = write(
+            "r2",
+            &[
+                (0, "a", 0.0),
+                (0, "b", 1.0),
+                (2, "a", 1.0),
+                (4, "a", 0.0),
+                (4, "b", 0.0),
+            ],
+        );
         let ch = variant_changes(&[&r1, &r2]);
         let es = ch.iter().find(|c| c.score == "es").unwrap();
         assert_eq!((es.items, es.runs), (2, 2));
@@ -230,11 +263,17 @@ mod tests {
         assert!(es.copy.is_nan() && es.vs_copy.is_nan(), "no copy baseline recorded");
         // A copy baseline of a = 1, b = 0.5 (in one run only): end - copy = mean(0.5 - 1, 0.5 - 0.5).
         let copy = serde_json::json!({"step": 0, "id": "a", "tokens": 5, "scores": {"em": 1.0, "es": 1.0}}).to_string()
-            + "\n" + &serde_json::json!({"step": 0, "id": "b", "tokens": 5, "scores": {"em": 0.0, "es": 0.5}}).to_string();
+            + "\n"
+            + &serde_json::json!({"step": 0, "id": "b", "tokens": 5, "scores": {"em": 0.0, "es": 0.5}}).to_string();
         std::fs::write(r2.join(HELDOUT_COPY_FILE), copy).unwrap();
         let ch = variant_changes(&[&r1, &r2]);
         let es = ch.iter().find(|c| c.score == "es").unwrap();
-        assert!((es.copy - 0.75).abs() < 1e-12 && (es.vs_copy + 0.25).abs() < 1e-12, "{} {}", es.copy, es.vs_copy);
+        assert!(
+            (es.copy - 0.75).abs() < 1e-12 && (es.vs_copy + 0.25).abs() < 1e-12,
+            "{} {}",
+            es.copy,
+            es.vs_copy
+        );
         assert!(es.vs_copy_low <= es.vs_copy && es.vs_copy <= es.vs_copy_high);
         let exact = ch.iter().find(|c| c.score == "exact").unwrap();
         assert!((exact.copy - 0.5).abs() < 1e-12, "the copy's exact share");

@@ -8,7 +8,9 @@
 use super::plan::Plan;
 use super::record::{read_series, RunRecord, Status, SweepRecord};
 use super::report;
-use super::runner::{prepare, record_end, resumable_dir, run_dir_file, run_dir_from, Attempt, ExecOptions, Outcome, SignalGuard, STOP};
+use super::runner::{
+    prepare, record_end, resumable_dir, run_dir_file, run_dir_from, Attempt, ExecOptions, Outcome, SignalGuard, STOP,
+};
 use crate::progress::duration;
 use crate::rundir::latest_checkpoint;
 use anyhow::{Context, Result};
@@ -33,7 +35,11 @@ struct Running {
 pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Outcome> {
     let dir = &plan.dir;
     let (mut rec, mut pending) = prepare(plan, opts, report)?;
-    let jobs = if opts.gpus.is_empty() { opts.jobs.max(1) } else { opts.jobs.max(1).min(opts.gpus.len()) };
+    let jobs = if opts.gpus.is_empty() {
+        opts.jobs.max(1)
+    } else {
+        opts.jobs.max(1).min(opts.gpus.len())
+    };
     let total = pending.len();
     let t0 = Instant::now();
     let _signals = SignalGuard::install();
@@ -61,8 +67,19 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
             match spawn(dir, &opts.program, &mut rec.runs[i], gpu.clone()) {
                 Ok((child, log_offset, how)) => {
                     let on = gpu.as_ref().map(|g| format!(" on GPU {g}")).unwrap_or_default();
-                    report(&format!("[start] {} ({how}{on}); log {}", rec.runs[i].name, dir.join(&rec.runs[i].log_file).display()));
-                    running.push(Running { index: i, child, started: Instant::now(), gpu, log_offset, timed_out: false });
+                    report(&format!(
+                        "[start] {} ({how}{on}); log {}",
+                        rec.runs[i].name,
+                        dir.join(&rec.runs[i].log_file).display()
+                    ));
+                    running.push(Running {
+                        index: i,
+                        child,
+                        started: Instant::now(),
+                        gpu,
+                        log_offset,
+                        timed_out: false,
+                    });
                 }
                 Err(e) => {
                     rec.runs[i].status = Status::Failed;
@@ -80,7 +97,11 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
         while k < running.len() {
             let r = &mut running[k];
             if let Some(limit) = opts.run_timeout.filter(|l| r.started.elapsed() > *l && !r.timed_out) {
-                report(&format!("[timeout] {} ran over {}; stopping it", rec.runs[r.index].name, duration(limit.as_secs_f64())));
+                report(&format!(
+                    "[timeout] {} ran over {}; stopping it",
+                    rec.runs[r.index].name,
+                    duration(limit.as_secs_f64())
+                ));
                 r.timed_out = true;
                 stop(&mut r.child);
             }
@@ -107,18 +128,29 @@ pub fn run(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) -> Result<Out
     }
     report::refresh(dir, &mut rec)?;
     let failed = rec.count(Status::Failed);
-    Ok(Outcome { record: rec, failed, interrupted })
+    Ok(Outcome {
+        record: rec,
+        failed,
+        interrupted,
+    })
 }
 
 /// Start a run: fresh, or from the newest checkpoint of its run directory.
 fn spawn(dir: &Path, program: &Path, run: &mut RunRecord, gpu: Option<String>) -> Result<(Child, u64, String)> {
     let log_path = dir.join(&run.log_file);
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("cannot open {}", log_path.display()))?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
     let resume_from = resumable_dir(dir, run);
     // A stale file from an earlier attempt must not name this attempt's directory.
     let _ = std::fs::remove_file(dir.join(run_dir_file(run)));
     let mut cmd = Command::new(program);
-    cmd.arg("run").arg(dir.join(&run.spec_file)).arg("--run-dir-file").arg(dir.join(run_dir_file(run)));
+    cmd.arg("run")
+        .arg(dir.join(&run.spec_file))
+        .arg("--run-dir-file")
+        .arg(dir.join(run_dir_file(run)));
     let how = match &resume_from {
         Some(d) => {
             cmd.arg("--resume").arg(d);
@@ -131,7 +163,12 @@ fn spawn(dir: &Path, program: &Path, run: &mut RunRecord, gpu: Option<String>) -
         // The one visible GPU is device 0 for the child.
         cmd.env("CUDA_VISIBLE_DEVICES", g).env("RECODE_BACKEND__DEVICE", "0");
     }
-    writeln!(log, "=== {} {how}: {:?}", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"), cmd)?;
+    writeln!(
+        log,
+        "=== {} {how}: {:?}",
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        cmd
+    )?;
     log.flush()?;
     let offset = log.metadata()?.len();
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
@@ -145,7 +182,9 @@ fn spawn(dir: &Path, program: &Path, run: &mut RunRecord, gpu: Option<String>) -
             Ok(())
         });
     }
-    let child = cmd.spawn().with_context(|| format!("cannot start {}", program.display()))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
     run.attempts += 1;
     run.status = Status::Running;
     run.log_tail.clear();
@@ -170,7 +209,11 @@ fn stop(child: &mut Child) {
 }
 
 fn finish(dir: &Path, run: &mut RunRecord, r: &Running, status: Option<std::process::ExitStatus>, tail: usize) {
-    let attempt = Attempt { log_offset: r.log_offset, wall_s: r.started.elapsed().as_secs_f64(), timed_out: r.timed_out };
+    let attempt = Attempt {
+        log_offset: r.log_offset,
+        wall_s: r.started.elapsed().as_secs_f64(),
+        timed_out: r.timed_out,
+    };
     record_end(dir, run, &attempt, status, tail);
 }
 
@@ -179,18 +222,45 @@ fn end_line(rec: &SweepRecord, i: usize, r: &Running) -> String {
     let took = duration(r.started.elapsed().as_secs_f64());
     match run.status {
         Status::Finished => {
-            let shown: Vec<String> = rec.metrics.iter().take(3).filter_map(|k| run.metrics.get(k).map(|m| format!("{k} {:.4}", m.last))).collect();
-            format!("[done] {} in {took}, {} steps: {}", run.name, run.steps_done, shown.join(", "))
+            let shown: Vec<String> = rec
+                .metrics
+                .iter()
+                .take(3)
+                .filter_map(|k| run.metrics.get(k).map(|m| format!("{k} {:.4}", m.last)))
+                .collect();
+            format!(
+                "[done] {} in {took}, {} steps: {}",
+                run.name,
+                run.steps_done,
+                shown.join(", ")
+            )
         }
         _ => {
-            let code = run.exit_code.map(|c| format!("exit code {c}")).unwrap_or_else(|| "no exit code".into());
-            let last = run.log_tail.iter().rev().find(|l| !l.trim().is_empty()).cloned().unwrap_or_default();
+            let code = run
+                .exit_code
+                .map(|c| format!("exit code {c}"))
+                .unwrap_or_else(|| "no exit code".into());
+            let last = run
+                .log_tail
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .cloned()
+                .unwrap_or_default();
             format!("[FAILED] {} after {took} ({code}): {last}", run.name)
         }
     }
 }
 
-fn sweep_line(rec: &SweepRecord, done: usize, total: usize, running: usize, pending: usize, t0: Instant, jobs: usize) -> String {
+fn sweep_line(
+    rec: &SweepRecord,
+    done: usize,
+    total: usize,
+    running: usize,
+    pending: usize,
+    t0: Instant,
+    jobs: usize,
+) -> String {
     let elapsed = t0.elapsed().as_secs_f64();
     let left = running + pending;
     let eta = if done > 0 && left > 0 {
@@ -214,7 +284,11 @@ fn progress_line(dir: &Path, run: &RunRecord, r: &Running) -> String {
         .and_then(|s| s.get("reward/total/mean").and_then(|v| v.last().copied()))
         .map(|(step, reward)| format!("step {step}/{}, reward {reward:.3}", run.steps_total))
         .unwrap_or_else(|| "starting".into());
-    format!("  [{}] {step}, {}", run.name, duration(r.started.elapsed().as_secs_f64()))
+    format!(
+        "  [{}] {step}, {}",
+        run.name,
+        duration(r.started.elapsed().as_secs_f64())
+    )
 }
 
 #[cfg(test)]
@@ -228,7 +302,13 @@ mod tests {
     struct PlainLoad;
     impl crate::validate::SpecChecker for PlainLoad {
         fn load_checked(&self, b: &Path, s: &[String]) -> anyhow::Result<crate::config::LoadedSpec> {
-            load(b, &LoadOptions { sets: s.to_vec(), env: false })
+            load(
+                b,
+                &LoadOptions {
+                    sets: s.to_vec(),
+                    env: false,
+                },
+            )
         }
     }
 
@@ -236,11 +316,18 @@ mod tests {
     fn setup(dir: &Path, n: usize, script: &str) -> (Plan, ExecOptions) {
         std::fs::write(dir.join("base.toml"), "[[reward]]\nname = \"format\"\n").unwrap();
         let lrs: Vec<String> = (1..=n).map(|i| format!("0.{i}")).collect();
-        std::fs::write(dir.join("s.toml"), format!("base = \"base.toml\"\n[grid]\n\"training.lr\" = [{}]\n", lrs.join(", "))).unwrap();
+        std::fs::write(
+            dir.join("s.toml"),
+            format!("base = \"base.toml\"\n[grid]\n\"training.lr\" = [{}]\n", lrs.join(", ")),
+        )
+        .unwrap();
         let prog = dir.join("fake-recode");
         std::fs::write(&prog, format!("#!/bin/sh\n{script}\n")).unwrap();
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let opts = ExpandOptions { sets: vec![], dir: Some(dir.join("sw")) };
+        let opts = ExpandOptions {
+            sets: vec![],
+            dir: Some(dir.join("sw")),
+        };
         let plan = expand(&dir.join("s.toml"), &opts, &PlainLoad).unwrap();
         (plan, ExecOptions::new(prog))
     }
@@ -252,12 +339,21 @@ mod tests {
     #[test]
     fn each_running_run_gets_a_gpu_of_its_own() {
         let d = tempfile::tempdir().unwrap();
-        let (plan, mut opts) = setup(d.path(), 3, "echo \"gpu=$CUDA_VISIBLE_DEVICES device=$RECODE_BACKEND__DEVICE\"; sleep 0.5");
+        let (plan, mut opts) = setup(
+            d.path(),
+            3,
+            "echo \"gpu=$CUDA_VISIBLE_DEVICES device=$RECODE_BACKEND__DEVICE\"; sleep 0.5",
+        );
         opts.jobs = 4;
         opts.gpus = vec!["3".into(), "5".into()];
         let out = run(&plan, &opts, &|_| {}).unwrap();
         assert_eq!((out.failed, out.record.count(Status::Finished)), (0, 3));
-        let gpu = |i: usize| log(&plan, i).lines().find_map(|l| l.strip_prefix("gpu=").map(str::to_string)).unwrap();
+        let gpu = |i: usize| {
+            log(&plan, i)
+                .lines()
+                .find_map(|l| l.strip_prefix("gpu=").map(str::to_string))
+                .unwrap()
+        };
         // The first two start together (two GPUs, so two at a time despite jobs = 4).
         assert_eq!((gpu(0), gpu(1)), ("3 device=0".to_string(), "5 device=0".to_string()));
         assert!(["3 device=0", "5 device=0"].contains(&gpu(2).as_str()));
@@ -274,7 +370,11 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
         let slow = &out.record.runs[0];
         assert_eq!((slow.status, out.failed), (Status::Failed, 1));
-        assert!(slow.log_tail.iter().any(|l| l.contains("run timeout")), "{:?}", slow.log_tail);
+        assert!(
+            slow.log_tail.iter().any(|l| l.contains("run timeout")),
+            "{:?}",
+            slow.log_tail
+        );
         assert_eq!(out.record.runs[1].status, Status::Finished);
         assert!(log(&plan, 1).contains("fine"));
     }

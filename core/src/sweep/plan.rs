@@ -135,9 +135,14 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
     if !base.exists() {
         return Err(at(format!("key `base`: {} does not exist", base.display())));
     }
-    let name = f.name.clone().unwrap_or_else(|| file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep").to_string());
+    let name = f
+        .name
+        .clone()
+        .unwrap_or_else(|| file.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep").to_string());
     if sanitize(&name) != name || name.is_empty() {
-        return Err(at(format!("key `name`: `{name}` must be letters, digits and -_.=+ only")));
+        return Err(at(format!(
+            "key `name`: `{name}` must be letters, digits and -_.=+ only"
+        )));
     }
 
     // Overrides by source, checked for keys the sweep owns.
@@ -148,7 +153,9 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
     for (src, table) in &sources {
         for key in table.keys() {
             if RESERVED.contains(&key.as_str()) {
-                return Err(at(format!("{src}: key `{key}` is set by the sweep itself (run names come from the axes)")));
+                return Err(at(format!(
+                    "{src}: key `{key}` is set by the sweep itself (run names come from the axes)"
+                )));
             }
             if key == "run.seed" && !f.seeds.is_empty() {
                 return Err(at(format!("{src}: key `run.seed` conflicts with `seeds`")));
@@ -157,7 +164,9 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
     }
     for key in f.grid.keys().chain(f.zip.keys()) {
         if RESERVED.contains(&key.as_str()) || (key == "run.seed" && !f.seeds.is_empty()) {
-            return Err(at(format!("axis key `{key}` is set by the sweep itself; use `seeds` for run.seed")));
+            return Err(at(format!(
+                "axis key `{key}` is set by the sweep itself; use `seeds` for run.seed"
+            )));
         }
     }
     if let Some(k) = f.grid.keys().find(|k| f.zip.contains_key(*k)) {
@@ -168,7 +177,10 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
     let mut variants: Vec<(String, PathBuf, Vec<(String, toml::Value)>)> = Vec::new();
     for v in &f.variant {
         if v.name.is_empty() || sanitize(&v.name) != v.name {
-            return Err(at(format!("variant `{}`: key `name` must be non-empty, letters, digits and -_.=+ only", v.name)));
+            return Err(at(format!(
+                "variant `{}`: key `name` must be non-empty, letters, digits and -_.=+ only",
+                v.name
+            )));
         }
         if variants.iter().any(|(n, _, _)| n == &v.name) {
             return Err(at(format!("variant `{}` appears twice", v.name)));
@@ -178,9 +190,17 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
             Some(b) => file.parent().unwrap_or(Path::new(".")).join(b),
         };
         if !vbase.exists() {
-            return Err(at(format!("variant `{}`: key `base`: {} does not exist", v.name, vbase.display())));
+            return Err(at(format!(
+                "variant `{}`: key `base`: {} does not exist",
+                v.name,
+                vbase.display()
+            )));
         }
-        variants.push((v.name.clone(), vbase, v.set.iter().map(|(k, x)| (k.clone(), x.clone())).collect()));
+        variants.push((
+            v.name.clone(),
+            vbase,
+            v.set.iter().map(|(k, x)| (k.clone(), x.clone())).collect(),
+        ));
     }
     if variants.is_empty() {
         variants.push((String::new(), base.clone(), vec![]));
@@ -188,7 +208,11 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
     let labels = short_labels(f.grid.keys().chain(f.zip.keys()));
     let zip_rows = zip_points(&f.zip, &labels).map_err(at)?;
     let grid_points = grid_points(&f.grid, &labels).map_err(at)?;
-    let seed_points: Vec<Option<u64>> = if f.seeds.is_empty() { vec![None] } else { f.seeds.iter().map(|s| Some(*s)).collect() };
+    let seed_points: Vec<Option<u64>> = if f.seeds.is_empty() {
+        vec![None]
+    } else {
+        f.seeds.iter().map(|s| Some(*s)).collect()
+    };
     if let Some(dup) = f.seeds.iter().enumerate().find(|(i, s)| f.seeds[..*i].contains(s)) {
         return Err(at(format!("key `seeds`: seed {} appears twice", dup.1)));
     }
@@ -215,7 +239,11 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
                     }
                     parts.extend(zlabel.iter().cloned());
                     parts.extend(glabel.iter().cloned());
-                    let group = if parts.is_empty() { "base".to_string() } else { sanitize(&parts.join("-")) };
+                    let group = if parts.is_empty() {
+                        "base".to_string()
+                    } else {
+                        sanitize(&parts.join("-"))
+                    };
                     let name = match seed {
                         Some(s) if parts.is_empty() => format!("seed={s}"),
                         Some(s) => format!("{group}-seed={s}"),
@@ -228,7 +256,10 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
                     }
                     sets.extend(opts.sets.iter().cloned());
                     sets.push(format!("run.name={}", toml::Value::String(name.clone())));
-                    sets.push(format!("run.output_dir={}", toml::Value::String(dir.display().to_string())));
+                    sets.push(format!(
+                        "run.output_dir={}",
+                        toml::Value::String(dir.display().to_string())
+                    ));
                     drafts.push((name, vname.clone(), vbase.clone(), group, *seed, sets));
                 }
             }
@@ -241,8 +272,15 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
     let mut runs = Vec::new();
     let total = drafts.len();
     for (name, variant, base, group, seed, sets) in drafts {
-        let who = if variant.is_empty() { format!("run `{name}`") } else { format!("run `{name}` (variant `{variant}`)") };
-        match checker.load_checked(&base, &sets).and_then(|l| Ok((l.annotated_toml()?, l.spec))) {
+        let who = if variant.is_empty() {
+            format!("run `{name}`")
+        } else {
+            format!("run `{name}` (variant `{variant}`)")
+        };
+        match checker
+            .load_checked(&base, &sets)
+            .and_then(|l| Ok((l.annotated_toml()?, l.spec)))
+        {
             Ok((annotated, spec)) => {
                 if spec.generation.max_num_gen_batches == 0 {
                     problems.push(format!(
@@ -250,17 +288,44 @@ pub fn expand(file: &Path, opts: &ExpandOptions, checker: &dyn SpecChecker) -> R
                          give a bound (the default is 4)"
                     ));
                 }
-                runs.push(PlannedRun { name, variant, base, group, seed, sets, spec, annotated });
+                runs.push(PlannedRun {
+                    name,
+                    variant,
+                    base,
+                    group,
+                    seed,
+                    sets,
+                    spec,
+                    annotated,
+                });
             }
             Err(e) => problems.push(format!("{who}: {}", format!("{e:#}").replace('\n', "\n    "))),
         }
     }
     if !problems.is_empty() {
-        bail!("{}: {} problems in {total} runs; nothing was started:\n  {}", file.display(), problems.len(), problems.join("\n  "));
+        bail!(
+            "{}: {} problems in {total} runs; nothing was started:\n  {}",
+            file.display(),
+            problems.len(),
+            problems.join("\n  ")
+        );
     }
     let varied = varied_keys(&runs)?;
-    let metrics = if f.metrics.is_empty() { DEFAULT_METRICS.iter().map(|s| s.to_string()).collect() } else { f.metrics };
-    Ok(Plan { name, file: file.to_path_buf(), base, dir, runs, varied, metrics, slurm: f.slurm })
+    let metrics = if f.metrics.is_empty() {
+        DEFAULT_METRICS.iter().map(|s| s.to_string()).collect()
+    } else {
+        f.metrics
+    };
+    Ok(Plan {
+        name,
+        file: file.to_path_buf(),
+        base,
+        dir,
+        runs,
+        varied,
+        metrics,
+        slurm: f.slurm,
+    })
 }
 
 /// `training.lr` -> `lr`, unless two axis keys end the same; then the whole key.
@@ -278,11 +343,20 @@ fn short_labels<'a>(keys: impl Iterator<Item = &'a String>) -> BTreeMap<String, 
 
 type Point = (Vec<(String, toml::Value)>, Vec<String>);
 
-fn zip_points(zip: &BTreeMap<String, Vec<toml::Value>>, labels: &BTreeMap<String, String>) -> Result<Vec<Point>, String> {
-    let Some(n) = zip.values().map(Vec::len).next() else { return Ok(vec![(vec![], vec![])]) };
+fn zip_points(
+    zip: &BTreeMap<String, Vec<toml::Value>>,
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<Point>, String> {
+    let Some(n) = zip.values().map(Vec::len).next() else {
+        return Ok(vec![(vec![], vec![])]);
+    };
     if let Some((k, v)) = zip.iter().find(|(_, v)| v.len() != n) {
         let lens: Vec<String> = zip.iter().map(|(k, v)| format!("`{k}` {}", v.len())).collect();
-        return Err(format!("[zip] lists must have equal lengths; `{k}` has {} ({})", v.len(), lens.join(", ")));
+        return Err(format!(
+            "[zip] lists must have equal lengths; `{k}` has {} ({})",
+            v.len(),
+            lens.join(", ")
+        ));
     }
     if n == 0 {
         return Err("[zip] lists are empty".into());
@@ -290,13 +364,19 @@ fn zip_points(zip: &BTreeMap<String, Vec<toml::Value>>, labels: &BTreeMap<String
     Ok((0..n)
         .map(|i| {
             let sets = zip.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect();
-            let names = zip.iter().map(|(k, v)| format!("{}={}", labels[k], label(&v[i], i))).collect();
+            let names = zip
+                .iter()
+                .map(|(k, v)| format!("{}={}", labels[k], label(&v[i], i)))
+                .collect();
             (sets, names)
         })
         .collect())
 }
 
-fn grid_points(grid: &BTreeMap<String, Vec<toml::Value>>, labels: &BTreeMap<String, String>) -> Result<Vec<Point>, String> {
+fn grid_points(
+    grid: &BTreeMap<String, Vec<toml::Value>>,
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<Point>, String> {
     let mut points: Vec<Point> = vec![(vec![], vec![])];
     for (key, values) in grid {
         if values.is_empty() {
@@ -324,19 +404,31 @@ fn label(v: &toml::Value, index: usize) -> String {
     match v {
         toml::Value::String(s) => sanitize(s),
         toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => v.to_string(),
-        toml::Value::Array(a) if a.iter().all(|x| x.get("name").and_then(|n| n.as_str()).is_some()) => sanitize(&render(v)),
+        toml::Value::Array(a) if a.iter().all(|x| x.get("name").and_then(|n| n.as_str()).is_some()) => {
+            sanitize(&render(v))
+        }
         _ => format!("{}", index + 1),
     }
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.=+".contains(c) { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.=+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn check_unique(names: &[String]) -> Result<(), String> {
     for (i, n) in names.iter().enumerate() {
         if names[..i].contains(n) {
-            return Err(format!("two runs are both named `{n}`; give the variants or axis values distinct names"));
+            return Err(format!(
+                "two runs are both named `{n}`; give the variants or axis values distinct names"
+            ));
         }
     }
     Ok(())
@@ -346,17 +438,20 @@ fn check_unique(names: &[String]) -> Result<(), String> {
 pub fn render(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
-        toml::Value::Array(a) if !a.is_empty() && a.iter().all(|x| x.get("name").and_then(|n| n.as_str()).is_some()) => a
-            .iter()
-            .map(|x| {
-                let name = x.get("name").and_then(|n| n.as_str()).unwrap_or_default();
-                match x.get("weight").and_then(|w| w.as_float()) {
-                    Some(w) if w != 1.0 => format!("{w}*{name}"),
-                    _ => name.to_string(),
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("+"),
+        toml::Value::Array(a)
+            if !a.is_empty() && a.iter().all(|x| x.get("name").and_then(|n| n.as_str()).is_some()) =>
+        {
+            a.iter()
+                .map(|x| {
+                    let name = x.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+                    match x.get("weight").and_then(|w| w.as_float()) {
+                        Some(w) if w != 1.0 => format!("{w}*{name}"),
+                        _ => name.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        }
         toml::Value::Table(t) if t.is_empty() => "{}".into(),
         other => other.to_string(),
     }
@@ -377,7 +472,11 @@ fn varied_keys(runs: &[PlannedRun]) -> Result<Vec<String>> {
 impl Plan {
     /// A resolved value of a run for tables: `-` where the run's spec lacks the key.
     pub fn value(run: &PlannedRun, key: &str) -> String {
-        run.spec.flatten().ok().and_then(|m| m.get(key).map(render)).unwrap_or_else(|| "-".into())
+        run.spec
+            .flatten()
+            .ok()
+            .and_then(|m| m.get(key).map(render))
+            .unwrap_or_else(|| "-".into())
     }
 }
 
@@ -408,7 +507,9 @@ pub fn glob(pattern: &str, s: &str) -> bool {
         None => pattern == s,
         Some((head, rest)) => {
             let Some(tail) = s.strip_prefix(head) else { return false };
-            (0..=tail.len()).filter(|i| tail.is_char_boundary(*i)).any(|i| glob(rest, &tail[i..]))
+            (0..=tail.len())
+                .filter(|i| tail.is_char_boundary(*i))
+                .any(|i| glob(rest, &tail[i..]))
         }
     }
 }
@@ -422,7 +523,13 @@ pub(crate) mod tests {
     pub(crate) struct TestChecker;
     impl SpecChecker for TestChecker {
         fn load_checked(&self, base: &Path, sets: &[String]) -> Result<LoadedSpec> {
-            let l = config::load(base, &LoadOptions { sets: sets.to_vec(), env: false })?;
+            let l = config::load(
+                base,
+                &LoadOptions {
+                    sets: sets.to_vec(),
+                    env: false,
+                },
+            )?;
             if l.spec.training.lr > 1.0 {
                 bail!("key `training.lr`: must be at most 1");
             }
@@ -474,7 +581,14 @@ set = { "algorithm.name" = "dapo", reward = [{ name = "format" }, { name = "em",
         assert_eq!(b.spec.algorithm.name, "dapo");
         assert_eq!(Plan::value(b, "reward"), "format+0.5*em");
         assert_eq!(p.dir, Path::new("runs").join("s"));
-        for k in ["algorithm.name", "generation.num_generations", "generation.top_k", "reward", "run.seed", "training.lr"] {
+        for k in [
+            "algorithm.name",
+            "generation.num_generations",
+            "generation.top_k",
+            "reward",
+            "run.seed",
+            "training.lr",
+        ] {
             assert!(p.varied.contains(&k.to_string()), "{k} not in {:?}", p.varied);
         }
         assert!(!p.varied.contains(&"run.name".to_string()));
@@ -486,14 +600,32 @@ set = { "algorithm.name" = "dapo", reward = [{ name = "format" }, { name = "em",
         base(d.path());
         let f = write(d.path(), "s.toml", "base = \"base.toml\"\n[[variant]]\nname = \"ok\"\n[[variant]]\nname = \"bad\"\nset = { \"training.lr\" = 5.0 }\n");
         let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err());
-        assert!(e.contains("run `bad` (variant `bad`)") && e.contains("training.lr"), "{e}");
-        let f = write(d.path(), "u.toml", "base = \"base.toml\"\n[[variant]]\nname = \"x\"\nset = { \"generation.max_num_gen_batches\" = 0 }\n");
+        assert!(
+            e.contains("run `bad` (variant `bad`)") && e.contains("training.lr"),
+            "{e}"
+        );
+        let f = write(
+            d.path(),
+            "u.toml",
+            "base = \"base.toml\"\n[[variant]]\nname = \"x\"\nset = { \"generation.max_num_gen_batches\" = 0 }\n",
+        );
         let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err());
-        assert!(e.contains("variant `x`") && e.contains("generation.max_num_gen_batches"), "{e}");
-        let f = write(d.path(), "z.toml", "base = \"base.toml\"\n[zip]\n\"training.lr\" = [0.1]\n\"generation.top_k\" = [1, 2]\n");
+        assert!(
+            e.contains("variant `x`") && e.contains("generation.max_num_gen_batches"),
+            "{e}"
+        );
+        let f = write(
+            d.path(),
+            "z.toml",
+            "base = \"base.toml\"\n[zip]\n\"training.lr\" = [0.1]\n\"generation.top_k\" = [1, 2]\n",
+        );
         let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err());
         assert!(e.contains("equal lengths"), "{e}");
-        let f = write(d.path(), "r.toml", "base = \"base.toml\"\nset = { \"run.name\" = \"x\" }\n");
+        let f = write(
+            d.path(),
+            "r.toml",
+            "base = \"base.toml\"\nset = { \"run.name\" = \"x\" }\n",
+        );
         assert!(format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err()).contains("run.name"));
     }
 
@@ -502,7 +634,11 @@ set = { "algorithm.name" = "dapo", reward = [{ name = "format" }, { name = "em",
         let d = tempfile::tempdir().unwrap();
         base(d.path());
         // "a b" and "a_b" both sanitise to `a_b`.
-        let f = write(d.path(), "s.toml", "base = \"base.toml\"\n[grid]\n\"prompt.system\" = [\"a b\", \"a_b\"]\n");
+        let f = write(
+            d.path(),
+            "s.toml",
+            "base = \"base.toml\"\n[grid]\n\"prompt.system\" = [\"a b\", \"a_b\"]\n",
+        );
         let e = format!("{:#}", expand(&f, &ExpandOptions::default(), &TestChecker).unwrap_err());
         assert!(e.contains("both named `system=a_b`"), "{e}");
     }

@@ -35,18 +35,31 @@ pub fn colour_name(i: usize) -> String {
 
 /// One PNG per chosen metric under `plots/`; returns (metric, file, legend of (run, colour)).
 #[allow(clippy::type_complexity)]
-pub fn plot_all(dir: &Path, rec: &SweepRecord, series: &[Series]) -> Result<Vec<(String, PathBuf, Vec<(String, String)>)>> {
+pub fn plot_all(
+    dir: &Path,
+    rec: &SweepRecord,
+    series: &[Series],
+) -> Result<Vec<(String, PathBuf, Vec<(String, String)>)>> {
     let mut out = Vec::new();
     for metric in &rec.metrics {
-        let lines: Vec<(usize, &Vec<(usize, f64)>)> =
-            series.iter().enumerate().filter_map(|(i, s)| s.get(metric).filter(|v| !v.is_empty()).map(|v| (i, v))).collect();
+        let lines: Vec<(usize, &Vec<(usize, f64)>)> = series
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.get(metric).filter(|v| !v.is_empty()).map(|v| (i, v)))
+            .collect();
         if lines.is_empty() {
             continue;
         }
-        let file = dir.join("plots").join(format!("{}.png", metric.replace(|c: char| !c.is_ascii_alphanumeric(), "_")));
+        let file = dir.join("plots").join(format!(
+            "{}.png",
+            metric.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        ));
         let png = draw(&lines.iter().map(|(i, v)| (*i, v.as_slice())).collect::<Vec<_>>())?;
         write_atomic(&file, &png)?;
-        let legend = lines.iter().map(|(i, _)| (rec.runs[*i].name.clone(), colour_name(*i))).collect();
+        let legend = lines
+            .iter()
+            .map(|(i, _)| (rec.runs[*i].name.clone(), colour_name(*i)))
+            .collect();
         out.push((metric.clone(), file, legend));
     }
     Ok(out)
@@ -131,15 +144,24 @@ fn label(x: f64) -> String {
     if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
         format!("{x:.2e}")
     } else {
-        format!("{x:.4}").trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{x:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
 /// The PNG bytes of lines (colour index, (step, value) points).
 fn draw(lines: &[(usize, &[(usize, f64)])]) -> Result<Vec<u8>> {
     let pts = || lines.iter().flat_map(|(_, v)| v.iter()).filter(|p| p.1.is_finite());
-    let (x0, mut x1) = (pts().map(|p| p.0).min().unwrap_or(0) as f64, pts().map(|p| p.0).max().unwrap_or(1) as f64);
-    let (mut y0, mut y1) = (pts().map(|p| p.1).fold(f64::INFINITY, f64::min), pts().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max));
+    let (x0, mut x1) = (
+        pts().map(|p| p.0).min().unwrap_or(0) as f64,
+        pts().map(|p| p.0).max().unwrap_or(1) as f64,
+    );
+    let (mut y0, mut y1) = (
+        pts().map(|p| p.1).fold(f64::INFINITY, f64::min),
+        pts().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
+    );
     if !y0.is_finite() {
         (y0, y1) = (0.0, 1.0);
     }
@@ -151,19 +173,33 @@ fn draw(lines: &[(usize, &[(usize, f64)])]) -> Result<Vec<u8>> {
     }
     let (pw, ph) = ((W - LEFT - RIGHT) as f64, (H - TOP - BOTTOM) as f64);
     let to_px = |s: f64, v: f64| -> (i64, i64) {
-        (LEFT as i64 + ((s - x0) / (x1 - x0) * pw).round() as i64, TOP as i64 + ((y1 - v) / (y1 - y0) * ph).round() as i64)
+        (
+            LEFT as i64 + ((s - x0) / (x1 - x0) * pw).round() as i64,
+            TOP as i64 + ((y1 - v) / (y1 - y0) * ph).round() as i64,
+        )
     };
-    let mut c = Canvas { px: vec![255; W * H * 3] };
+    let mut c = Canvas {
+        px: vec![255; W * H * 3],
+    };
     let (grid, axis, ink) = ([230, 230, 230], [120, 120, 120], [40, 40, 40]);
     for i in 0..=4 {
         let y = TOP as i64 + (ph * i as f64 / 4.0) as i64;
         c.line((LEFT as i64, y), ((W - RIGHT) as i64, y), grid, 1);
     }
     c.line((LEFT as i64, TOP as i64), (LEFT as i64, (H - BOTTOM) as i64), axis, 1);
-    c.line((LEFT as i64, (H - BOTTOM) as i64), ((W - RIGHT) as i64, (H - BOTTOM) as i64), axis, 1);
+    c.line(
+        (LEFT as i64, (H - BOTTOM) as i64),
+        ((W - RIGHT) as i64, (H - BOTTOM) as i64),
+        axis,
+        1,
+    );
     for (ci, v) in lines {
         let colour = PALETTE[ci % PALETTE.len()];
-        let finite: Vec<(i64, i64)> = v.iter().filter(|p| p.1.is_finite()).map(|p| to_px(p.0 as f64, p.1)).collect();
+        let finite: Vec<(i64, i64)> = v
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .map(|p| to_px(p.0 as f64, p.1))
+            .collect();
         for w in finite.windows(2) {
             c.line(w[0], w[1], colour, 2);
         }
@@ -173,10 +209,20 @@ fn draw(lines: &[(usize, &[(usize, f64)])]) -> Result<Vec<u8>> {
     }
     let (top, bottom) = (label(y1), label(y0));
     c.text(LEFT as i64 - 8 - 8 * top.len() as i64, TOP as i64 - 4, &top, ink);
-    c.text(LEFT as i64 - 8 - 8 * bottom.len() as i64, (H - BOTTOM) as i64 - 6, &bottom, ink);
+    c.text(
+        LEFT as i64 - 8 - 8 * bottom.len() as i64,
+        (H - BOTTOM) as i64 - 6,
+        &bottom,
+        ink,
+    );
     let (first, last) = (label(x0), label(x1));
     c.text(LEFT as i64, (H - BOTTOM) as i64 + 10, &first, ink);
-    c.text((W - RIGHT) as i64 - 8 * last.len() as i64, (H - BOTTOM) as i64 + 10, &last, ink);
+    c.text(
+        (W - RIGHT) as i64 - 8 * last.len() as i64,
+        (H - BOTTOM) as i64 + 10,
+        &last,
+        ink,
+    );
 
     let mut bytes = Vec::new();
     {
@@ -203,7 +249,12 @@ mod tests {
         let mut px = vec![0; info.buffer_size()];
         reader.next_frame(&mut px).unwrap();
         let count = |c: [u8; 3]| px.chunks(3).filter(|p| *p == c).count();
-        assert!(count(PALETTE[0]) > 500 && count(PALETTE[1]) > 500, "{} {}", count(PALETTE[0]), count(PALETTE[1]));
+        assert!(
+            count(PALETTE[0]) > 500 && count(PALETTE[1]) > 500,
+            "{} {}",
+            count(PALETTE[0]),
+            count(PALETTE[1])
+        );
         assert_eq!(count(PALETTE[2]), 0);
     }
 }

@@ -83,7 +83,12 @@ pub struct SpreadRecord {
 
 impl From<Spread> for SpreadRecord {
     fn from(s: Spread) -> Self {
-        Self { n: s.n, mean: s.mean, std: s.std, ci95: s.ci95 }
+        Self {
+            n: s.n,
+            mean: s.mean,
+            std: s.std,
+            ci95: s.ci95,
+        }
     }
 }
 
@@ -108,7 +113,8 @@ pub struct SweepRecord {
 impl SweepRecord {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(SWEEP_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{} is not a sweep folder (no {SWEEP_FILE})", dir.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{} is not a sweep folder (no {SWEEP_FILE})", dir.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{}: not a sweep record", path.display()))
     }
 
@@ -127,10 +133,16 @@ pub type Series = BTreeMap<String, Vec<(usize, f64)>>;
 pub fn read_series(run_dir: &Path) -> Series {
     let mut out = Series::new();
     for (file, prefix) in [(METRICS_FILE, ""), (EVAL_FILE, "eval/")] {
-        let Ok(text) = std::fs::read_to_string(run_dir.join(file)) else { continue };
+        let Ok(text) = std::fs::read_to_string(run_dir.join(file)) else {
+            continue;
+        };
         for line in text.lines() {
-            let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            let Some(step) = o.get("step").and_then(|s| s.as_u64()) else { continue };
+            let Ok(serde_json::Value::Object(o)) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let Some(step) = o.get("step").and_then(|s| s.as_u64()) else {
+                continue;
+            };
             for (k, v) in &o {
                 if let (true, Some(x)) = (k != "step", v.as_f64()) {
                     out.entry(format!("{prefix}{k}")).or_default().push((step as usize, x));

@@ -24,7 +24,10 @@ fn select(patterns: &[String], keys: &[String]) -> Vec<String> {
 
 fn summarise_series(s: &[(usize, f64)]) -> Option<MetricSummary> {
     let last = s.last()?.1;
-    let (best_step, best) = s.iter().filter(|x| x.1.is_finite()).fold((0, f64::NEG_INFINITY), |a, x| if x.1 > a.1 { (x.0, x.1) } else { a });
+    let (best_step, best) = s
+        .iter()
+        .filter(|x| x.1.is_finite())
+        .fold((0, f64::NEG_INFINITY), |a, x| if x.1 > a.1 { (x.0, x.1) } else { a });
     Some(MetricSummary { last, best, best_step })
 }
 
@@ -38,13 +41,26 @@ pub fn summarise(dir: &Path) -> Result<SweepRecord> {
 
 /// As [`summarise`], on a record in memory (the executor's).
 pub fn refresh(dir: &Path, rec: &mut SweepRecord) -> Result<()> {
-    let series: Vec<Series> = rec.runs.iter().map(|r| r.run_dir.as_ref().map(|d| read_series(&dir.join(d))).unwrap_or_default()).collect();
+    let series: Vec<Series> = rec
+        .runs
+        .iter()
+        .map(|r| {
+            r.run_dir
+                .as_ref()
+                .map(|d| read_series(&dir.join(d)))
+                .unwrap_or_default()
+        })
+        .collect();
     let mut keys: Vec<String> = series.iter().flat_map(|s| s.keys().cloned()).collect();
     keys.sort();
     keys.dedup();
     rec.metrics = select(&rec.metric_patterns, &keys);
     for (run, s) in rec.runs.iter_mut().zip(&series) {
-        run.metrics = rec.metrics.iter().filter_map(|k| Some((k.clone(), summarise_series(s.get(k)?)?))).collect();
+        run.metrics = rec
+            .metrics
+            .iter()
+            .filter_map(|k| Some((k.clone(), summarise_series(s.get(k)?)?)))
+            .collect();
         run.steps_done = s.values().filter_map(|v| v.last().map(|x| x.0)).max().unwrap_or(0);
     }
     rec.variants = variant_stats(rec);
@@ -81,7 +97,11 @@ fn variant_stats(rec: &SweepRecord) -> Vec<VariantStats> {
         .into_iter()
         .map(|g| {
             let members: Vec<&RunRecord> = rec.runs.iter().filter(|r| &r.group == g).collect();
-            let done: Vec<&RunRecord> = members.iter().copied().filter(|r| r.status == Status::Finished).collect();
+            let done: Vec<&RunRecord> = members
+                .iter()
+                .copied()
+                .filter(|r| r.status == Status::Finished)
+                .collect();
             let mut values = members[0].values.clone();
             values.remove("run.seed");
             let metrics = rec
@@ -92,7 +112,12 @@ fn variant_stats(rec: &SweepRecord) -> Vec<VariantStats> {
                     (k.clone(), spread(&xs).into())
                 })
                 .collect();
-            VariantStats { group: g.clone(), values, runs: members.len(), metrics }
+            VariantStats {
+                group: g.clone(),
+                values,
+                runs: members.len(),
+                metrics,
+            }
         })
         .collect()
 }
@@ -118,23 +143,60 @@ fn heldout_changes(dir: &Path, rec: &SweepRecord) -> Vec<(String, Vec<super::hel
 
 fn heldout_rows(rec: &SweepRecord, md: bool) -> Vec<Vec<String>> {
     let mut rows = vec![if md {
-        ["variant", "score", "items", "runs", "step 0", "end", "change [95% CI]", "change per run", "copy", "end - copy [95% CI]"]
-            .map(String::from)
-            .to_vec()
+        [
+            "variant",
+            "score",
+            "items",
+            "runs",
+            "step 0",
+            "end",
+            "change [95% CI]",
+            "change per run",
+            "copy",
+            "end - copy [95% CI]",
+        ]
+        .map(String::from)
+        .to_vec()
     } else {
-        ["variant", "score", "items", "runs", "before", "after", "change", "ci_low", "ci_high", "per_run", "copy", "vs_copy", "vs_copy_low", "vs_copy_high"]
-            .map(String::from)
-            .to_vec()
+        [
+            "variant",
+            "score",
+            "items",
+            "runs",
+            "before",
+            "after",
+            "change",
+            "ci_low",
+            "ci_high",
+            "per_run",
+            "copy",
+            "vs_copy",
+            "vs_copy_low",
+            "vs_copy_high",
+        ]
+        .map(String::from)
+        .to_vec()
     }];
     for (g, changes) in &rec.heldout {
         for c in changes {
             let per_run = c.per_run.iter().map(|x| num(*x)).collect::<Vec<_>>().join(" ");
-            let mut row = vec![g.clone(), c.score.clone(), c.items.to_string(), c.runs.to_string(), num(c.before), num(c.after)];
+            let mut row = vec![
+                g.clone(),
+                c.score.clone(),
+                c.items.to_string(),
+                c.runs.to_string(),
+                num(c.before),
+                num(c.after),
+            ];
             if md {
                 row.push(format!("{:+.3} [{:+.3}, {:+.3}]", c.change, c.ci_low, c.ci_high));
                 row.push(per_run);
                 row.push(num(c.copy));
-                row.push(if c.vs_copy.is_nan() { String::new() } else { format!("{:+.3} [{:+.3}, {:+.3}]", c.vs_copy, c.vs_copy_low, c.vs_copy_high) });
+                row.push(if c.vs_copy.is_nan() {
+                    String::new()
+                } else {
+                    format!("{:+.3} [{:+.3}, {:+.3}]", c.vs_copy, c.vs_copy_low, c.vs_copy_high)
+                });
             } else {
                 row.extend([num(c.change), num(c.ci_low), num(c.ci_high), per_run]);
                 row.extend([num(c.copy), num(c.vs_copy), num(c.vs_copy_low), num(c.vs_copy_high)]);
@@ -153,7 +215,10 @@ fn num(x: f64) -> String {
     if x.is_nan() {
         String::new()
     } else {
-        format!("{x:.6}").trim_end_matches('0').trim_end_matches('.').to_string()
+        format!("{x:.6}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
@@ -166,11 +231,16 @@ fn csv_field(s: &str) -> String {
 }
 
 fn csv(rows: &[Vec<String>]) -> String {
-    rows.iter().map(|r| r.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",") + "\n").collect()
+    rows.iter()
+        .map(|r| r.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",") + "\n")
+        .collect()
 }
 
 fn status_name(s: Status) -> String {
-    serde_json::to_value(s).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -184,7 +254,10 @@ enum Layout {
 }
 
 fn run_rows(rec: &SweepRecord, layout: Layout) -> Vec<Vec<String>> {
-    let mut header: Vec<String> = ["run", "status", "steps", "wall_s"].iter().map(|s| s.to_string()).collect();
+    let mut header: Vec<String> = ["run", "status", "steps", "wall_s"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if layout == Layout::Csv {
         header[2] = "steps_done".into();
         header.insert(3, "steps_total".into());
@@ -206,14 +279,24 @@ fn run_rows(rec: &SweepRecord, layout: Layout) -> Vec<Vec<String>> {
             _ => row.push(format!("{}/{}", r.steps_done, r.steps_total)),
         }
         row.push(format!("{:.1}", r.wall_s));
-        row.extend(rec.varied.iter().map(|k| r.values.get(k).cloned().unwrap_or_else(|| "-".into())));
+        row.extend(
+            rec.varied
+                .iter()
+                .map(|k| r.values.get(k).cloned().unwrap_or_else(|| "-".into())),
+        );
         for m in &rec.metrics {
             let s = r.metrics.get(m);
             row.push(s.map(|s| num(s.last)).unwrap_or_default());
             match layout {
                 Layout::Text => {}
-                Layout::Markdown => row.push(s.map(|s| format!("{} @{}", num(s.best), s.best_step)).unwrap_or_default()),
-                Layout::Csv => row.extend([s.map(|s| num(s.best)).unwrap_or_default(), s.map(|s| s.best_step.to_string()).unwrap_or_default()]),
+                Layout::Markdown => row.push(
+                    s.map(|s| format!("{} @{}", num(s.best), s.best_step))
+                        .unwrap_or_default(),
+                ),
+                Layout::Csv => row.extend([
+                    s.map(|s| num(s.best)).unwrap_or_default(),
+                    s.map(|s| s.best_step.to_string()).unwrap_or_default(),
+                ]),
             }
         }
         rows.push(row);
@@ -240,9 +323,17 @@ fn variant_rows(rec: &SweepRecord, md: bool) -> Vec<Vec<String>> {
     for v in &rec.variants {
         let n = v.metrics.values().map(|s| s.n).max().unwrap_or(0);
         let mut row = vec![v.group.clone(), format!("{n}/{}", v.runs)];
-        row.extend(keys.iter().map(|k| v.values.get(*k).cloned().unwrap_or_else(|| "-".into())));
+        row.extend(
+            keys.iter()
+                .map(|k| v.values.get(*k).cloned().unwrap_or_else(|| "-".into())),
+        );
         for m in &rec.metrics {
-            let s = v.metrics.get(m).copied().unwrap_or(SpreadRecord { n: 0, mean: f64::NAN, std: f64::NAN, ci95: f64::NAN });
+            let s = v.metrics.get(m).copied().unwrap_or(SpreadRecord {
+                n: 0,
+                mean: f64::NAN,
+                std: f64::NAN,
+                ci95: f64::NAN,
+            });
             if md {
                 row.push(match (s.n, s.ci95.is_nan()) {
                     (0, _) => String::new(),
@@ -275,10 +366,22 @@ fn md_table(rows: &[Vec<String>]) -> String {
 /// Columns padded to their widest cell, for a terminal.
 pub fn text_table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let width: Vec<usize> = (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let width: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for r in rows {
-        let cells: Vec<String> = r.iter().enumerate().map(|(c, s)| format!("{s:<w$}", w = width[c])).collect();
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, s)| format!("{s:<w$}", w = width[c]))
+            .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
@@ -312,7 +415,10 @@ fn markdown(dir: &Path, rec: &SweepRecord, plots: &[(String, PathBuf, Vec<(Strin
         rec.count(Status::Interrupted),
         rec.count(Status::Pending) + rec.count(Status::Running),
     ));
-    s.push_str(&format!("TensorBoard, every run overlaid: `tensorboard --logdir {}`\n\n", dir.display()));
+    s.push_str(&format!(
+        "TensorBoard, every run overlaid: `tensorboard --logdir {}`\n\n",
+        dir.display()
+    ));
     s.push_str("## Runs\n\nfinal: value at the last step; best: the largest value and its step.\n\n");
     s.push_str(&md_table(&run_rows(rec, Layout::Markdown)));
     if !rec.variants.is_empty() {
@@ -330,8 +436,16 @@ fn markdown(dir: &Path, rec: &SweepRecord, plots: &[(String, PathBuf, Vec<(Strin
     if !failed.is_empty() {
         s.push_str("\n## Failed runs\n");
         for r in failed {
-            let code = r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none (killed)".into());
-            s.push_str(&format!("\n### `{}` (exit code {code}, log `{}`)\n\n```\n{}\n```\n", r.name, r.log_file, r.log_tail.join("\n")));
+            let code = r
+                .exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none (killed)".into());
+            s.push_str(&format!(
+                "\n### `{}` (exit code {code}, log `{}`)\n\n```\n{}\n```\n",
+                r.name,
+                r.log_file,
+                r.log_tail.join("\n")
+            ));
         }
     }
     if !plots.is_empty() {
@@ -349,9 +463,15 @@ fn markdown(dir: &Path, rec: &SweepRecord, plots: &[(String, PathBuf, Vec<(Strin
 
 /// What `--dry-run` prints: the runs and the values of the keys in which they differ.
 pub fn describe(plan: &Plan) -> String {
-    let mut rows = vec![std::iter::once("run".to_string()).chain(plan.varied.iter().cloned()).collect::<Vec<_>>()];
+    let mut rows = vec![std::iter::once("run".to_string())
+        .chain(plan.varied.iter().cloned())
+        .collect::<Vec<_>>()];
     for r in &plan.runs {
-        rows.push(std::iter::once(r.name.clone()).chain(plan.varied.iter().map(|k| Plan::value(r, k))).collect());
+        rows.push(
+            std::iter::once(r.name.clone())
+                .chain(plan.varied.iter().map(|k| Plan::value(r, k)))
+                .collect(),
+        );
     }
     let mut out = format!(
         "sweep `{}`: {} runs of {} into {}\n",
@@ -388,6 +508,9 @@ mod tests {
 
     #[test]
     fn csv_quotes_what_needs_quoting() {
-        assert_eq!(csv(&[vec!["a,b".into(), "c\"d".into(), "e".into()]]), "\"a,b\",\"c\"\"d\",e\n");
+        assert_eq!(
+            csv(&[vec!["a,b".into(), "c\"d".into(), "e".into()]]),
+            "\"a,b\",\"c\"\"d\",e\n"
+        );
     }
 }

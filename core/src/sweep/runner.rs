@@ -2,11 +2,11 @@
 //! record prepared for a (continued) sweep, the stop flag set by SIGINT/SIGTERM, where a run
 //! writes its directory, and how one finished attempt is recorded.
 
-use super::plan::{Plan, PlannedRun};
 use super::plan::glob;
+use super::plan::{Plan, PlannedRun};
 use super::record::{read_series, RunRecord, Status, SweepRecord, SWEEP_FILE};
-use crate::rundir::{latest_checkpoint, write_atomic};
 use crate::resume::{differences, flatten_spec};
+use crate::rundir::{latest_checkpoint, write_atomic};
 use crate::spec::Spec;
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Seek, SeekFrom};
@@ -36,7 +36,16 @@ pub struct ExecOptions {
 
 impl ExecOptions {
     pub fn new(program: PathBuf) -> Self {
-        Self { program, jobs: 1, resume: false, gpus: vec![], run_timeout: None, progress_every: Duration::from_secs(30), tail_lines: 20, only: vec![] }
+        Self {
+            program,
+            jobs: 1,
+            resume: false,
+            gpus: vec![],
+            run_timeout: None,
+            progress_every: Duration::from_secs(30),
+            tail_lines: 20,
+            only: vec![],
+        }
     }
 }
 
@@ -62,7 +71,12 @@ impl SignalGuard {
         STOP.store(false, Ordering::SeqCst);
         let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        let old = unsafe { [libc::signal(libc::SIGINT, handler), libc::signal(libc::SIGTERM, handler)] };
+        let old = unsafe {
+            [
+                libc::signal(libc::SIGINT, handler),
+                libc::signal(libc::SIGTERM, handler),
+            ]
+        };
         Self { old }
     }
 }
@@ -146,12 +160,21 @@ pub(super) fn initial_record(plan: &Plan, resume: bool) -> Result<SweepRecord> {
             rec.wall_s = o.wall_s;
             rec.exit_code = o.exit_code;
             rec.log_tail = o.log_tail.clone();
-            rec.status = if o.status == Status::Finished { Status::Finished } else { Status::Pending };
+            rec.status = if o.status == Status::Finished {
+                Status::Finished
+            } else {
+                Status::Pending
+            };
         }
         runs.push(rec);
     }
     if let Some(p) = &previous {
-        runs.extend(p.runs.iter().filter(|o| !plan.runs.iter().any(|r| r.name == o.name)).cloned());
+        runs.extend(
+            p.runs
+                .iter()
+                .filter(|o| !plan.runs.iter().any(|r| r.name == o.name))
+                .cloned(),
+        );
     }
     Ok(SweepRecord {
         name: plan.name.clone(),
@@ -179,27 +202,54 @@ pub(super) fn prepare(plan: &Plan, opts: &ExecOptions, report: &dyn Fn(&str)) ->
         write_atomic(&dir.join(format!("specs/{}.toml", r.name)), r.annotated.as_bytes())?;
     }
     rec.save(dir)?;
-    let planned: Vec<(usize, &PlannedRun)> =
-        plan.runs.iter().map(|p| (rec.runs.iter().position(|r| r.name == p.name).expect("record has every planned run"), p)).collect();
-    let mut pending: Vec<usize> = planned.iter().map(|(i, _)| *i).filter(|i| rec.runs[*i].status != Status::Finished).collect();
+    let planned: Vec<(usize, &PlannedRun)> = plan
+        .runs
+        .iter()
+        .map(|p| {
+            (
+                rec.runs
+                    .iter()
+                    .position(|r| r.name == p.name)
+                    .expect("record has every planned run"),
+                p,
+            )
+        })
+        .collect();
+    let mut pending: Vec<usize> = planned
+        .iter()
+        .map(|(i, _)| *i)
+        .filter(|i| rec.runs[*i].status != Status::Finished)
+        .collect();
     let skipped = planned.len() - pending.len();
     if skipped > 0 {
-        report(&format!("[sweep] {skipped} of {} runs already finished; skipping them", planned.len()));
+        report(&format!(
+            "[sweep] {skipped} of {} runs already finished; skipping them",
+            planned.len()
+        ));
     }
     if !opts.only.is_empty() {
         let before = pending.len();
         pending.retain(|&i| opts.only.iter().any(|p| glob(p, &rec.runs[i].name)));
         if pending.is_empty() && before > 0 {
-            bail!("--only {}: matches none of the {before} unfinished runs", opts.only.join(", "));
+            bail!(
+                "--only {}: matches none of the {before} unfinished runs",
+                opts.only.join(", ")
+            );
         }
-        report(&format!("[sweep] --only: {} of {before} unfinished runs selected; the others stay pending", pending.len()));
+        report(&format!(
+            "[sweep] --only: {} of {before} unfinished runs selected; the others stay pending",
+            pending.len()
+        ));
     }
     Ok((rec, pending))
 }
 
 /// The run's directory when it has a checkpoint to resume from.
 pub(super) fn resumable_dir(dir: &Path, run: &RunRecord) -> Option<PathBuf> {
-    run.run_dir.as_ref().map(|d| dir.join(d)).filter(|d| latest_checkpoint(d).ok().flatten().is_some())
+    run.run_dir
+        .as_ref()
+        .map(|d| dir.join(d))
+        .filter(|d| latest_checkpoint(d).ok().flatten().is_some())
 }
 
 /// This attempt's output.
@@ -224,7 +274,13 @@ pub(super) fn run_dir_file(run: &RunRecord) -> PathBuf {
 pub(super) fn run_dir_from(dir: &Path, run: &RunRecord) -> Option<String> {
     let text = std::fs::read_to_string(dir.join(run_dir_file(run))).ok()?;
     let p = PathBuf::from(text.trim());
-    Some(p.strip_prefix(dir).map(Path::to_path_buf).unwrap_or(p).display().to_string())
+    Some(
+        p.strip_prefix(dir)
+            .map(Path::to_path_buf)
+            .unwrap_or(p)
+            .display()
+            .to_string(),
+    )
 }
 
 /// What the record needs of one finished attempt, however it ran (child process or Slurm task).
@@ -235,7 +291,13 @@ pub(super) struct Attempt {
     pub timed_out: bool,
 }
 
-pub(super) fn record_end(dir: &Path, run: &mut RunRecord, a: &Attempt, status: Option<std::process::ExitStatus>, tail: usize) {
+pub(super) fn record_end(
+    dir: &Path,
+    run: &mut RunRecord,
+    a: &Attempt,
+    status: Option<std::process::ExitStatus>,
+    tail: usize,
+) {
     if let Some(d) = run_dir_from(dir, run) {
         run.run_dir = Some(d);
     }
@@ -247,7 +309,10 @@ pub(super) fn record_end(dir: &Path, run: &mut RunRecord, a: &Attempt, status: O
         // The log is read only for a failed attempt's tail.
         let output = attempt_output(dir, run, a.log_offset);
         let lines: Vec<&str> = output.lines().collect();
-        run.log_tail = lines[lines.len().saturating_sub(tail)..].iter().map(|s| s.to_string()).collect();
+        run.log_tail = lines[lines.len().saturating_sub(tail)..]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         use std::os::unix::process::ExitStatusExt;
         if a.timed_out {
             run.log_tail.push("(stopped by the sweep: run timeout)".into());
@@ -256,6 +321,10 @@ pub(super) fn record_end(dir: &Path, run: &mut RunRecord, a: &Attempt, status: O
         }
     }
     if let Some(d) = &run.run_dir {
-        run.steps_done = read_series(&dir.join(d)).values().filter_map(|v| v.last().map(|x| x.0)).max().unwrap_or(0);
+        run.steps_done = read_series(&dir.join(d))
+            .values()
+            .filter_map(|v| v.last().map(|x| x.0))
+            .max()
+            .unwrap_or(0);
     }
 }

@@ -23,24 +23,39 @@ pub fn spread(xs: &[f64]) -> Spread {
     let xs: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
     let n = xs.len();
     if n == 0 {
-        return Spread { n, mean: f64::NAN, std: f64::NAN, ci95: f64::NAN };
+        return Spread {
+            n,
+            mean: f64::NAN,
+            std: f64::NAN,
+            ci95: f64::NAN,
+        };
     }
     let mean = xs.iter().sum::<f64>() / n as f64;
     if n == 1 {
-        return Spread { n, mean, std: f64::NAN, ci95: f64::NAN };
+        return Spread {
+            n,
+            mean,
+            std: f64::NAN,
+            ci95: f64::NAN,
+        };
     }
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     let std = var.sqrt();
-    Spread { n, mean, std, ci95: t975(n - 1) * std / (n as f64).sqrt() }
+    Spread {
+        n,
+        mean,
+        std,
+        ci95: t975(n - 1) * std / (n as f64).sqrt(),
+    }
 }
 
 /// The 0.975 quantile of Student's t with `df` degrees of freedom: tabulated to 30, then the
 /// Cornish-Fisher expansion around the normal quantile (error below 1e-4 there).
 pub fn t975(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
-        12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604, 2.1448,
-        2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484,
-        2.0452, 2.0423,
+        12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
+        2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518,
+        2.0484, 2.0452, 2.0423,
     ];
     match df {
         0 => f64::NAN,

@@ -32,7 +32,14 @@ pub struct Row {
     pub line: usize,
 }
 
-const FIELDS: [&str; 6] = ["dependency", "new_version", "description", "update_info", "old_code", "new_code"];
+const FIELDS: [&str; 6] = [
+    "dependency",
+    "new_version",
+    "description",
+    "update_info",
+    "old_code",
+    "new_code",
+];
 
 #[derive(Deserialize)]
 struct RawRow {
@@ -109,8 +116,12 @@ fn read_raw(path: &Path) -> Result<(String, Vec<(usize, RawRow)>)> {
             .into_iter()
             .enumerate()
             .map(|(i, v)| {
-                let row = serde_json::from_value(v)
-                    .with_context(|| format!("{shown}: element {}: expected an object with string or null fields {FIELDS:?}", i + 1))?;
+                let row = serde_json::from_value(v).with_context(|| {
+                    format!(
+                        "{shown}: element {}: expected an object with string or null fields {FIELDS:?}",
+                        i + 1
+                    )
+                })?;
                 Ok((i + 1, row))
             })
             .collect::<Result<_>>()?;
@@ -121,8 +132,12 @@ fn read_raw(path: &Path) -> Result<(String, Vec<(usize, RawRow)>)> {
         if line.trim().is_empty() {
             continue;
         }
-        let row = serde_json::from_str(line)
-            .with_context(|| format!("{shown}:{}: expected a JSON object with string or null fields {FIELDS:?}", i + 1))?;
+        let row = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{shown}:{}: expected a JSON object with string or null fields {FIELDS:?}",
+                i + 1
+            )
+        })?;
         rows.push((i + 1, row));
     }
     Ok(("jsonl".into(), rows))
@@ -131,18 +146,37 @@ fn read_raw(path: &Path) -> Result<(String, Vec<(usize, RawRow)>)> {
 /// Apply the spec's filters and count every defect. Returns kept rows in file order.
 pub fn load_rows(path: &Path, spec: &DataSpec) -> Result<(Vec<Row>, InspectReport)> {
     let (format, raw) = read_raw(path)?;
-    let mut report = InspectReport { path: path.display().to_string(), format, ..Default::default() };
+    let mut report = InspectReport {
+        path: path.display().to_string(),
+        format,
+        ..Default::default()
+    };
     let mut kept = Vec::new();
     for (line, r) in raw {
         let dependency = r.dependency.clone().unwrap_or_default();
         let lib = dependency.trim().to_lowercase();
-        let mut c = Counts { rows: 1, ..Default::default() };
+        let mut c = Counts {
+            rows: 1,
+            ..Default::default()
+        };
         let spellings = report.spellings.entry(lib.clone()).or_default();
         if !spellings.contains(&dependency) {
             spellings.push(dependency.clone());
         }
-        let values = [&r.dependency, &r.new_version, &r.description, &r.update_info, &r.old_code, &r.new_code];
-        let nulls: Vec<&str> = FIELDS.iter().zip(values).filter(|(_, v)| v.is_none()).map(|(f, _)| *f).collect();
+        let values = [
+            &r.dependency,
+            &r.new_version,
+            &r.description,
+            &r.update_info,
+            &r.old_code,
+            &r.new_code,
+        ];
+        let nulls: Vec<&str> = FIELDS
+            .iter()
+            .zip(values)
+            .filter(|(_, v)| v.is_none())
+            .map(|(f, _)| *f)
+            .collect();
         let mut reason = None;
         if !nulls.is_empty() {
             c.null_fields = 1;
@@ -174,7 +208,11 @@ pub fn load_rows(path: &Path, spec: &DataSpec) -> Result<(Vec<Row>, InspectRepor
             }
         }
         match reason {
-            Some(reason) => report.skipped.push(Skipped { line, dependency, reason }),
+            Some(reason) => report.skipped.push(Skipped {
+                line,
+                dependency,
+                reason,
+            }),
             None => {
                 c.kept = 1;
                 kept.push(Row {
@@ -213,7 +251,10 @@ pub fn inspect(path: &Path, spec: &DataSpec) -> Result<InspectReport> {
 /// held-out part with `seed`. Both parts stay in file order; use [`epoch_order`] to shuffle.
 pub fn load(spec: &DataSpec, base: &Path, seed: u64) -> Result<Dataset> {
     if !(0.0..1.0).contains(&spec.heldout_fraction) {
-        bail!("data.heldout_fraction: expected a value in [0, 1), got {}", spec.heldout_fraction);
+        bail!(
+            "data.heldout_fraction: expected a value in [0, 1), got {}",
+            spec.heldout_fraction
+        );
     }
     let path = base.join(&spec.path);
     let (mut rows, report) = load_rows(&path, spec)?;
@@ -226,7 +267,11 @@ pub fn load(spec: &DataSpec, base: &Path, seed: u64) -> Result<Dataset> {
         other => bail!("data.split_by: expected \"update\" or \"row\", got {other:?}"),
     };
     if train.is_empty() {
-        bail!("{}: no training rows left after filtering ({} rows read)", path.display(), report.totals.rows);
+        bail!(
+            "{}: no training rows left after filtering ({} rows read)",
+            path.display(),
+            report.totals.rows
+        );
     }
     Ok(Dataset { train, heldout, report })
 }
@@ -273,7 +318,11 @@ fn split_groups(rows: Vec<Row>, groups: Vec<Vec<usize>>, heldout_fraction: f64, 
     }
     let (mut train, mut heldout) = (Vec::new(), Vec::new());
     for (row, h) in rows.into_iter().zip(held) {
-        if h { heldout.push(row) } else { train.push(row) }
+        if h {
+            heldout.push(row)
+        } else {
+            train.push(row)
+        }
     }
     (train, heldout)
 }
@@ -295,21 +344,65 @@ impl InspectReport {
         let mut s = String::new();
         let t = &self.totals;
         let _ = writeln!(s, "{} ({}): {} rows, {} kept", self.path, self.format, t.rows, t.kept);
-        let _ = writeln!(s, "defects (a row dropped for one reason is not counted as dropped for another):");
+        let _ = writeln!(
+            s,
+            "defects (a row dropped for one reason is not counted as dropped for another):"
+        );
         let nulls: Vec<String> = self.null_field_counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(s, "  null/missing fields     {:>5}  (skipped; {})", t.null_fields, nulls.join(", "));
-        let _ = writeln!(s, "  version without \"==\"    {:>5}  (normalised)", t.version_without_eq);
-        let _ = writeln!(s, "  unparsable new_code     {:>5}  ({} dropped)", t.unparsable_targets, self.dropped_unparsable_targets);
+        let _ = writeln!(
+            s,
+            "  null/missing fields     {:>5}  (skipped; {})",
+            t.null_fields,
+            nulls.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "  version without \"==\"    {:>5}  (normalised)",
+            t.version_without_eq
+        );
+        let _ = writeln!(
+            s,
+            "  unparsable new_code     {:>5}  ({} dropped)",
+            t.unparsable_targets, self.dropped_unparsable_targets
+        );
         let _ = writeln!(s, "  unparsable old_code     {:>5}  (kept)", t.unparsable_old_code);
-        let _ = writeln!(s, "  old_code == new_code    {:>5}  ({} dropped)", t.unchanged, self.dropped_unchanged);
-        let mixed: Vec<String> = self.spellings.values().filter(|v| v.len() > 1).map(|v| v.join("/")).collect();
-        let _ = writeln!(s, "  mixed-case library names: {}", if mixed.is_empty() { "none".into() } else { mixed.join(", ") });
-        let _ = writeln!(s, "{:<16}{:>6}{:>6}{:>6}{:>8}{:>8}{:>8}{:>8}", "library", "rows", "kept", "null", "no-==", "bad-new", "bad-old", "same");
+        let _ = writeln!(
+            s,
+            "  old_code == new_code    {:>5}  ({} dropped)",
+            t.unchanged, self.dropped_unchanged
+        );
+        let mixed: Vec<String> = self
+            .spellings
+            .values()
+            .filter(|v| v.len() > 1)
+            .map(|v| v.join("/"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  mixed-case library names: {}",
+            if mixed.is_empty() {
+                "none".into()
+            } else {
+                mixed.join(", ")
+            }
+        );
+        let _ = writeln!(
+            s,
+            "{:<16}{:>6}{:>6}{:>6}{:>8}{:>8}{:>8}{:>8}",
+            "library", "rows", "kept", "null", "no-==", "bad-new", "bad-old", "same"
+        );
         for (lib, c) in &self.libraries {
             let _ = writeln!(
                 s,
                 "{:<16}{:>6}{:>6}{:>6}{:>8}{:>8}{:>8}{:>8}",
-                lib, c.rows, c.kept, c.null_fields, c.version_without_eq, c.unparsable_targets, c.unparsable_old_code, c.unchanged
+                lib,
+                c.rows,
+                c.kept,
+                c.null_fields,
+                c.version_without_eq,
+                c.unparsable_targets,
+                c.unparsable_old_code,
+                c.unchanged
             );
         }
         s
@@ -334,7 +427,11 @@ mod tests {
     }
 
     fn spec(drop_bad: bool, drop_same: bool) -> DataSpec {
-        DataSpec { drop_unparsable_targets: drop_bad, drop_unchanged: drop_same, ..Default::default() }
+        DataSpec {
+            drop_unparsable_targets: drop_bad,
+            drop_unchanged: drop_same,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -360,26 +457,37 @@ mod tests {
         assert_eq!(rows[1].new_version, "2.0");
         assert_eq!(rows[2].line, 3);
         let np = &rep.libraries["numpy"];
-        assert_eq!((np.rows, np.kept, np.null_fields, np.version_without_eq, np.unchanged), (3, 2, 1, 1, 1));
+        assert_eq!(
+            (np.rows, np.kept, np.null_fields, np.version_without_eq, np.unchanged),
+            (3, 2, 1, 1, 1)
+        );
         assert_eq!(rep.libraries["pandas"].unparsable_targets, 1);
         assert_eq!(rep.null_field_counts["old_code"], 1);
         assert_eq!(rep.spellings["numpy"], vec!["Numpy", "numpy"]);
         assert_eq!(rep.skipped[0].line, 4);
         let (rows, rep) = load_rows(f.path(), &spec(true, true)).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!((rep.dropped_unparsable_targets, rep.dropped_unchanged, rep.totals.kept), (1, 1, 1));
+        assert_eq!(
+            (rep.dropped_unparsable_targets, rep.dropped_unchanged, rep.totals.kept),
+            (1, 1, 1)
+        );
         assert!(rep.to_text().contains("Numpy/numpy"));
     }
 
     #[test]
     fn json_array_and_errors_name_the_line() {
-        let f = file(&format!("[{}, {}]", row_json("a", "==1", "x", "y"), row_json("b", "==1", "x", "y")));
+        let f = file(&format!(
+            "[{}, {}]",
+            row_json("a", "==1", "x", "y"),
+            row_json("b", "==1", "x", "y")
+        ));
         let (rows, rep) = load_rows(f.path(), &spec(true, false)).unwrap();
         assert_eq!((rows.len(), rep.format.as_str(), rows[1].line), (2, "json-array", 2));
         let f = file(&format!("{}\n{{not json\n", row_json("a", "==1", "x", "y")));
         let err = format!("{:#}", load_rows(f.path(), &spec(true, false)).unwrap_err());
         assert!(err.contains(&format!("{}:2:", f.path().display())), "{err}");
-        let f = file(r#"{"dependency":"a","new_version":1,"description":"","update_info":"","old_code":"","new_code":""}"#);
+        let f =
+            file(r#"{"dependency":"a","new_version":1,"description":"","update_info":"","old_code":"","new_code":""}"#);
         let err = format!("{:#}", load_rows(f.path(), &spec(true, false)).unwrap_err());
         assert!(err.contains(":1:") && err.contains("invalid type"), "{err}");
     }
@@ -387,8 +495,15 @@ mod tests {
     #[test]
     fn seeded_split_and_order() {
         let rows: Vec<Row> = (0..100)
-            .map(|i| Row { dependency: format!("{i}"), new_version: String::new(), description: String::new(),
-                update_info: String::new(), old_code: String::new(), new_code: String::new(), line: i })
+            .map(|i| Row {
+                dependency: format!("{i}"),
+                new_version: String::new(),
+                description: String::new(),
+                update_info: String::new(),
+                old_code: String::new(),
+                new_code: String::new(),
+                line: i,
+            })
             .collect();
         let (t1, h1) = split(rows.clone(), 0.1, 7);
         let (t2, h2) = split(rows.clone(), 0.1, 7);
@@ -413,8 +528,15 @@ mod tests {
         for round in 0..4 {
             for u in 0..25 {
                 if round < 1 + u % 4 && rows.len() < 60 {
-                    rows.push(Row { dependency: "lib".into(), new_version: String::new(), description: String::new(),
-                        update_info: format!(" update {u} "), old_code: String::new(), new_code: format!("{u}.{round}"), line: rows.len() + 1 });
+                    rows.push(Row {
+                        dependency: "lib".into(),
+                        new_version: String::new(),
+                        description: String::new(),
+                        update_info: format!(" update {u} "),
+                        old_code: String::new(),
+                        new_code: format!("{u}.{round}"),
+                        line: rows.len() + 1,
+                    });
                 }
             }
         }
@@ -422,13 +544,23 @@ mod tests {
         assert_eq!(train.len() + held.len(), rows.len());
         assert!(held.len() >= 12 && held.len() <= 12 + 3, "held out {} rows", held.len());
         let held_updates: std::collections::BTreeSet<&str> = held.iter().map(|r| r.update_info.as_str()).collect();
-        assert!(train.iter().all(|r| !held_updates.contains(r.update_info.as_str())), "a held-out update is trained on");
+        assert!(
+            train.iter().all(|r| !held_updates.contains(r.update_info.as_str())),
+            "a held-out update is trained on"
+        );
         assert!(held.windows(2).all(|w| w[0].line < w[1].line));
         assert_eq!(split_by_update(rows.clone(), 0.2, 3).1, held, "seeded");
         assert_ne!(split_by_update(rows.clone(), 0.2, 4).1, held);
         assert!(split_by_update(rows.clone(), 0.0, 3).1.is_empty());
         // All updates distinct: the row split, row for row.
-        let distinct: Vec<Row> = rows.into_iter().enumerate().map(|(i, r)| Row { update_info: format!("u{i}"), ..r }).collect();
+        let distinct: Vec<Row> = rows
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Row {
+                update_info: format!("u{i}"),
+                ..r
+            })
+            .collect();
         assert_eq!(split_by_update(distinct.clone(), 0.2, 3), split(distinct, 0.2, 3));
     }
 }

@@ -148,8 +148,14 @@ mod tests {
 
     #[test]
     fn protects_strings() {
-        assert_eq!(normalize_code("s = '# not a comment'  # comment"), "s = '# not a comment'");
-        assert_eq!(normalize_code("d = \"\"\"a\n# kept\nb\"\"\""), "d = \"\"\"a\n# kept\nb\"\"\"");
+        assert_eq!(
+            normalize_code("s = '# not a comment'  # comment"),
+            "s = '# not a comment'"
+        );
+        assert_eq!(
+            normalize_code("d = \"\"\"a\n# kept\nb\"\"\""),
+            "d = \"\"\"a\n# kept\nb\"\"\""
+        );
     }
 
     #[test]

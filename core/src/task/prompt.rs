@@ -14,7 +14,9 @@ pub fn render_field(name: &str, template: &str, row: &Row) -> Result<String> {
     let mut env = Environment::new();
     env.set_keep_trailing_newline(true);
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let tmpl = env.template_from_str(template).map_err(|e| anyhow!("prompt.{name}: template does not compile: {e:#}"))?;
+    let tmpl = env
+        .template_from_str(template)
+        .map_err(|e| anyhow!("prompt.{name}: template does not compile: {e:#}"))?;
     tmpl.render(row)
         .map_err(|e| anyhow!("prompt.{name}: rendering for data line {} failed (fields: dependency, new_version, description, update_info, old_code, new_code): {e:#}", row.line))
 }
@@ -23,11 +25,20 @@ pub fn render_field(name: &str, template: &str, row: &Row) -> Result<String> {
 pub fn messages(spec: &PromptSpec, row: &Row) -> Result<Vec<ChatMessage>> {
     let mut out = Vec::new();
     if !spec.system.is_empty() {
-        out.push(ChatMessage { role: "system".into(), content: render_field("system", &spec.system, row)? });
+        out.push(ChatMessage {
+            role: "system".into(),
+            content: render_field("system", &spec.system, row)?,
+        });
     }
-    out.push(ChatMessage { role: "user".into(), content: render_field("user", &spec.user, row)? });
+    out.push(ChatMessage {
+        role: "user".into(),
+        content: render_field("user", &spec.user, row)?,
+    });
     if !spec.prefill.is_empty() {
-        out.push(ChatMessage { role: "assistant".into(), content: render_field("prefill", &spec.prefill, row)? });
+        out.push(ChatMessage {
+            role: "assistant".into(),
+            content: render_field("prefill", &spec.prefill, row)?,
+        });
     }
     Ok(out)
 }
@@ -96,15 +107,25 @@ import numpy as np\nt = np.product([2, 3])\n```\n\nShow your work in <think> </t
 
     #[test]
     fn fallback_template_and_generation_prompt() {
-        let spec = PromptSpec { user: "Update {{ dependency }} to {{ new_version }}".into(), ..Default::default() };
+        let spec = PromptSpec {
+            user: "Update {{ dependency }} to {{ new_version }}".into(),
+            ..Default::default()
+        };
         let t = "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}";
-        assert_eq!(render_prompt(&spec, &row(), Some(t)).unwrap(), "[user:Update NumPy to 2.0.0]>");
+        assert_eq!(
+            render_prompt(&spec, &row(), Some(t)).unwrap(),
+            "[user:Update NumPy to 2.0.0]>"
+        );
         assert!(render_prompt(&spec, &row(), None).is_err());
     }
 
     #[test]
     fn unknown_field_is_an_error() {
-        let spec = PromptSpec { user: "{{ version }}".into(), chat_template: "x".into(), ..Default::default() };
+        let spec = PromptSpec {
+            user: "{{ version }}".into(),
+            chat_template: "x".into(),
+            ..Default::default()
+        };
         let err = format!("{:#}", render_prompt(&spec, &row(), None).unwrap_err());
         assert!(err.contains("prompt.user") && err.contains("line 1"), "{err}");
     }

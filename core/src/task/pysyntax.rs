@@ -12,7 +12,9 @@ pub fn check(code: &str) -> Result<(), String> {
     if code.contains('\0') {
         return Err("source code cannot contain null bytes".into());
     }
-    parse(code, Mode::Module, "<completion>").map(|_| ()).map_err(|e| e.to_string())
+    parse(code, Mode::Module, "<completion>")
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether `code` parses as a Python module.

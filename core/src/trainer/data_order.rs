@@ -17,7 +17,9 @@ pub struct Cursor {
 pub fn derive_seed(seed: u64, parts: &[u64]) -> u64 {
     let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
     for &p in parts {
-        x = x.wrapping_add(p.wrapping_mul(0xBF58_476D_1CE4_E5B9)).wrapping_add(0x94D0_49BB_1331_11EB);
+        x = x
+            .wrapping_add(p.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+            .wrapping_add(0x94D0_49BB_1331_11EB);
         x ^= x >> 30;
         x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x ^= x >> 27;
@@ -37,7 +39,13 @@ pub struct DataOrder {
 
 impl DataOrder {
     pub fn new(len: usize, seed: u64, shuffle: bool) -> Self {
-        Self { len, seed, shuffle, perm: vec![], perm_epoch: None }
+        Self {
+            len,
+            seed,
+            shuffle,
+            perm: vec![],
+            perm_epoch: None,
+        }
     }
 
     fn permutation(&mut self, epoch: u64) -> &[usize] {
@@ -56,10 +64,19 @@ impl DataOrder {
     pub fn next(&mut self, cursor: Cursor) -> (usize, Cursor) {
         let mut c = cursor;
         if c.index >= self.len {
-            c = Cursor { epoch: c.epoch + 1, index: 0 };
+            c = Cursor {
+                epoch: c.epoch + 1,
+                index: 0,
+            };
         }
         let item = self.permutation(c.epoch)[c.index];
-        (item, Cursor { epoch: c.epoch, index: c.index + 1 })
+        (
+            item,
+            Cursor {
+                epoch: c.epoch,
+                index: c.index + 1,
+            },
+        )
     }
 }
 

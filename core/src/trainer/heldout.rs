@@ -51,7 +51,11 @@ impl Heldout {
                 kept.push(i);
             }
         }
-        ensure!(!kept.is_empty(), "no held-out prompt fits prompt.max_prompt_tokens ({} held-out rows)", self.items.len());
+        ensure!(
+            !kept.is_empty(),
+            "no held-out prompt fits prompt.max_prompt_tokens ({} held-out rows)",
+            self.items.len()
+        );
         let params = SamplingParams {
             max_new_tokens: self.max_new_tokens,
             temperature: 0.0,
@@ -65,7 +69,12 @@ impl Heldout {
         let mut gens = Vec::with_capacity(prompts.len());
         for chunk in prompts.chunks(self.batch_size.max(1)) {
             let out = policy.generate(chunk, &params)?;
-            ensure!(out.len() == chunk.len(), "model returned {} completions for {} held-out prompts", out.len(), chunk.len());
+            ensure!(
+                out.len() == chunk.len(),
+                "model returned {} completions for {} held-out prompts",
+                out.len(),
+                chunk.len()
+            );
             gens.extend(out);
         }
         let texts: Vec<&str> = gens.iter().map(|g| g.text.as_str()).collect();
@@ -73,37 +82,76 @@ impl Heldout {
         let items: Vec<&TaskItem> = kept.iter().map(|&i| &self.items[i]).collect();
         let (metrics, scores) = self.score(&items, &texts, &tokens, "heldout")?;
         let copy = if with_copy && !self.copy_answers.is_empty() {
-            ensure!(self.copy_answers.len() == self.items.len(), "{} copy answers for {} held-out items", self.copy_answers.len(), self.items.len());
+            ensure!(
+                self.copy_answers.len() == self.items.len(),
+                "{} copy answers for {} held-out items",
+                self.copy_answers.len(),
+                self.items.len()
+            );
             let texts: Vec<&str> = kept.iter().map(|&i| self.copy_answers[i].as_str()).collect();
-            let tokens = texts.iter().map(|t| policy.codec().encode(t).map(|ids| ids.len())).collect::<Result<Vec<_>>>()?;
+            let tokens = texts
+                .iter()
+                .map(|t| policy.codec().encode(t).map(|ids| ids.len()))
+                .collect::<Result<Vec<_>>>()?;
             Some(self.score(&items, &texts, &tokens, "heldout_copy")?)
         } else {
             None
         };
-        Ok(Scored { metrics, items: scores, copy })
+        Ok(Scored {
+            metrics,
+            items: scores,
+            copy,
+        })
     }
 
     /// Every reward's score of each completion, and the means as `<prefix>/...`.
-    fn score(&self, kept: &[&TaskItem], texts: &[&str], tokens: &[usize], prefix: &str) -> Result<(Metrics, Vec<ItemScores>)> {
+    fn score(
+        &self,
+        kept: &[&TaskItem],
+        texts: &[&str],
+        tokens: &[usize],
+        prefix: &str,
+    ) -> Result<(Metrics, Vec<ItemScores>)> {
         let inputs: Vec<RewardInput> = kept
             .iter()
             .zip(texts)
             .zip(tokens)
-            .map(|((item, text), &t)| RewardInput { prompt: &item.prompt, completion: text, target: &item.target, completion_tokens: t })
+            .map(|((item, text), &t)| RewardInput {
+                prompt: &item.prompt,
+                completion: text,
+                target: &item.target,
+                completion_tokens: t,
+            })
             .collect();
         let n = inputs.len() as f64;
         let mut m = Metrics::new();
-        let mut items: Vec<ItemScores> =
-            kept.iter().zip(tokens).map(|(item, &t)| ItemScores { id: item.id.clone(), tokens: t, scores: Metrics::new() }).collect();
+        let mut items: Vec<ItemScores> = kept
+            .iter()
+            .zip(tokens)
+            .map(|(item, &t)| ItemScores {
+                id: item.id.clone(),
+                tokens: t,
+                scores: Metrics::new(),
+            })
+            .collect();
         for r in &self.rewards {
             let scores = r.reward.score(&inputs)?;
-            ensure!(scores.len() == inputs.len(), "reward `{}` returned {} scores for {} held-out completions", r.label, scores.len(), inputs.len());
+            ensure!(
+                scores.len() == inputs.len(),
+                "reward `{}` returned {} scores for {} held-out completions",
+                r.label,
+                scores.len(),
+                inputs.len()
+            );
             for (it, s) in items.iter_mut().zip(&scores) {
                 it.scores.insert(r.label.clone(), *s);
             }
             m.insert(format!("{prefix}/{}", r.label), scores.iter().sum::<f64>() / n);
             if r.reward.name() == "em" {
-                m.insert(format!("{prefix}/exact_rate"), scores.iter().filter(|s| **s == 1.0).count() as f64 / n);
+                m.insert(
+                    format!("{prefix}/exact_rate"),
+                    scores.iter().filter(|s| **s == 1.0).count() as f64 / n,
+                );
             }
         }
         m.insert(format!("{prefix}/items"), n);

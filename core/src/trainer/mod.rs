@@ -3,8 +3,8 @@
 
 pub mod data_order;
 pub mod heldout;
-pub mod step;
 pub mod schedule;
+pub mod step;
 
 use crate::api::{Algorithm, Policy, Reward};
 use crate::rundir::{write_atomic, RunDir};
@@ -105,9 +105,19 @@ impl<'a> Trainer<'a> {
         items: Vec<TaskItem>,
         run: RunDir,
     ) -> Result<Self> {
-        anyhow::ensure!(!items.is_empty(), "no training prompts: the dataset is empty after filtering");
-        anyhow::ensure!(!rewards.is_empty(), "no rewards configured: add at least one [[reward]]");
-        let board = if spec.logging.tensorboard { Some(Board::new(&run.tb_dir())) } else { None };
+        anyhow::ensure!(
+            !items.is_empty(),
+            "no training prompts: the dataset is empty after filtering"
+        );
+        anyhow::ensure!(
+            !rewards.is_empty(),
+            "no rewards configured: add at least one [[reward]]"
+        );
+        let board = if spec.logging.tensorboard {
+            Some(Board::new(&run.tb_dir()))
+        } else {
+            None
+        };
         let n = items.len();
         let spec_flat = crate::resume::flatten_spec(spec)?;
         let spec_hash = crate::resume::spec_hash(&spec_flat);
@@ -117,7 +127,11 @@ impl<'a> Trainer<'a> {
             rewards,
             algorithm,
             items,
-            state: TrainerState { seed: spec.run.seed, spec_hash, ..TrainerState::default() },
+            state: TrainerState {
+                seed: spec.run.seed,
+                spec_hash,
+                ..TrainerState::default()
+            },
             run,
             board,
             on_step: None,
@@ -153,9 +167,13 @@ impl<'a> Trainer<'a> {
         if had_board {
             self.board = Some(Board::new(&self.run.tb_dir()));
         }
-        self.run.log(&format!("resumed from {} at step {step} ({dropped} TensorBoard events after it dropped)", ckpt.display()));
+        self.run.log(&format!(
+            "resumed from {} at step {step} ({dropped} TensorBoard events after it dropped)",
+            ckpt.display()
+        ));
         for d in &allowed {
-            self.run.log(&format!("resumed under a changed spec (--allow-spec-change): {d}"));
+            self.run
+                .log(&format!("resumed under a changed spec (--allow-spec-change): {d}"));
         }
         Ok(allowed)
     }
@@ -202,14 +220,19 @@ impl<'a> Trainer<'a> {
     }
 
     fn score_heldout(&mut self, step: usize, total: usize) -> Result<()> {
-        let Some(h) = self.heldout.as_ref().filter(|h| h.due(step, total)) else { return Ok(()) };
+        let Some(h) = self.heldout.as_ref().filter(|h| h.due(step, total)) else {
+            return Ok(());
+        };
         let t = std::time::Instant::now();
         // The copy baseline does not change with training: scored with the untrained model only.
         let scored = h.evaluate(&mut *self.policy, step == 0)?;
         let mut scalars = scored.metrics;
         scalars.insert("heldout/time_s".into(), t.elapsed().as_secs_f64());
         let lines = |items: &[heldout::ItemScores]| -> Vec<serde_json::Value> {
-            items.iter().map(|it| serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores })).collect()
+            items
+                .iter()
+                .map(|it| serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores }))
+                .collect()
         };
         self.append_jsonl(HELDOUT_ITEMS_FILE, &lines(&scored.items))?;
         if let Some((copy, items)) = scored.copy {
@@ -220,7 +243,9 @@ impl<'a> Trainer<'a> {
     }
 
     fn evaluate(&mut self, step: usize) -> Result<()> {
-        let Some(ev) = self.evaluator.as_mut() else { return Ok(()) };
+        let Some(ev) = self.evaluator.as_mut() else {
+            return Ok(());
+        };
         let scalars = ev(&mut *self.policy, step)?;
         self.record_eval(step, &scalars, "eval/")
     }
@@ -256,12 +281,14 @@ impl<'a> Trainer<'a> {
         let state = serde_json::to_vec_pretty(&self.state)?;
         let spec_json = serde_json::to_vec_pretty(&self.spec_flat)?;
         let policy = &*self.policy;
-        let path = self.run.checkpoint(self.state.step, self.spec.training.keep_checkpoints, |dir| {
-            std::fs::create_dir_all(dir.join("policy"))?;
-            policy.save(&dir.join("policy"))?;
-            write_atomic(&dir.join(crate::resume::SPEC_FILE), &spec_json)?;
-            write_atomic(&dir.join(TRAINER_STATE_FILE), &state)
-        })?;
+        let path = self
+            .run
+            .checkpoint(self.state.step, self.spec.training.keep_checkpoints, |dir| {
+                std::fs::create_dir_all(dir.join("policy"))?;
+                policy.save(&dir.join("policy"))?;
+                write_atomic(&dir.join(crate::resume::SPEC_FILE), &spec_json)?;
+                write_atomic(&dir.join(TRAINER_STATE_FILE), &state)
+            })?;
         self.run.log(&format!("checkpoint {}", path.display()));
         Ok(())
     }

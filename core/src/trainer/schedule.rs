@@ -31,7 +31,12 @@ mod tests {
     use super::*;
 
     fn spec(schedule: Schedule, warmup: usize) -> TrainingSpec {
-        TrainingSpec { lr: 1.0, schedule, warmup_steps: warmup, ..TrainingSpec::default() }
+        TrainingSpec {
+            lr: 1.0,
+            schedule,
+            warmup_steps: warmup,
+            ..TrainingSpec::default()
+        }
     }
 
     #[test]
@@ -51,7 +56,11 @@ mod tests {
         assert_eq!(lr_at(&t, 0, 4), 1.0);
         assert_eq!(lr_at(&t, 2, 4), 0.5);
         assert_eq!(lr_at(&spec(Schedule::Constant, 0), 3, 4), 1.0);
-        let r = TrainingSpec { warmup_ratio: 0.1, warmup_steps: 0, ..TrainingSpec::default() };
+        let r = TrainingSpec {
+            warmup_ratio: 0.1,
+            warmup_steps: 0,
+            ..TrainingSpec::default()
+        };
         assert_eq!(warmup_steps(&r, 150), 15);
     }
 }

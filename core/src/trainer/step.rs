@@ -32,7 +32,11 @@ impl Trainer<'_> {
             let ids = self.policy.codec().encode(&self.items[item].prompt)?;
             let max = self.spec.prompt.max_prompt_tokens;
             let keep = if max > 0 && ids.len() > max {
-                self.run.log(&format!("prompt `{}` skipped: {} tokens > {max}", self.items[item].id, ids.len()));
+                self.run.log(&format!(
+                    "prompt `{}` skipped: {} tokens > {max}",
+                    self.items[item].id,
+                    ids.len()
+                ));
                 None
             } else {
                 Some(ids)
@@ -53,7 +57,10 @@ impl Trainer<'_> {
                 Some(ids) => out.push((item, ids)),
                 None => {
                     skipped += 1;
-                    ensure!(skipped <= self.items.len(), "every prompt is longer than prompt.max_prompt_tokens");
+                    ensure!(
+                        skipped <= self.items.len(),
+                        "every prompt is longer than prompt.max_prompt_tokens"
+                    );
                 }
             }
         }
@@ -62,11 +69,18 @@ impl Trainer<'_> {
 
     fn generate_groups(&mut self, prompts: Vec<(usize, Vec<u32>)>, seed: u64) -> Result<Vec<Group>> {
         let g = self.spec.generation.num_generations;
-        let flat: Vec<Vec<u32>> = prompts.iter().flat_map(|(_, p)| std::iter::repeat_n(p.clone(), g)).collect();
+        let flat: Vec<Vec<u32>> = prompts
+            .iter()
+            .flat_map(|(_, p)| std::iter::repeat_n(p.clone(), g))
+            .collect();
         let gen = &self.spec.generation;
         let mut gens = Vec::with_capacity(flat.len());
         let longest = flat.iter().map(Vec::len).max().unwrap_or(0) + gen.max_new_tokens;
-        let by_tokens = if gen.batch_tokens > 0 { (gen.batch_tokens / longest.max(1)).max(1) } else { usize::MAX };
+        let by_tokens = if gen.batch_tokens > 0 {
+            (gen.batch_tokens / longest.max(1)).max(1)
+        } else {
+            usize::MAX
+        };
         for (chunk_no, chunk) in flat.chunks(gen.batch_size.min(by_tokens).max(1)).enumerate() {
             let params = SamplingParams {
                 max_new_tokens: gen.max_new_tokens,
@@ -79,13 +93,24 @@ impl Trainer<'_> {
                 row_seeds: vec![],
             };
             let out = self.policy.generate(chunk, &params)?;
-            ensure!(out.len() == chunk.len(), "model returned {} completions for {} prompts", out.len(), chunk.len());
+            ensure!(
+                out.len() == chunk.len(),
+                "model returned {} completions for {} prompts",
+                out.len(),
+                chunk.len()
+            );
             gens.extend(out);
         }
         let mut groups = Vec::new();
         let mut it = gens.into_iter();
         for (item, prompt) in prompts {
-            groups.push(Group { item, prompt, gens: it.by_ref().take(g).collect(), totals: vec![], components: vec![] });
+            groups.push(Group {
+                item,
+                prompt,
+                gens: it.by_ref().take(g).collect(),
+                totals: vec![],
+                components: vec![],
+            });
         }
         Ok(groups)
     }
@@ -115,7 +140,11 @@ impl Trainer<'_> {
                     inputs.len()
                 );
                 if let Some(bad) = scores.iter().position(|s| !s.is_finite()) {
-                    bail!("reward `{}` returned a non-finite score ({}) for completion {bad}", r.label, scores[bad]);
+                    bail!(
+                        "reward `{}` returned a non-finite score ({}) for completion {bad}",
+                        r.label,
+                        scores[bad]
+                    );
                 }
                 for (t, s) in totals.iter_mut().zip(&scores) {
                     *t += r.weight * s;
@@ -150,7 +179,8 @@ impl Trainer<'_> {
             }
             let prompts = self.next_prompts(want - kept.len())?;
             let t = Instant::now();
-            let mut groups = self.generate_groups(prompts, derive_seed(spec.run.seed, &[step as u64, rounds as u64]))?;
+            let mut groups =
+                self.generate_groups(prompts, derive_seed(spec.run.seed, &[step as u64, rounds as u64]))?;
             t_gen += t.elapsed().as_secs_f64();
             let t = Instant::now();
             self.score(&mut groups)?;
@@ -181,12 +211,22 @@ impl Trainer<'_> {
         let zero_var = all.iter().filter(|gr| mean_std(&gr.totals).1 == 0.0).count();
         m.insert("groups/zero_variance_frac".into(), zero_var as f64 / all.len() as f64);
         m.insert("groups/generation_rounds".into(), rounds as f64);
-        let lens: Vec<f64> = all.iter().flat_map(|gr| gr.gens.iter().map(|x| x.tokens.len() as f64)).collect();
+        let lens: Vec<f64> = all
+            .iter()
+            .flat_map(|gr| gr.gens.iter().map(|x| x.tokens.len() as f64))
+            .collect();
         let gen_tokens: f64 = lens.iter().sum();
         m.insert("completion/length_mean".into(), mean_std(&lens).0);
         m.insert("completion/length_max".into(), lens.iter().copied().fold(0.0, f64::max));
-        let truncated = all.iter().flat_map(|gr| gr.gens.iter()).filter(|x| x.finish == crate::api::FinishReason::Length).count();
-        m.insert("completion/truncated_frac".into(), truncated as f64 / lens.len().max(1) as f64);
+        let truncated = all
+            .iter()
+            .flat_map(|gr| gr.gens.iter())
+            .filter(|x| x.finish == crate::api::FinishReason::Length)
+            .count();
+        m.insert(
+            "completion/truncated_frac".into(),
+            truncated as f64 / lens.len().max(1) as f64,
+        );
         m.insert("throughput/tokens_per_s".into(), gen_tokens / t_gen.max(1e-9));
         m.insert("tokens/generated".into(), gen_tokens);
         m.insert("time/generation_s".into(), t_gen);
@@ -195,11 +235,22 @@ impl Trainer<'_> {
 
         // Advantages over the kept groups.
         let totals: Vec<f64> = kept.iter().flat_map(|gr| gr.totals.iter().copied()).collect();
-        let lengths: Vec<usize> = kept.iter().flat_map(|gr| gr.gens.iter().map(|x| x.tokens.len())).collect();
+        let lengths: Vec<usize> = kept
+            .iter()
+            .flat_map(|gr| gr.gens.iter().map(|x| x.tokens.len()))
+            .collect();
         let adv = self.algorithm.advantages_with_lengths(&totals, g, &lengths)?;
-        ensure!(adv.len() == totals.len(), "algorithm returned {} advantages for {} rewards", adv.len(), totals.len());
+        ensure!(
+            adv.len() == totals.len(),
+            "algorithm returned {} advantages for {} rewards",
+            adv.len(),
+            totals.len()
+        );
         if let Some(bad) = adv.iter().position(|a| !a.is_finite()) {
-            bail!("algorithm `{}` returned a non-finite advantage at index {bad}", self.algorithm.name());
+            bail!(
+                "algorithm `{}` returned a non-finite advantage at index {bad}",
+                self.algorithm.name()
+            );
         }
         let (amean, astd) = mean_std(&adv);
         m.insert("advantage/mean".into(), amean);
@@ -212,29 +263,47 @@ impl Trainer<'_> {
 
         let seqs: Vec<Sequence> = kept
             .iter()
-            .flat_map(|gr| gr.gens.iter().map(|x| Sequence { prompt: gr.prompt.clone(), completion: x.tokens.clone() }))
+            .flat_map(|gr| {
+                gr.gens.iter().map(|x| Sequence {
+                    prompt: gr.prompt.clone(),
+                    completion: x.tokens.clone(),
+                })
+            })
             .collect();
         // Prompt + completion tokens of one pass over the kept sequences (reference, old policy, update).
         let pass_tokens: usize = seqs.iter().map(|s| s.prompt.len() + s.completion.len()).sum();
         m.insert("tokens/per_pass".into(), pass_tokens as f64);
         let t = Instant::now();
         // No reference pass when the algorithm has no KL term (beta = 0, DAPO).
-        let ref_logp = if self.algorithm.needs_reference() { Some(self.policy.logprobs(&seqs, false)?) } else { None };
+        let ref_logp = if self.algorithm.needs_reference() {
+            Some(self.policy.logprobs(&seqs, false)?)
+        } else {
+            None
+        };
         m.insert("time/reference_s".into(), t.elapsed().as_secs_f64());
         // With one pass per rollout the old policy is the current one (its log-probs detached).
         let t = Instant::now();
-        let old_logp = if spec.training.num_iterations > 1 { Some(self.policy.logprobs(&seqs, true)?) } else { None };
+        let old_logp = if spec.training.num_iterations > 1 {
+            Some(self.policy.logprobs(&seqs, true)?)
+        } else {
+            None
+        };
         m.insert("time/old_logprobs_s".into(), t.elapsed().as_secs_f64());
 
         let t = Instant::now();
         let adv32: Vec<f32> = adv.iter().map(|&a| a as f32).collect();
         // The sampler's log-probs, for the rollout/train correction (when the policy returned them).
         let kept_gens = || kept.iter().flat_map(|gr| gr.gens.iter());
-        let sampler: Option<Vec<Vec<f32>>> =
-            kept_gens().all(|x| x.logprobs.len() == x.tokens.len()).then(|| kept_gens().map(|x| x.logprobs.clone()).collect());
+        let sampler: Option<Vec<Vec<f32>>> = kept_gens()
+            .all(|x| x.logprobs.len() == x.tokens.len())
+            .then(|| kept_gens().map(|x| x.logprobs.clone()).collect());
         let mut update = UpdateStats::default();
         for _ in 0..spec.training.num_iterations {
-            let lp = LogProbs { old: old_logp.as_deref(), reference: ref_logp.as_deref(), sampler: sampler.as_deref() };
+            let lp = LogProbs {
+                old: old_logp.as_deref(),
+                reference: ref_logp.as_deref(),
+                sampler: sampler.as_deref(),
+            };
             self.update(&seqs, &adv32, lp, &mut update)?;
         }
         m.insert("time/update_s".into(), t.elapsed().as_secs_f64());
@@ -251,14 +320,12 @@ impl Trainer<'_> {
     }
 
     /// One optimiser step over the whole rollout batch, in micro-batches.
-    fn update(
-        &mut self,
-        seqs: &[Sequence],
-        adv: &[f32],
-        lp: LogProbs<'_>,
-        stats: &mut UpdateStats,
-    ) -> Result<()> {
-        let LogProbs { old, reference, sampler } = lp;
+    fn update(&mut self, seqs: &[Sequence], adv: &[f32], lp: LogProbs<'_>, stats: &mut UpdateStats) -> Result<()> {
+        let LogProbs {
+            old,
+            reference,
+            sampler,
+        } = lp;
         let spec = self.spec;
         let norm_rows = seqs.len();
         let norm_tokens: f64 = seqs.iter().map(|s| s.completion.len() as f64).sum();
@@ -272,7 +339,12 @@ impl Trainer<'_> {
             let algorithm = &*self.algorithm;
             let metrics = &mut stats.metrics;
             let mut closure = |logp: &[Vec<f32>]| -> Result<Vec<Vec<f32>>> {
-                ensure!(logp.len() == end - start, "model returned log-probs for {} of {} rows", logp.len(), end - start);
+                ensure!(
+                    logp.len() == end - start,
+                    "model returned log-probs for {} of {} rows",
+                    logp.len(),
+                    end - start
+                );
                 let cols = logp.iter().map(Vec::len).max().unwrap_or(0);
                 let rows = logp.len();
                 let pad = |src: &[Vec<f32>]| -> Vec<f32> {
@@ -312,19 +384,40 @@ impl Trainer<'_> {
                     norm_tokens,
                 };
                 // A non-finite input never reaches the algorithm: the whole update is skipped.
-                let bad_input = [("current", Some(&cur[..])), ("old", Some(&old_flat[..])), ("reference", ref_flat.as_deref()), ("sampler", sampler_flat.as_deref())]
-                    .into_iter()
-                    .find_map(|(name, v)| v.and_then(|v| first_non_finite(v, &mask)).map(|i| (name, i)));
+                let bad_input = [
+                    ("current", Some(&cur[..])),
+                    ("old", Some(&old_flat[..])),
+                    ("reference", ref_flat.as_deref()),
+                    ("sampler", sampler_flat.as_deref()),
+                ]
+                .into_iter()
+                .find_map(|(name, v)| v.and_then(|v| first_non_finite(v, &mask)).map(|i| (name, i)));
                 if let Some((name, i)) = bad_input {
                     finite = false;
-                    why = format!("non-finite {name} log-prob at row {}, token {}", start + i / cols.max(1), i % cols.max(1));
+                    why = format!(
+                        "non-finite {name} log-prob at row {}, token {}",
+                        start + i / cols.max(1),
+                        i % cols.max(1)
+                    );
                 }
-                let out = if finite { algorithm.loss(&batch)? } else { crate::api::LossOutput::non_finite(rows * cols) };
-                ensure!(out.grad.len() == rows * cols, "algorithm returned {} gradients for {} tokens", out.grad.len(), rows * cols);
+                let out = if finite {
+                    algorithm.loss(&batch)?
+                } else {
+                    crate::api::LossOutput::non_finite(rows * cols)
+                };
+                ensure!(
+                    out.grad.len() == rows * cols,
+                    "algorithm returned {} gradients for {} tokens",
+                    out.grad.len(),
+                    rows * cols
+                );
                 let tokens: f64 = mask.iter().map(|&x| x as f64).sum();
                 if !out.loss.is_finite() || out.grad.iter().any(|x| !x.is_finite()) {
                     if finite {
-                        why = format!("algorithm `{}` returned a non-finite loss or gradient", algorithm.name());
+                        why = format!(
+                            "algorithm `{}` returned a non-finite loss or gradient",
+                            algorithm.name()
+                        );
                     }
                     finite = false;
                 } else {
@@ -358,7 +451,10 @@ impl Trainer<'_> {
             self.policy.discard_gradients()?;
             self.state.skipped_updates += 1;
             stats.skipped += 1;
-            self.run.log(&format!("optimiser step {}: {why}: update skipped, weights and optimiser state kept", self.state.optimizer_step));
+            self.run.log(&format!(
+                "optimiser step {}: {why}: update skipped, weights and optimiser state kept",
+                self.state.optimizer_step
+            ));
             return Ok(());
         }
         let clip = (spec.training.max_grad_norm > 0.0).then_some(spec.training.max_grad_norm);
@@ -423,8 +519,14 @@ fn trl_rollout_metrics(m: &mut Metrics, all: &[&Group], gen: &crate::spec::Gener
     let gens: Vec<&Generation> = all.iter().flat_map(|gr| gr.gens.iter()).collect();
     let lens: Vec<f64> = gens.iter().map(|x| x.tokens.len() as f64).collect();
     m.insert("completions/mean_length".into(), mean_std(&lens).0);
-    let clipped = gens.iter().filter(|x| x.finish == crate::api::FinishReason::Length).count();
-    m.insert("completions/clipped_ratio".into(), clipped as f64 / gens.len().max(1) as f64);
+    let clipped = gens
+        .iter()
+        .filter(|x| x.finish == crate::api::FinishReason::Length)
+        .count();
+    m.insert(
+        "completions/clipped_ratio".into(),
+        clipped as f64 / gens.len().max(1) as f64,
+    );
     let from_policy = gen.temperature == 1.0 && gen.top_p >= 1.0 && gen.top_k == 0;
     let tokens: usize = gens.iter().map(|x| x.tokens.len()).sum();
     if from_policy && tokens > 0 && gens.iter().all(|x| x.logprobs.len() == x.tokens.len()) {

@@ -2,7 +2,9 @@
 //! checkpoint written after it holds the last good state.
 
 use super::*;
-use crate::api::{FinishReason, Generation, LossBatch, LossOutput, OptimStats, RewardInput, SamplingParams, Sequence, TextCodec};
+use crate::api::{
+    FinishReason, Generation, LossBatch, LossOutput, OptimStats, RewardInput, SamplingParams, Sequence, TextCodec,
+};
 use crate::spec::Spec;
 
 struct Codec;
@@ -40,13 +42,22 @@ impl Policy for FakePolicy {
     fn generate(&mut self, prompts: &[Vec<u32>], _p: &SamplingParams) -> Result<Vec<Generation>> {
         // Completions "0", "1", "2", ... so rewards vary within a group.
         Ok((0..prompts.len())
-            .map(|i| Generation { tokens: vec![48 + i as u32], text: i.to_string(), logprobs: vec![-1.0], finish: FinishReason::Eos })
+            .map(|i| Generation {
+                tokens: vec![48 + i as u32],
+                text: i.to_string(),
+                logprobs: vec![-1.0],
+                finish: FinishReason::Eos,
+            })
             .collect())
     }
     fn logprobs(&mut self, seqs: &[Sequence], _adapters: bool) -> Result<Vec<Vec<f32>>> {
         Ok(seqs.iter().map(|s| vec![-1.0; s.completion.len()]).collect())
     }
-    fn accumulate_gradients(&mut self, seqs: &[Sequence], loss_grad: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>) -> Result<()> {
+    fn accumulate_gradients(
+        &mut self,
+        seqs: &[Sequence],
+        loss_grad: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>,
+    ) -> Result<()> {
         self.calls += 1;
         let v = if self.calls == self.nan_call { f32::NAN } else { -1.0 };
         loss_grad(&seqs.iter().map(|s| vec![v; s.completion.len()]).collect::<Vec<_>>())?;
@@ -54,7 +65,11 @@ impl Policy for FakePolicy {
     }
     fn optimizer_step(&mut self, lr: f64, _clip: Option<f64>) -> Result<OptimStats> {
         self.applied += 1;
-        Ok(OptimStats { grad_norm: 1.0, lr, applied: true })
+        Ok(OptimStats {
+            grad_norm: 1.0,
+            lr,
+            applied: true,
+        })
     }
     fn discard_gradients(&mut self) -> Result<()> {
         self.discarded += 1;
@@ -97,7 +112,10 @@ impl Algorithm for Plain {
         false
     }
     fn loss(&self, b: &LossBatch<'_>) -> Result<LossOutput> {
-        let mut out = LossOutput { grad: vec![0.0; b.rows * b.cols], ..Default::default() };
+        let mut out = LossOutput {
+            grad: vec![0.0; b.rows * b.cols],
+            ..Default::default()
+        };
         for r in 0..b.rows {
             for c in 0..b.cols {
                 let i = r * b.cols + c;
@@ -122,20 +140,36 @@ fn non_finite_loss_skips_the_update_and_never_reaches_a_checkpoint() {
     spec.generation.num_generations = 3;
     spec.training.micro_batch_size = 3;
     spec.logging.tensorboard = false;
-    let mut policy = FakePolicy { nan_call: 2, ..Default::default() };
-    let items = vec![TaskItem { id: "a".into(), prompt: "p".into(), target: String::new() }];
-    let rewards = vec![WeightedReward { label: "digit".into(), weight: 1.0, reward: Box::new(Digit) }];
+    let mut policy = FakePolicy {
+        nan_call: 2,
+        ..Default::default()
+    };
+    let items = vec![TaskItem {
+        id: "a".into(),
+        prompt: "p".into(),
+        target: String::new(),
+    }];
+    let rewards = vec![WeightedReward {
+        label: "digit".into(),
+        weight: 1.0,
+        reward: Box::new(Digit),
+    }];
     let run = RunDir::create(tmp.path(), "nan").unwrap();
     let root = run.root.clone();
     let mut t = Trainer::new(&spec, &mut policy, rewards, Box::new(Plain), items, run).unwrap();
     let metrics = t.train().unwrap();
     assert_eq!(t.state.skipped_updates, 1);
-    assert_eq!(metrics.iter().map(|m| m["update/skipped"]).collect::<Vec<_>>(), vec![0.0, 1.0, 0.0]);
+    assert_eq!(
+        metrics.iter().map(|m| m["update/skipped"]).collect::<Vec<_>>(),
+        vec![0.0, 1.0, 0.0]
+    );
     assert!(metrics[1]["loss"].is_finite(), "a skipped update logs no NaN loss");
     drop(t);
     assert_eq!((policy.applied, policy.discarded), (2, 1));
     // The step-2 checkpoint holds the state after the only good update so far.
     let saved = std::fs::read_to_string(root.join("checkpoints/step-000002/policy/applied")).unwrap();
     assert_eq!(saved, "1");
-    assert!(std::fs::read_to_string(root.join("log.txt")).unwrap().contains("update skipped"));
+    assert!(std::fs::read_to_string(root.join("log.txt"))
+        .unwrap()
+        .contains("update skipped"));
 }

@@ -27,10 +27,22 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, V)], tensors: &[(&str, Vec<u64>, Ve
     for (k, v) in kvs {
         s(&mut out, k);
         match v {
-            V::U32(x) => { out.extend(4u32.to_le_bytes()); out.extend(x.to_le_bytes()) }
-            V::F32(x) => { out.extend(6u32.to_le_bytes()); out.extend(x.to_le_bytes()) }
-            V::Bool(x) => { out.extend(7u32.to_le_bytes()); out.push(*x as u8) }
-            V::Str(x) => { out.extend(8u32.to_le_bytes()); s(&mut out, x) }
+            V::U32(x) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(x.to_le_bytes())
+            }
+            V::F32(x) => {
+                out.extend(6u32.to_le_bytes());
+                out.extend(x.to_le_bytes())
+            }
+            V::Bool(x) => {
+                out.extend(7u32.to_le_bytes());
+                out.push(*x as u8)
+            }
+            V::Str(x) => {
+                out.extend(8u32.to_le_bytes());
+                s(&mut out, x)
+            }
             V::Strs(xs) => {
                 out.extend(9u32.to_le_bytes());
                 out.extend(8u32.to_le_bytes());

@@ -16,8 +16,8 @@ use recode_core::registry::Registry;
 use recode_core::spec::Options;
 
 pub mod options;
-pub use options::{LossType, Settings};
 use options::{AlgorithmOptions, Cispo, Dapo, DrGrpo, Grpo, Gspo, Verl};
+pub use options::{LossType, Settings};
 
 /// An advantage estimator: rewards (consecutive groups), group size, completion lengths in tokens.
 pub type Estimator = fn(&[f64], usize, &[usize], &Settings) -> Result<Vec<f64>>;
@@ -36,31 +36,81 @@ pub struct Row {
 
 /// The table. Defaults follow the paper or library each row names (see its options struct).
 pub static ALGORITHMS: [Row; 8] = [
-    row::<Grpo>("grpo", GROUP_NORMALISED, CLIPPED, "GRPO (TRL semantics): clipped ratio, k3 KL to the reference"),
-    row::<Dapo>("dapo", GROUP_NORMALISED, CLIPPED, "DAPO (verl semantics): clip-higher, dual clip, token mean, dynamic sampling, no KL"),
-    row::<DrGrpo>("dr_grpo", CENTRED, CLIPPED, "Dr. GRPO: no std division, token sum over a constant length"),
-    row::<Gspo>("gspo", GROUP_NORMALISED, SEQUENCE_CLIPPED, "GSPO: length-normalised sequence-level ratio, clip 3e-4/4e-4"),
-    row::<Cispo>("cispo", GROUP_NORMALISED, CAPPED_WEIGHT, "CISPO: -sg(min(ratio, eps_max))*A*logp, no token loses its gradient"),
-    row::<Verl>("rloo", LEAVE_ONE_OUT, CLIPPED, "RLOO (verl semantics): leave-one-out baseline, clipped ratio, dual clip"),
-    row::<Verl>("reinforce_plus_plus", TOKEN_WHITENED, CLIPPED, "REINFORCE++ (verl semantics): rewards whitened over the batch's tokens"),
-    row::<Verl>("reinforce_plus_plus_baseline", GROUP_TOKEN_WHITENED, CLIPPED, "REINFORCE++-baseline (verl): group mean subtracted, then whitened over tokens"),
+    row::<Grpo>(
+        "grpo",
+        GROUP_NORMALISED,
+        CLIPPED,
+        "GRPO (TRL semantics): clipped ratio, k3 KL to the reference",
+    ),
+    row::<Dapo>(
+        "dapo",
+        GROUP_NORMALISED,
+        CLIPPED,
+        "DAPO (verl semantics): clip-higher, dual clip, token mean, dynamic sampling, no KL",
+    ),
+    row::<DrGrpo>(
+        "dr_grpo",
+        CENTRED,
+        CLIPPED,
+        "Dr. GRPO: no std division, token sum over a constant length",
+    ),
+    row::<Gspo>(
+        "gspo",
+        GROUP_NORMALISED,
+        SEQUENCE_CLIPPED,
+        "GSPO: length-normalised sequence-level ratio, clip 3e-4/4e-4",
+    ),
+    row::<Cispo>(
+        "cispo",
+        GROUP_NORMALISED,
+        CAPPED_WEIGHT,
+        "CISPO: -sg(min(ratio, eps_max))*A*logp, no token loses its gradient",
+    ),
+    row::<Verl>(
+        "rloo",
+        LEAVE_ONE_OUT,
+        CLIPPED,
+        "RLOO (verl semantics): leave-one-out baseline, clipped ratio, dual clip",
+    ),
+    row::<Verl>(
+        "reinforce_plus_plus",
+        TOKEN_WHITENED,
+        CLIPPED,
+        "REINFORCE++ (verl semantics): rewards whitened over the batch's tokens",
+    ),
+    row::<Verl>(
+        "reinforce_plus_plus_baseline",
+        GROUP_TOKEN_WHITENED,
+        CLIPPED,
+        "REINFORCE++-baseline (verl): group mean subtracted, then whitened over tokens",
+    ),
 ];
 
 // Advantage estimators (verl's `core_algos` names in the comments).
-const GROUP_NORMALISED: (&str, Estimator) = ("(r - group mean) / (std + eps), std per `scale_rewards`", |r, g, _, s| {
-    algo::grpo_advantages(r, g, s.scale_rewards, s.adv_epsilon)
-});
+const GROUP_NORMALISED: (&str, Estimator) = (
+    "(r - group mean) / (std + eps), std per `scale_rewards`",
+    |r, g, _, s| algo::grpo_advantages(r, g, s.scale_rewards, s.adv_epsilon),
+);
 const CENTRED: (&str, Estimator) = ("r - group mean", |r, g, _, _| algo::dr_grpo_advantages(r, g));
-const LEAVE_ONE_OUT: (&str, Estimator) = ("r - mean of the group's other rewards (rloo)", |r, g, _, _| algo::rloo_advantages(r, g));
-const TOKEN_WHITENED: (&str, Estimator) =
-    ("rewards whitened over the batch's tokens (reinforce_plus_plus)", |r, g, l, _| algo::reinforce_pp_advantages(r, g, l));
-const GROUP_TOKEN_WHITENED: (&str, Estimator) = ("group mean subtracted, then whitened over tokens (reinforce_plus_plus_baseline)", |r, g, l, _| {
-    algo::reinforce_pp_baseline_advantages(r, g, l)
+const LEAVE_ONE_OUT: (&str, Estimator) = ("r - mean of the group's other rewards (rloo)", |r, g, _, _| {
+    algo::rloo_advantages(r, g)
 });
+const TOKEN_WHITENED: (&str, Estimator) = (
+    "rewards whitened over the batch's tokens (reinforce_plus_plus)",
+    |r, g, l, _| algo::reinforce_pp_advantages(r, g, l),
+);
+const GROUP_TOKEN_WHITENED: (&str, Estimator) = (
+    "group mean subtracted, then whitened over tokens (reinforce_plus_plus_baseline)",
+    |r, g, l, _| algo::reinforce_pp_baseline_advantages(r, g, l),
+);
 
 // Losses.
-const CLIPPED: (&str, Loss) = ("PPO clipped token ratio (+ dual clip, + beta k3 KL)", |b, s| algo::policy_gradient_loss(b, &s.pg));
-const SEQUENCE_CLIPPED: (&str, Loss) = ("PPO clip on the length-normalised sequence ratio", |b, s| algo::gspo_loss(b, &s.pg));
+const CLIPPED: (&str, Loss) = ("PPO clipped token ratio (+ dual clip, + beta k3 KL)", |b, s| {
+    algo::policy_gradient_loss(b, &s.pg)
+});
+const SEQUENCE_CLIPPED: (&str, Loss) = ("PPO clip on the length-normalised sequence ratio", |b, s| {
+    algo::gspo_loss(b, &s.pg)
+});
 const CAPPED_WEIGHT: (&str, Loss) = ("-sg(clip(ratio)) * A * logp", |b, s| {
     let cfg = CispoConfig {
         max_ratio: s.pg.clip.eps_high,
@@ -73,8 +123,19 @@ const CAPPED_WEIGHT: (&str, Loss) = ("-sg(clip(ratio)) * A * logp", |b, s| {
 });
 
 /// A row whose options are the struct `O`.
-const fn row<O: AlgorithmOptions>(name: &'static str, advantage: (&'static str, Estimator), loss: (&'static str, Loss), about: &'static str) -> Row {
-    Row { name, advantage, loss, about, create: create_from::<O> }
+const fn row<O: AlgorithmOptions>(
+    name: &'static str,
+    advantage: (&'static str, Estimator),
+    loss: (&'static str, Loss),
+    about: &'static str,
+) -> Row {
+    Row {
+        name,
+        advantage,
+        loss,
+        about,
+        create: create_from::<O>,
+    }
 }
 
 fn create_from<O: AlgorithmOptions>(row: &'static Row, options: &Options) -> Result<TableAlgorithm> {
@@ -124,7 +185,9 @@ impl Algorithm for TableAlgorithm {
 /// Adds every row to the registry.
 pub fn register(reg: &mut Registry) {
     for row in &ALGORITHMS {
-        reg.add_algorithm(row.name, row.about, move |o: &Options| Ok(Box::new((row.create)(row, o)?) as Box<dyn Algorithm>));
+        reg.add_algorithm(row.name, row.about, move |o: &Options| {
+            Ok(Box::new((row.create)(row, o)?) as Box<dyn Algorithm>)
+        });
     }
 }
 

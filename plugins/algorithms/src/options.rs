@@ -50,7 +50,9 @@ impl LossType {
         match self {
             LossType::Grpo => Aggregation::SeqMeanTokenMean,
             LossType::Bnpo => Aggregation::TokenMean,
-            LossType::DrGrpo => Aggregation::SeqSumConstant { max_len: max_completion_length },
+            LossType::DrGrpo => Aggregation::SeqSumConstant {
+                max_len: max_completion_length,
+            },
             LossType::SeqMeanTokenSum => Aggregation::SeqMeanTokenSum,
         }
     }
@@ -104,18 +106,42 @@ pub fn decode<O: AlgorithmOptions>(algorithm: &str, options: &Options) -> Result
 }
 
 /// The clipped-loss part of the settings, checked (errors name the algorithm and the option).
-fn pg(algorithm: &str, clip: Clip, beta: f64, max_len: usize, loss_type: LossType, is: (RolloutIsMode, f64)) -> Result<PgLossConfig> {
+fn pg(
+    algorithm: &str,
+    clip: Clip,
+    beta: f64,
+    max_len: usize,
+    loss_type: LossType,
+    is: (RolloutIsMode, f64),
+) -> Result<PgLossConfig> {
     let rollout_is = RolloutIs::new(algorithm, is.0, is.1)?;
-    PgLossConfig::checked(algorithm, ["epsilon", "epsilon_high"], clip, beta, max_len, loss_type.aggregation(max_len), rollout_is)
+    PgLossConfig::checked(
+        algorithm,
+        ["epsilon", "epsilon_high"],
+        clip,
+        beta,
+        max_len,
+        loss_type.aggregation(max_len),
+        rollout_is,
+    )
 }
 
 fn dual_clip(algorithm: &str, c: f64) -> Result<Option<f64>> {
-    ensure!(c > 1.0, "options of plugin `{algorithm}`: dual_clip must be > 1 (verl's clip_ratio_c), got {c}");
+    ensure!(
+        c > 1.0,
+        "options of plugin `{algorithm}`: dual_clip must be > 1 (verl's clip_ratio_c), got {c}"
+    );
     Ok(Some(c))
 }
 
 fn settings(pg: PgLossConfig) -> Settings {
-    Settings { scale_rewards: ScaleRewards::Group, adv_epsilon: GRPO_STD_EPS, dynamic_sampling: false, pg, weight_floor: None }
+    Settings {
+        scale_rewards: ScaleRewards::Group,
+        adv_epsilon: GRPO_STD_EPS,
+        dynamic_sampling: false,
+        pg,
+        weight_floor: None,
+    }
 }
 
 /// `grpo`: TRL's `GRPOConfig` defaults, with the ReCode GRPO script's β and `bnpo`.
@@ -158,9 +184,23 @@ impl Default for Grpo {
 
 impl AlgorithmOptions for Grpo {
     fn settings(&self, a: &str) -> Result<Settings> {
-        let clip = Clip { eps_low: self.epsilon, eps_high: self.epsilon_high.unwrap_or(self.epsilon), dual_clip: None };
-        let pg = pg(a, clip, self.beta, self.max_completion_length, self.loss_type, (self.rollout_is, self.rollout_is_cap))?;
-        Ok(Settings { scale_rewards: self.scale_rewards, ..settings(pg) })
+        let clip = Clip {
+            eps_low: self.epsilon,
+            eps_high: self.epsilon_high.unwrap_or(self.epsilon),
+            dual_clip: None,
+        };
+        let pg = pg(
+            a,
+            clip,
+            self.beta,
+            self.max_completion_length,
+            self.loss_type,
+            (self.rollout_is, self.rollout_is_cap),
+        )?;
+        Ok(Settings {
+            scale_rewards: self.scale_rewards,
+            ..settings(pg)
+        })
     }
 }
 
@@ -210,10 +250,30 @@ impl Default for Dapo {
 
 impl AlgorithmOptions for Dapo {
     fn settings(&self, a: &str) -> Result<Settings> {
-        ensure!(self.adv_epsilon >= 0.0, "options of plugin `{a}`: adv_epsilon must be >= 0, got {}", self.adv_epsilon);
-        let clip = Clip { eps_low: self.epsilon, eps_high: self.epsilon_high, dual_clip: dual_clip(a, self.dual_clip)? };
-        let pg = pg(a, clip, 0.0, self.max_completion_length, self.loss_type, (self.rollout_is, self.rollout_is_cap))?;
-        Ok(Settings { scale_rewards: self.scale_rewards, adv_epsilon: self.adv_epsilon, dynamic_sampling: self.dynamic_sampling, ..settings(pg) })
+        ensure!(
+            self.adv_epsilon >= 0.0,
+            "options of plugin `{a}`: adv_epsilon must be >= 0, got {}",
+            self.adv_epsilon
+        );
+        let clip = Clip {
+            eps_low: self.epsilon,
+            eps_high: self.epsilon_high,
+            dual_clip: dual_clip(a, self.dual_clip)?,
+        };
+        let pg = pg(
+            a,
+            clip,
+            0.0,
+            self.max_completion_length,
+            self.loss_type,
+            (self.rollout_is, self.rollout_is_cap),
+        )?;
+        Ok(Settings {
+            scale_rewards: self.scale_rewards,
+            adv_epsilon: self.adv_epsilon,
+            dynamic_sampling: self.dynamic_sampling,
+            ..settings(pg)
+        })
     }
 }
 
@@ -238,14 +298,32 @@ pub struct DrGrpo {
 
 impl Default for DrGrpo {
     fn default() -> Self {
-        Self { beta: 0.0, epsilon: 0.2, epsilon_high: None, max_completion_length: 1024, rollout_is: RolloutIsMode::None, rollout_is_cap: 2.0 }
+        Self {
+            beta: 0.0,
+            epsilon: 0.2,
+            epsilon_high: None,
+            max_completion_length: 1024,
+            rollout_is: RolloutIsMode::None,
+            rollout_is_cap: 2.0,
+        }
     }
 }
 
 impl AlgorithmOptions for DrGrpo {
     fn settings(&self, a: &str) -> Result<Settings> {
-        let clip = Clip { eps_low: self.epsilon, eps_high: self.epsilon_high.unwrap_or(self.epsilon), dual_clip: None };
-        Ok(settings(pg(a, clip, self.beta, self.max_completion_length, LossType::DrGrpo, (self.rollout_is, self.rollout_is_cap))?))
+        let clip = Clip {
+            eps_low: self.epsilon,
+            eps_high: self.epsilon_high.unwrap_or(self.epsilon),
+            dual_clip: None,
+        };
+        Ok(settings(pg(
+            a,
+            clip,
+            self.beta,
+            self.max_completion_length,
+            LossType::DrGrpo,
+            (self.rollout_is, self.rollout_is_cap),
+        )?))
     }
 }
 
@@ -289,9 +367,23 @@ impl Default for Gspo {
 
 impl AlgorithmOptions for Gspo {
     fn settings(&self, a: &str) -> Result<Settings> {
-        let clip = Clip { eps_low: self.epsilon, eps_high: self.epsilon_high, dual_clip: None };
-        let pg = pg(a, clip, self.beta, self.max_completion_length, self.loss_type, (self.rollout_is, self.rollout_is_cap))?;
-        Ok(Settings { scale_rewards: self.scale_rewards, ..settings(pg) })
+        let clip = Clip {
+            eps_low: self.epsilon,
+            eps_high: self.epsilon_high,
+            dual_clip: None,
+        };
+        let pg = pg(
+            a,
+            clip,
+            self.beta,
+            self.max_completion_length,
+            self.loss_type,
+            (self.rollout_is, self.rollout_is_cap),
+        )?;
+        Ok(Settings {
+            scale_rewards: self.scale_rewards,
+            ..settings(pg)
+        })
     }
 }
 
@@ -337,15 +429,42 @@ impl Default for Cispo {
 
 impl AlgorithmOptions for Cispo {
     fn settings(&self, a: &str) -> Result<Settings> {
-        ensure!(self.epsilon_max > 0.0 && self.epsilon_max.is_finite(), "options of plugin `{a}`: epsilon_max must be > 0, got {}", self.epsilon_max);
+        ensure!(
+            self.epsilon_max > 0.0 && self.epsilon_max.is_finite(),
+            "options of plugin `{a}`: epsilon_max must be > 0, got {}",
+            self.epsilon_max
+        );
         if let Some(lo) = self.epsilon_low {
-            ensure!((0.0..=1.0).contains(&lo), "options of plugin `{a}`: epsilon_low must be in [0, 1], got {lo}");
-            ensure!(1.0 - lo <= self.epsilon_max, "options of plugin `{a}`: 1 − epsilon_low ({}) exceeds epsilon_max ({})", 1.0 - lo, self.epsilon_max);
+            ensure!(
+                (0.0..=1.0).contains(&lo),
+                "options of plugin `{a}`: epsilon_low must be in [0, 1], got {lo}"
+            );
+            ensure!(
+                1.0 - lo <= self.epsilon_max,
+                "options of plugin `{a}`: 1 − epsilon_low ({}) exceeds epsilon_max ({})",
+                1.0 - lo,
+                self.epsilon_max
+            );
         }
         // The cap rides in eps_high; eps_low is unused by this loss (0 passes the range check).
-        let clip = Clip { eps_low: 0.0, eps_high: self.epsilon_max, dual_clip: None };
-        let pg = pg(a, clip, self.beta, self.max_completion_length, self.loss_type, (self.rollout_is, self.rollout_is_cap))?;
-        Ok(Settings { scale_rewards: self.scale_rewards, weight_floor: self.epsilon_low.map(|lo| 1.0 - lo), ..settings(pg) })
+        let clip = Clip {
+            eps_low: 0.0,
+            eps_high: self.epsilon_max,
+            dual_clip: None,
+        };
+        let pg = pg(
+            a,
+            clip,
+            self.beta,
+            self.max_completion_length,
+            self.loss_type,
+            (self.rollout_is, self.rollout_is_cap),
+        )?;
+        Ok(Settings {
+            scale_rewards: self.scale_rewards,
+            weight_floor: self.epsilon_low.map(|lo| 1.0 - lo),
+            ..settings(pg)
+        })
     }
 }
 
@@ -391,7 +510,18 @@ impl Default for Verl {
 
 impl AlgorithmOptions for Verl {
     fn settings(&self, a: &str) -> Result<Settings> {
-        let clip = Clip { eps_low: self.epsilon, eps_high: self.epsilon_high, dual_clip: dual_clip(a, self.dual_clip)? };
-        Ok(settings(pg(a, clip, self.beta, self.max_completion_length, self.loss_type, (self.rollout_is, self.rollout_is_cap))?))
+        let clip = Clip {
+            eps_low: self.epsilon,
+            eps_high: self.epsilon_high,
+            dual_clip: dual_clip(a, self.dual_clip)?,
+        };
+        Ok(settings(pg(
+            a,
+            clip,
+            self.beta,
+            self.max_completion_length,
+            self.loss_type,
+            (self.rollout_is, self.rollout_is_cap),
+        )?))
     }
 }

@@ -22,12 +22,24 @@ pub struct GenBench {
 /// time of an `new_tokens` generation (sampled at temperature 1, seed 0, so every repeat samples the
 /// same tokens; early EOS counts fewer). Each time is the best of `repeats` runs, as the machine's
 /// bandwidth is: on a shared host single runs vary by a third.
-pub fn bench_generate(policy: &mut dyn Policy, prompt: &[u32], batches: &[usize], new_tokens: usize, repeats: usize) -> Result<Vec<GenBench>> {
+pub fn bench_generate(
+    policy: &mut dyn Policy,
+    prompt: &[u32],
+    batches: &[usize],
+    new_tokens: usize,
+    repeats: usize,
+) -> Result<Vec<GenBench>> {
     let mut out = vec![];
     for &b in batches {
         let prompts = vec![prompt.to_vec(); b];
-        let p1 = SamplingParams { max_new_tokens: 1, ..Default::default() };
-        let pn = SamplingParams { max_new_tokens: new_tokens, ..Default::default() };
+        let p1 = SamplingParams {
+            max_new_tokens: 1,
+            ..Default::default()
+        };
+        let pn = SamplingParams {
+            max_new_tokens: new_tokens,
+            ..Default::default()
+        };
         policy.generate(&prompts, &p1)?; // warm-up (allocations, kernels)
         let (mut prefill_s, mut total, mut n) = (f64::MAX, f64::MAX, 0);
         for _ in 0..repeats.max(1) {
@@ -68,9 +80,23 @@ pub struct TrainBench {
 }
 
 /// Forward+backward (+ AdamW step) speed on `micro_batch` copies of prompt+completion.
-pub fn bench_train(policy: &mut dyn Policy, prompt: &[u32], completion: &[u32], micro_batch: usize, steps: usize) -> Result<TrainBench> {
-    let seqs = vec![Sequence { prompt: prompt.to_vec(), completion: completion.to_vec() }; micro_batch];
-    let mut g = |lp: &[Vec<f32>]| -> Result<Vec<Vec<f32>>> { Ok(lp.iter().map(|r| vec![-1.0 / r.len().max(1) as f32; r.len()]).collect()) };
+pub fn bench_train(
+    policy: &mut dyn Policy,
+    prompt: &[u32],
+    completion: &[u32],
+    micro_batch: usize,
+    steps: usize,
+) -> Result<TrainBench> {
+    let seqs = vec![
+        Sequence {
+            prompt: prompt.to_vec(),
+            completion: completion.to_vec()
+        };
+        micro_batch
+    ];
+    let mut g = |lp: &[Vec<f32>]| -> Result<Vec<Vec<f32>>> {
+        Ok(lp.iter().map(|r| vec![-1.0 / r.len().max(1) as f32; r.len()]).collect())
+    };
     policy.accumulate_gradients(&seqs, &mut g)?; // warm-up
     policy.optimizer_step(0.0, Some(1.0))?;
     let (mut fb, mut opt) = (0.0, 0.0);
@@ -152,7 +178,10 @@ pub fn read_bandwidth(n: usize, reps: usize) -> f64 {
     for _ in 0..reps.max(1) {
         let t = Instant::now();
         let sum: f32 = std::thread::scope(|s| {
-            let hs: Vec<_> = data.chunks(n.div_ceil(threads)).map(|c| s.spawn(move || lanes_sum(c))).collect();
+            let hs: Vec<_> = data
+                .chunks(n.div_ceil(threads))
+                .map(|c| s.spawn(move || lanes_sum(c)))
+                .collect();
             hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
         std::hint::black_box(sum);
@@ -196,7 +225,8 @@ unsafe fn lanes_sum_avx2(c: &[f32]) -> f32 {
 /// A prompt of `n` tokens cut from repeated code text (for throughput runs: content does not
 /// change the cost of a step, only its length does).
 pub fn synthetic_prompt(policy: &dyn Policy, n: usize) -> Result<Vec<u32>> {
-    let text = "def add(a, b):\n    return a + b\n\nclass Stack:\n    def __init__(self):\n        self.items = []\n".repeat(n / 8 + 2);
+    let text = "def add(a, b):\n    return a + b\n\nclass Stack:\n    def __init__(self):\n        self.items = []\n"
+        .repeat(n / 8 + 2);
     let mut ids = policy.codec().encode(&text)?;
     if ids.len() < n {
         bail!("could not build a {n}-token prompt");
@@ -208,7 +238,14 @@ pub fn synthetic_prompt(policy: &dyn Policy, n: usize) -> Result<Vec<u32>> {
 /// The process's peak resident set (VmHWM), Linux only.
 pub fn peak_rss_bytes() -> Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM in /proc/self/status")?;
-    let kb: u64 = line.split_whitespace().nth(1).and_then(|x| x.parse().ok()).context("unreadable VmHWM")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?;
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .context("unreadable VmHWM")?;
     Ok(kb * 1024)
 }

@@ -40,7 +40,10 @@ pub fn small_matmul_many<B: Backend>(x: &Tensor<B, 2>, ws: &[&Tensor<B, 2>]) -> 
     let xs = slice_of(&xp)?;
     let mut mats = Vec::with_capacity(ws.len());
     for p in &wps {
-        mats.push(Mat { w: slice_of(p)?, n: ws[mats.len()].dims()[1] });
+        mats.push(Mat {
+            w: slice_of(p)?,
+            n: ws[mats.len()].dims()[1],
+        });
     }
     let mut outs: Vec<Vec<f32>> = mats.iter().map(|mt| vec![0f32; m * mt.n]).collect();
     let out_ptrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
@@ -65,7 +68,10 @@ pub fn small_matmul_many<B: Backend>(x: &Tensor<B, 2>, ws: &[&Tensor<B, 2>]) -> 
             run(&parts[0]);
         });
     }
-    outs.into_iter().zip(&mats).map(|(o, mt)| crate::host::from_host(o, [m, mt.n])).collect()
+    outs.into_iter()
+        .zip(&mats)
+        .map(|(o, mt)| crate::host::from_host(o, [m, mt.n]))
+        .collect()
 }
 
 /// `Some(x @ e^T)` for `x` `[m, k]` (m <= 16) and `e` `[n, k]` row-major: a tied output head
@@ -215,7 +221,15 @@ unsafe fn block(x: &[f32], w: &[f32], out: SendPtr, m: usize, k: usize, n: usize
                 while j + 32 <= c1.min(wide) {
                     let mut r = 0;
                     while r < m {
-                        let t = Tile { r0: r, k, n, j, i0, i1, ahead };
+                        let t = Tile {
+                            r0: r,
+                            k,
+                            n,
+                            j,
+                            i0,
+                            i1,
+                            ahead,
+                        };
                         match (m - r).min(8) {
                             1 => tile32::<1>(x, w, out, t),
                             2 => tile32::<2>(x, w, out, t),
@@ -234,7 +248,15 @@ unsafe fn block(x: &[f32], w: &[f32], out: SendPtr, m: usize, k: usize, n: usize
                     // All row blocks reuse this KC x 16 tile of W from L1.
                     let mut r = 0;
                     while r < m {
-                        let t = Tile { r0: r, k, n, j, i0, i1, ahead };
+                        let t = Tile {
+                            r0: r,
+                            k,
+                            n,
+                            j,
+                            i0,
+                            i1,
+                            ahead,
+                        };
                         match (m - r).min(4) {
                             1 => tile16::<1>(x, w, out, t),
                             2 => tile16::<2>(x, w, out, t),
@@ -291,7 +313,15 @@ struct Tile {
 #[target_feature(enable = "avx512f")]
 unsafe fn tile32<const R: usize>(x: &[f32], w: &[f32], out: SendPtr, t: Tile) {
     use std::arch::x86_64::*;
-    let Tile { r0, k, n, j, i0, i1, ahead } = t;
+    let Tile {
+        r0,
+        k,
+        n,
+        j,
+        i0,
+        i1,
+        ahead,
+    } = t;
     let mut a0 = [_mm512_setzero_ps(); R];
     let mut a1 = [_mm512_setzero_ps(); R];
     if i0 > 0 {
@@ -328,7 +358,15 @@ unsafe fn tile32<const R: usize>(x: &[f32], w: &[f32], out: SendPtr, t: Tile) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile16<const R: usize>(x: &[f32], w: &[f32], out: SendPtr, t: Tile) {
     use std::arch::x86_64::*;
-    let Tile { r0, k, n, j, i0, i1, ahead } = t;
+    let Tile {
+        r0,
+        k,
+        n,
+        j,
+        i0,
+        i1,
+        ahead,
+    } = t;
     let mut a0 = [_mm256_setzero_ps(); R];
     let mut a1 = [_mm256_setzero_ps(); R];
     if i0 > 0 {

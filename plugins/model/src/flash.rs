@@ -73,7 +73,13 @@ impl Spec {
     pub fn for_shapes(b: usize, nh: usize, t: usize, s: usize, hd: usize, past: usize, groups: usize) -> Self {
         let per_query = 3 * 4 * b * nh * s.max(1);
         let bq = (BLOCK_BUDGET_BYTES / per_query).max(16).min(t.max(1));
-        Spec { past, groups, bq, bk: s.max(1), scale: 1.0 / (hd as f64).sqrt() }
+        Spec {
+            past,
+            groups,
+            bq,
+            bk: s.max(1),
+            scale: 1.0 / (hd as f64).sqrt(),
+        }
     }
 }
 
@@ -85,11 +91,21 @@ pub fn bias<B: Backend>(key_ok: &Tensor<B, 2>, past: usize, i: Range<usize>, j: 
     let shape = [b, 1, 1, i.len(), j.len()];
     // Integer positions and 0/1 integer flags: exact at any length, also under f16 (whose
     // integers stop being exact above 2048, and whose 1e9 is inf).
-    let qi = Tensor::<B, 1, Int>::arange((past + i.start) as i64..(past + i.end) as i64, &dev).reshape([1, 1, 1, i.len(), 1]).expand(shape);
-    let kj = Tensor::<B, 1, Int>::arange(j.start as i64..j.end as i64, &dev).reshape([1, 1, 1, 1, j.len()]).expand(shape);
+    let qi = Tensor::<B, 1, Int>::arange((past + i.start) as i64..(past + i.end) as i64, &dev)
+        .reshape([1, 1, 1, i.len(), 1])
+        .expand(shape);
+    let kj = Tensor::<B, 1, Int>::arange(j.start as i64..j.end as i64, &dev)
+        .reshape([1, 1, 1, 1, j.len()])
+        .expand(shape);
     let causal = kj.clone().lower_equal(qi.clone()).int();
     let own = kj.equal(qi).int();
-    let ok = key_ok.clone().slice([0..b, j.clone()]).greater_elem(0.5).int().reshape([b, 1, 1, 1, j.len()]).expand(shape);
+    let ok = key_ok
+        .clone()
+        .slice([0..b, j.clone()])
+        .greater_elem(0.5)
+        .int()
+        .reshape([b, 1, 1, 1, j.len()])
+        .expand(shape);
     let hidden = (causal * (ok + own).clamp_max(1)).equal_elem(0);
     Tensor::<B, 5>::zeros(shape, &dev).mask_fill(hidden, -1e9)
 }
@@ -109,14 +125,23 @@ fn key_end(sp: &Spec, i1: usize, s: usize) -> usize {
 
 /// Forward on any backend: the output [b, nh, t, hd] and each row's log-sum-exp [b, nh, t, 1].
 /// `q` [b, nh, t, hd], `k`/`v` [b, kvh, s, hd], `key_ok` [b, s] (1 real key, 0 padding).
-pub fn forward<B: Backend>(q: Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, key_ok: &Tensor<B, 2>, sp: &Spec) -> (Tensor<B, 4>, Tensor<B, 4>) {
+pub fn forward<B: Backend>(
+    q: Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    key_ok: &Tensor<B, 2>,
+    sp: &Spec,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let ([b, nh, t, hd], [_, kvh, s, _], g) = (q.dims(), k.dims(), sp.groups);
     let q5 = (q * sp.scale).reshape([b, kvh, g, t, hd]);
     let (mut outs, mut lses) = (Vec::new(), Vec::new());
     for i0 in (0..t).step_by(sp.bq) {
         let i1 = (i0 + sp.bq).min(t);
         let (nq, kend) = (i1 - i0, key_end(sp, i1, s));
-        let qb = q5.clone().slice([0..b, 0..kvh, 0..g, i0..i1, 0..hd]).reshape([b, kvh, g * nq, hd]);
+        let qb = q5
+            .clone()
+            .slice([0..b, 0..kvh, 0..g, i0..i1, 0..hd])
+            .reshape([b, kvh, g * nq, hd]);
         // Running max, running sum and unnormalised output (the online softmax).
         let opts = (&qb.device(), qb.dtype());
         let mut m = Tensor::<B, 4>::full([b, kvh, g * nq, 1], -1e30, opts);
@@ -136,7 +161,10 @@ pub fn forward<B: Backend>(q: Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, 
         outs.push((acc / l.clone()).reshape([b, kvh, g, nq, hd]));
         lses.push((m + l.log()).reshape([b, kvh, g, nq, 1]));
     }
-    (Tensor::cat(outs, 3).reshape([b, nh, t, hd]), Tensor::cat(lses, 3).reshape([b, nh, t, 1]))
+    (
+        Tensor::cat(outs, 3).reshape([b, nh, t, hd]),
+        Tensor::cat(lses, 3).reshape([b, nh, t, 1]),
+    )
 }
 
 #[derive(Debug)]
@@ -163,7 +191,15 @@ impl<B: Backend> Backward<B, 3> for BlockwiseBackward {
 
     fn backward(self, ops: Ops<Saved<B>, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_q, node_k, node_v] = ops.parents;
-        let Saved { q, k, v, o, lse, key_ok, sp } = ops.state;
+        let Saved {
+            q,
+            k,
+            v,
+            o,
+            lse,
+            key_ok,
+            sp,
+        } = ops.state;
         let d_o: Tensor<B, 4> = wrap(grads.consume::<B>(&ops.node));
         let ([b, nh, t, hd], [_, kvh, s, _], g) = (q.dims(), k.dims(), sp.groups);
         let q5 = (q * sp.scale).reshape([b, kvh, g, t, hd]);
@@ -175,7 +211,11 @@ impl<B: Backend> Backward<B, 3> for BlockwiseBackward {
         for i0 in (0..t).step_by(sp.bq) {
             let i1 = (i0 + sp.bq).min(t);
             let (nq, kend) = (i1 - i0, key_end(&sp, i1, s));
-            let block = |x: &Tensor<B, 5>, d: usize| x.clone().slice([0..b, 0..kvh, 0..g, i0..i1, 0..d]).reshape([b, kvh, g * nq, d]);
+            let block = |x: &Tensor<B, 5>, d: usize| {
+                x.clone()
+                    .slice([0..b, 0..kvh, 0..g, i0..i1, 0..d])
+                    .reshape([b, kvh, g * nq, d])
+            };
             let (qb, dob, lb, db) = (block(&q5, hd), block(&do5, hd), block(&lse5, 1), block(&dsum5, 1));
             let mut dqb = qb.zeros_like();
             for j0 in (0..kend).step_by(sp.bk) {
@@ -199,7 +239,10 @@ impl<B: Backend> Backward<B, 3> for BlockwiseBackward {
             dqs.push((dqb * sp.scale).reshape([b, kvh, g, nq, hd]));
         }
         if let Some(n) = node_q {
-            grads.register::<B>(n.id, Tensor::cat(dqs, 3).reshape([b, nh, t, hd]).into_primitive().tensor());
+            grads.register::<B>(
+                n.id,
+                Tensor::cat(dqs, 3).reshape([b, nh, t, hd]).into_primitive().tensor(),
+            );
         }
         if let Some(n) = node_k {
             grads.register::<B>(n.id, dk.into_primitive().tensor());
@@ -220,13 +263,36 @@ pub fn attention<B: Backend, C: CheckpointStrategy>(
     sp: Spec,
 ) -> Tensor<Autodiff<B, C>, 4> {
     let key_ok = key_ok.inner();
-    let (q, k, v) = (q.into_primitive().tensor(), k.into_primitive().tensor(), v.into_primitive().tensor());
-    let (qi, ki, vi): (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) = (wrap(q.primitive.clone()), wrap(k.primitive.clone()), wrap(v.primitive.clone()));
-    let out = match BlockwiseBackward.prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()]).compute_bound().stateful() {
+    let (q, k, v) = (
+        q.into_primitive().tensor(),
+        k.into_primitive().tensor(),
+        v.into_primitive().tensor(),
+    );
+    let (qi, ki, vi): (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) = (
+        wrap(q.primitive.clone()),
+        wrap(k.primitive.clone()),
+        wrap(v.primitive.clone()),
+    );
+    let out = match BlockwiseBackward
+        .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => {
             let (o, lse) = forward(qi.clone(), &ki, &vi, &key_ok, &sp);
             let prim = o.clone().into_primitive().tensor();
-            prep.finish(Saved { q: qi, k: ki, v: vi, o, lse, key_ok, sp }, prim)
+            prep.finish(
+                Saved {
+                    q: qi,
+                    k: ki,
+                    v: vi,
+                    o,
+                    lse,
+                    key_ok,
+                    sp,
+                },
+                prim,
+            )
         }
         OpsKind::UnTracked(prep) => prep.finish(forward(qi, &ki, &vi, &key_ok, &sp).0.into_primitive().tensor()),
     };
@@ -235,7 +301,13 @@ pub fn attention<B: Backend, C: CheckpointStrategy>(
 
 /// [`attention`] when `B` is one of the autodiff backends this crate trains on; `None` otherwise
 /// (an inference backend, where the plain path keeps nothing for backward anyway).
-pub fn try_attention<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, key_ok: &Tensor<B, 2>, sp: Spec) -> Option<Tensor<B, 4>> {
+pub fn try_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    key_ok: &Tensor<B, 2>,
+    sp: Spec,
+) -> Option<Tensor<B, 4>> {
     macro_rules! first_of {
         ($($x:ty),* $(,)?) => { $( if let Some(out) = on::<B, $x>(q, k, v, key_ok, sp) { return Some(out); } )* };
     }
@@ -249,7 +321,13 @@ pub fn try_attention<B: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<
     None
 }
 
-fn on<B: Backend, X: Backend>(q: &Tensor<B, 4>, k: &Tensor<B, 4>, v: &Tensor<B, 4>, key_ok: &Tensor<B, 2>, sp: Spec) -> Option<Tensor<B, 4>> {
+fn on<B: Backend, X: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+    key_ok: &Tensor<B, 2>,
+    sp: Spec,
+) -> Option<Tensor<B, 4>> {
     type Ad<X> = Autodiff<X, NoCheckpointing>;
     let cast4 = |t: &Tensor<B, 4>| (t as &dyn Any).downcast_ref::<Tensor<Ad<X>, 4>>().cloned();
     let (q, k, v) = (cast4(q)?, cast4(k)?, cast4(v)?);

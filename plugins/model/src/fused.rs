@@ -46,7 +46,13 @@ pub struct HostKv {
 impl HostKv {
     pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize) -> Self {
         let len = batch * cfg.num_key_value_heads * capacity * cfg.head_dim;
-        HostKv { k: vec![0.0; len], v: vec![0.0; len], kvh: cfg.num_key_value_heads, cap: capacity, hd: cfg.head_dim }
+        HostKv {
+            k: vec![0.0; len],
+            v: vec![0.0; len],
+            kvh: cfg.num_key_value_heads,
+            cap: capacity,
+            hd: cfg.head_dim,
+        }
     }
     fn at(&self, b: usize, h: usize, pos: usize) -> usize {
         ((b * self.kvh + h) * self.cap + pos) * self.hd
@@ -55,8 +61,18 @@ impl HostKv {
     /// A cache whose row `i` is a copy of this cache's row `rows[i]`.
     pub fn gather_rows(&self, rows: &[usize]) -> HostKv {
         let slab = self.kvh * self.cap * self.hd;
-        let pick = |src: &[f32]| rows.iter().flat_map(|&r| src[r * slab..(r + 1) * slab].iter().copied()).collect();
-        HostKv { k: pick(&self.k), v: pick(&self.v), kvh: self.kvh, cap: self.cap, hd: self.hd }
+        let pick = |src: &[f32]| {
+            rows.iter()
+                .flat_map(|&r| src[r * slab..(r + 1) * slab].iter().copied())
+                .collect()
+        };
+        HostKv {
+            k: pick(&self.k),
+            v: pick(&self.v),
+            kvh: self.kvh,
+            cap: self.cap,
+            hd: self.hd,
+        }
     }
 }
 
@@ -103,7 +119,13 @@ pub fn attention<B: Backend>(
         Some(c) => c,
         None => {
             assert_eq!(past, 0, "attention without a cache starts at position 0");
-            scratch = HostKv { k: vec![0.0; b * kvh * t * hd], v: vec![0.0; b * kvh * t * hd], kvh, cap: t, hd };
+            scratch = HostKv {
+                k: vec![0.0; b * kvh * t * hd],
+                v: vec![0.0; b * kvh * t * hd],
+                kvh,
+                cap: t,
+                hd,
+            };
             &mut scratch
         }
     };
@@ -141,7 +163,11 @@ pub fn attention<B: Backend>(
                 // Keys masked out (future or padding) get exp(-1e9 - max) = 0 in f32: skip them.
                 let mut max = f32::NEG_INFINITY;
                 for j in 0..s {
-                    p[j] = if mask[j] == 0.0 { dot(qv, &keys[j * hd..(j + 1) * hd]) * scale + mask[j] } else { f32::NEG_INFINITY };
+                    p[j] = if mask[j] == 0.0 {
+                        dot(qv, &keys[j * hd..(j + 1) * hd]) * scale + mask[j]
+                    } else {
+                        f32::NEG_INFINITY
+                    };
                     max = max.max(p[j]);
                 }
                 let mut sum = 0f32;

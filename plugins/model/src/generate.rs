@@ -44,14 +44,25 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) ->
     let e: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
     let lse = (e.iter().map(|&x| x as f64).sum::<f64>()).ln() as f32 + max;
     let tok = if p.temperature <= 0.0 {
-        logits.iter().enumerate().fold((0usize, f32::NEG_INFINITY), |a, (i, &l)| if l > a.1 { (i, l) } else { a }).0
+        logits
+            .iter()
+            .enumerate()
+            .fold(
+                (0usize, f32::NEG_INFINITY),
+                |a, (i, &l)| if l > a.1 { (i, l) } else { a },
+            )
+            .0
     } else {
         let inv_t = (1.0 / p.temperature) as f32;
         let weight = |l: f32| ((l - max) * inv_t).exp() as f64;
         let filtered = (p.top_k > 0 && p.top_k < logits.len()) || p.top_p < 1.0;
         if !filtered {
             // Weights computed once; at temperature 1 they are the terms of the log-sum-exp.
-            let w: Vec<f64> = if inv_t == 1.0 { e.iter().map(|&x| x as f64).collect() } else { logits.iter().map(|&l| weight(l)).collect() };
+            let w: Vec<f64> = if inv_t == 1.0 {
+                e.iter().map(|&x| x as f64).collect()
+            } else {
+                logits.iter().map(|&l| weight(l)).collect()
+            };
             let total: f64 = w.iter().sum();
             let mut u = rng.gen::<f64>() * total;
             let mut pick = logits.len() - 1;
@@ -102,11 +113,23 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) ->
 
 /// `sample_token` for each `(i, r)` of `todo`: logits row i, prompt row r (which owns its
 /// generator), rows spread over rayon's workers, so the result does not depend on the split.
-fn sample_rows(logits: &[f32], v: usize, todo: &[(usize, usize)], p: &SamplingParams, rngs: &mut [ChaCha8Rng]) -> Result<Vec<(u32, f32)>> {
+fn sample_rows(
+    logits: &[f32],
+    v: usize,
+    todo: &[(usize, usize)],
+    p: &SamplingParams,
+    rngs: &mut [ChaCha8Rng],
+) -> Result<Vec<(u32, f32)>> {
     use rayon::prelude::*;
     let mut mine: Vec<Option<&mut ChaCha8Rng>> = rngs.iter_mut().map(Some).collect();
-    let picked: Vec<(usize, &mut ChaCha8Rng)> = todo.iter().map(|&(i, r)| (i, mine[r].take().expect("each row once"))).collect();
-    picked.into_par_iter().map(|(i, rng)| sample_token(&logits[i * v..(i + 1) * v], p, rng)).collect()
+    let picked: Vec<(usize, &mut ChaCha8Rng)> = todo
+        .iter()
+        .map(|&(i, r)| (i, mine[r].take().expect("each row once")))
+        .collect();
+    picked
+        .into_par_iter()
+        .map(|(i, rng)| sample_token(&logits[i * v..(i + 1) * v], p, rng))
+        .collect()
 }
 
 /// The logits of the last position of each row: on the host (the CPU backend, or top-k / top-p
@@ -137,11 +160,19 @@ fn samples_on_device<B: Backend>(p: &SamplingParams, vocab: usize) -> bool {
 /// same inverse-CDF draw with the same uniform from row r's generator, the weights summed by a
 /// cumulative sum in f32 (the host sums in f64, so a draw within rounding of a boundary can pick
 /// the neighbour). Unfiltered sampling and greedy only.
-fn sample_on_device<B: Backend>(logits: &Tensor<B, 2>, todo: &[(usize, usize)], p: &SamplingParams, rngs: &mut [ChaCha8Rng]) -> Result<Vec<(u32, f32)>> {
+fn sample_on_device<B: Backend>(
+    logits: &Tensor<B, 2>,
+    todo: &[(usize, usize)],
+    p: &SamplingParams,
+    rngs: &mut [ChaCha8Rng],
+) -> Result<Vec<(u32, f32)>> {
     let device = logits.device();
     let (m, v) = (todo.len(), logits.dims()[1]);
     let rows: Vec<i64> = todo.iter().map(|&(i, _)| i as i64).collect();
-    let x = logits.clone().select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [m]), &device)).cast(crate::model::widened(logits.dtype()));
+    let x = logits
+        .clone()
+        .select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [m]), &device))
+        .cast(crate::model::widened(logits.dtype()));
     let max = x.clone().max_dim(1);
     let e = (x.clone() - max.clone()).exp();
     let lse = e.clone().sum_dim(1).log() + max.clone();
@@ -149,7 +180,11 @@ fn sample_on_device<B: Backend>(logits: &Tensor<B, 2>, todo: &[(usize, usize)], 
         x.clone().argmax(1)
     } else {
         let inv_t = 1.0 / p.temperature;
-        let w = if inv_t == 1.0 { e } else { ((x.clone() - max) * inv_t).exp() };
+        let w = if inv_t == 1.0 {
+            e
+        } else {
+            ((x.clone() - max) * inv_t).exp()
+        };
         let c = w.cumsum(1);
         let total = c.clone().slice([0..m, v - 1..v]);
         let u: Vec<f32> = todo.iter().map(|&(_, r)| rngs[r].gen::<f64>() as f32).collect();
@@ -158,7 +193,11 @@ fn sample_on_device<B: Backend>(logits: &Tensor<B, 2>, todo: &[(usize, usize)], 
         c.lower(u.expand([m, v])).int().sum_dim(1).clamp_max((v - 1) as i64)
     };
     let lp = x.gather(1, tok.clone()) - lse;
-    let ids: Vec<i64> = tok.into_data().convert::<i64>().into_vec::<i64>().map_err(|e| anyhow::anyhow!("sampled ids: {e:?}"))?;
+    let ids: Vec<i64> = tok
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .map_err(|e| anyhow::anyhow!("sampled ids: {e:?}"))?;
     let lps = to_f32(lp);
     if lps.iter().any(|l| !l.is_finite()) {
         bail!("non-finite logits during sampling");
@@ -192,18 +231,27 @@ fn prefill<B: Backend>(
         })
         .collect();
     let nu = unique.len();
-    let (mut ids, mut valid, mut pos) = (Vec::with_capacity(nu * pmax), Vec::with_capacity(nu), Vec::with_capacity(nu * pmax));
+    let (mut ids, mut valid, mut pos) = (
+        Vec::with_capacity(nu * pmax),
+        Vec::with_capacity(nu),
+        Vec::with_capacity(nu * pmax),
+    );
     for pr in &unique {
         let row: Vec<bool> = (0..pmax).map(|j| j >= pmax - pr.len()).collect();
         ids.extend(std::iter::repeat(pad).take(pmax - pr.len()).chain(pr.iter().copied()));
         pos.extend(positions(&row));
         valid.push(row);
     }
-    let mut caches: Vec<KvCache<B>> = (0..cfg.num_hidden_layers).map(|_| KvCache::new(cfg, nu, cap, &device)).collect();
+    let mut caches: Vec<KvCache<B>> = (0..cfg.num_hidden_layers)
+        .map(|_| KvCache::new(cfg, nu, cap, &device))
+        .collect();
     let st = Step::new(cfg, &pos, &valid, 0, &device);
     let h = model.hidden(&ids, &st, Some(&mut caches), fwd);
     let hs = cfg.hidden_size;
-    let last = h.reshape([nu, pmax, hs]).slice([0..nu, pmax - 1..pmax, 0..hs]).reshape([nu, hs]);
+    let last = h
+        .reshape([nu, pmax, hs])
+        .slice([0..nu, pmax - 1..pmax, 0..hs])
+        .reshape([nu, hs]);
     let logits = Logits::new(model.logits(last), on_device);
     if nu == prompts.len() {
         return Ok((caches, logits));
@@ -211,10 +259,18 @@ fn prefill<B: Backend>(
     let v = cfg.vocab_size;
     let caches = caches.iter().map(|c| c.gather_rows(&row_of, &device)).collect();
     let logits = match logits {
-        Logits::Host(l) => Logits::Host(row_of.iter().flat_map(|&u| l[u * v..(u + 1) * v].iter().copied()).collect()),
+        Logits::Host(l) => Logits::Host(
+            row_of
+                .iter()
+                .flat_map(|&u| l[u * v..(u + 1) * v].iter().copied())
+                .collect(),
+        ),
         Logits::Device(t) => {
             let idx: Vec<i64> = row_of.iter().map(|&u| u as i64).collect();
-            Logits::Device(t.select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [row_of.len()]), &device)))
+            Logits::Device(t.select(
+                0,
+                Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [row_of.len()]), &device),
+            ))
         }
     };
     Ok((caches, logits))
@@ -240,12 +296,19 @@ pub fn generate<B: Backend>(
     let fwd = Fwd { adapters, train: false };
     let pmax = prompts.iter().map(|x| x.len()).max().unwrap();
     if pmax + p.max_new_tokens > cfg.max_position_embeddings {
-        bail!("prompt ({pmax}) + max_new_tokens ({}) exceeds the model's {} positions", p.max_new_tokens, cfg.max_position_embeddings);
+        bail!(
+            "prompt ({pmax}) + max_new_tokens ({}) exceeds the model's {} positions",
+            p.max_new_tokens,
+            cfg.max_position_embeddings
+        );
     }
     let pad = codec.pad_id();
     let mut stop_ids = codec.eos_ids();
     stop_ids.extend(&p.stop_token_ids);
-    let mut valid: Vec<Vec<bool>> = prompts.iter().map(|pr| (0..pmax).map(|j| j >= pmax - pr.len()).collect()).collect();
+    let mut valid: Vec<Vec<bool>> = prompts
+        .iter()
+        .map(|pr| (0..pmax).map(|j| j >= pmax - pr.len()).collect())
+        .collect();
     let cap = pmax + p.max_new_tokens;
     let v = cfg.vocab_size;
     let on_device = samples_on_device::<B>(p, v);
@@ -259,8 +322,14 @@ pub fn generate<B: Backend>(
             Ok(g)
         })
         .collect::<Result<_>>()?;
-    let mut out: Vec<Generation> =
-        (0..b).map(|_| Generation { tokens: vec![], text: String::new(), logprobs: vec![], finish: FinishReason::Length }).collect();
+    let mut out: Vec<Generation> = (0..b)
+        .map(|_| Generation {
+            tokens: vec![],
+            text: String::new(),
+            logprobs: vec![],
+            finish: FinishReason::Length,
+        })
+        .collect();
     // A stop string of n bytes lies within the last n tokens once it appears; one more token
     // absorbs a character split across tokens, so only that tail is decoded at each step.
     let stop_window = p.stop_strings.iter().map(|s| s.len()).max().unwrap_or(0) + 2;
@@ -302,7 +371,16 @@ pub fn generate<B: Backend>(
             valid = keep.iter().map(|&i| std::mem::take(&mut valid[i])).collect();
             next_pos = keep.iter().map(|&i| next_pos[i]).collect();
         }
-        let feed: Vec<u32> = live.iter().map(|&r| if done[r] { pad } else { *out[r].tokens.last().expect("sampled") }).collect();
+        let feed: Vec<u32> = live
+            .iter()
+            .map(|&r| {
+                if done[r] {
+                    pad
+                } else {
+                    *out[r].tokens.last().expect("sampled")
+                }
+            })
+            .collect();
         let past = pmax + step;
         for row in valid.iter_mut() {
             row.push(true);
@@ -315,11 +393,20 @@ pub fn generate<B: Backend>(
         logits = Logits::new(model.logits(h), on_device);
     }
     for g in out.iter_mut() {
-        let body = if g.finish == FinishReason::Eos { &g.tokens[..g.tokens.len() - 1] } else { &g.tokens[..] };
+        let body = if g.finish == FinishReason::Eos {
+            &g.tokens[..g.tokens.len() - 1]
+        } else {
+            &g.tokens[..]
+        };
         let mut text = codec.decode(body)?;
         if g.finish == FinishReason::StopString {
             // Keep the stop string, drop whatever its last token carried after it.
-            if let Some(end) = p.stop_strings.iter().filter_map(|s| text.find(s.as_str()).map(|i| i + s.len())).min() {
+            if let Some(end) = p
+                .stop_strings
+                .iter()
+                .filter_map(|s| text.find(s.as_str()).map(|i| i + s.len()))
+                .min()
+            {
                 text.truncate(end);
             }
         }
@@ -340,9 +427,16 @@ pub fn pack(seqs: &[Sequence], pad: u32) -> Result<(Vec<u32>, Vec<Vec<bool>>, Ve
     for s in seqs {
         let lp = pmax - s.prompt.len();
         let rp = cmax - s.completion.len();
-        ids.extend(std::iter::repeat(pad).take(lp).chain(s.prompt.iter().copied()).chain(s.completion.iter().copied()));
+        ids.extend(
+            std::iter::repeat(pad)
+                .take(lp)
+                .chain(s.prompt.iter().copied())
+                .chain(s.completion.iter().copied()),
+        );
         ids.extend(std::iter::repeat(pad).take(rp));
-        let row: Vec<bool> = (0..pmax + cmax).map(|j| j >= lp && j < pmax + s.completion.len()).collect();
+        let row: Vec<bool> = (0..pmax + cmax)
+            .map(|j| j >= lp && j < pmax + s.completion.len())
+            .collect();
         pos.extend(positions(&row));
         valid.push(row);
     }
@@ -353,7 +447,12 @@ pub fn pack(seqs: &[Sequence], pad: u32) -> Result<(Vec<u32>, Vec<Vec<bool>>, Ve
 /// Rows that share a prompt (a GRPO group) run the prompt once: its keys and values are copied
 /// to the group's rows and only the completions run per row, which cuts the work of the
 /// reference, old-policy and update passes by up to G x (prompt tokens) with the same result.
-pub fn completion_logprobs<B: Backend>(model: &Transformer<B>, seqs: &[Sequence], pad: u32, fwd: Fwd) -> Result<Tensor<B, 2>> {
+pub fn completion_logprobs<B: Backend>(
+    model: &Transformer<B>,
+    seqs: &[Sequence],
+    pad: u32,
+    fwd: Fwd,
+) -> Result<Tensor<B, 2>> {
     let groups = prompt_groups(seqs);
     if groups.len() == seqs.len() {
         return packed_logprobs(model, seqs, pad, fwd);
@@ -366,7 +465,11 @@ pub fn completion_logprobs<B: Backend>(model: &Transformer<B>, seqs: &[Sequence]
         let group: Vec<&Sequence> = rows.iter().map(|&r| &seqs[r]).collect();
         let lp = shared_prompt_logprobs(model, &group, pad, fwd)?;
         let [g, c] = lp.dims();
-        parts.push(if c < cmax { Tensor::cat(vec![lp, Tensor::zeros([g, cmax - c], &device)], 1) } else { lp });
+        parts.push(if c < cmax {
+            Tensor::cat(vec![lp, Tensor::zeros([g, cmax - c], &device)], 1)
+        } else {
+            lp
+        });
         order.extend(rows);
     }
     // Back to the callers' row order.
@@ -393,7 +496,12 @@ fn prompt_groups(seqs: &[Sequence]) -> Vec<Vec<usize>> {
 /// Log-probs `[g, cmax]` of a group's completions after their common prompt: the prompt runs once
 /// (batch 1, filling a KV cache), the cache rows are copied to the g rows, then the completions run
 /// (right-padded) after it. Completion token j is predicted by position prompt-1+j.
-fn shared_prompt_logprobs<B: Backend>(model: &Transformer<B>, group: &[&Sequence], pad: u32, fwd: Fwd) -> Result<Tensor<B, 2>> {
+fn shared_prompt_logprobs<B: Backend>(
+    model: &Transformer<B>,
+    group: &[&Sequence],
+    pad: u32,
+    fwd: Fwd,
+) -> Result<Tensor<B, 2>> {
     let cfg = &model.cfg;
     let device = model.device();
     let prompt = &group[0].prompt;
@@ -403,9 +511,13 @@ fn shared_prompt_logprobs<B: Backend>(model: &Transformer<B>, group: &[&Sequence
     let (g, lp) = (group.len(), prompt.len());
     let cmax = group.iter().map(|s| s.completion.len()).max().unwrap_or(0).max(1);
     let hs = cfg.hidden_size;
-    let mut caches: Vec<KvCache<B>> = (0..cfg.num_hidden_layers).map(|_| KvCache::new(cfg, 1, lp + cmax, &device)).collect();
+    let mut caches: Vec<KvCache<B>> = (0..cfg.num_hidden_layers)
+        .map(|_| KvCache::new(cfg, 1, lp + cmax, &device))
+        .collect();
     let st = Step::new(cfg, &(0..lp).collect::<Vec<_>>(), &[vec![true; lp]], 0, &device);
-    let last = model.hidden(prompt, &st, Some(&mut caches), fwd).slice([lp - 1..lp, 0..hs]);
+    let last = model
+        .hidden(prompt, &st, Some(&mut caches), fwd)
+        .slice([lp - 1..lp, 0..hs]);
     let mut h = Tensor::cat(vec![last; g], 0).reshape([g, 1, hs]);
     if cmax > 1 {
         // Only the first cmax-1 completion tokens are inputs: the last one is only predicted.
@@ -425,13 +537,25 @@ fn shared_prompt_logprobs<B: Backend>(model: &Transformer<B>, group: &[&Sequence
         let hc = model.hidden(&ids, &st, Some(&mut caches), fwd).reshape([g, t, hs]);
         h = Tensor::cat(vec![h, hc], 1);
     }
-    Ok(token_logprobs(model, h.reshape([g * cmax, hs]), group.iter().map(|s| &s.completion[..]), cmax))
+    Ok(token_logprobs(
+        model,
+        h.reshape([g * cmax, hs]),
+        group.iter().map(|s| &s.completion[..]),
+        cmax,
+    ))
 }
 
 /// Log-probs `[rows, cmax]` of each row's completion tokens from the hidden states that predict
 /// them (`[rows * cmax, hidden]`); columns past a row's completion hold garbage.
-fn token_logprobs<'a, B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, completions: impl Iterator<Item = &'a [u32]>, cmax: usize) -> Tensor<B, 2> {
-    let targets: Vec<i64> = completions.flat_map(|c| (0..cmax).map(move |j| c.get(j).copied().unwrap_or(0) as i64)).collect();
+fn token_logprobs<'a, B: Backend>(
+    model: &Transformer<B>,
+    h: Tensor<B, 2>,
+    completions: impl Iterator<Item = &'a [u32]>,
+    cmax: usize,
+) -> Tensor<B, 2> {
+    let targets: Vec<i64> = completions
+        .flat_map(|c| (0..cmax).map(move |j| c.get(j).copied().unwrap_or(0) as i64))
+        .collect();
     let rows = targets.len() / cmax;
     selected_logprobs(model, h, &targets, LOGIT_CHUNK).reshape([rows, cmax])
 }
@@ -447,11 +571,17 @@ pub const LOGIT_CHUNK: usize = 1 << 24;
 /// whose value is zero (the idea behind fused linear cross-entropy; TRL's selective log-softmax
 /// saves only the second `[rows, vocab]` tensor). Full fine-tuning trains the head itself and
 /// keeps the plain graph.
-pub fn selected_logprobs<B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, targets: &[i64], chunk: usize) -> Tensor<B, 2> {
+pub fn selected_logprobs<B: Backend>(
+    model: &Transformer<B>,
+    h: Tensor<B, 2>,
+    targets: &[i64],
+    chunk: usize,
+) -> Tensor<B, 2> {
     let device = model.device();
     let [rows, hs] = h.dims();
     assert_eq!(targets.len(), rows, "one target per hidden row");
-    let ids = |a: usize, b: usize| Tensor::<B, 1, Int>::from_data(TensorData::new(targets[a..b].to_vec(), [b - a]), &device);
+    let ids =
+        |a: usize, b: usize| Tensor::<B, 1, Int>::from_data(TensorData::new(targets[a..b].to_vec(), [b - a]), &device);
     if rows == 0 || model.head_trains() {
         return log_softmax(model.logits(h).cast(model.master), 1).gather(1, ids(0, rows).reshape([rows, 1]));
     }
@@ -465,7 +595,10 @@ pub fn selected_logprobs<B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, ta
         let b = (a + step).min(rows);
         // In the masters' dtype (f32) whatever the compute dtype: log-probs feed the ratios
         // exp(lp - lp_old) and the KL, and the loss gradient comes in f32.
-        let lsm = log_softmax(model.logits(detached.clone().slice([a..b, 0..hs])).cast(model.master), 1);
+        let lsm = log_softmax(
+            model.logits(detached.clone().slice([a..b, 0..hs])).cast(model.master),
+            1,
+        );
         values.push(lsm.clone().gather(1, ids(a, b).reshape([b - a, 1])));
         if tracked {
             expected.push(model.head_expect(lsm.exp()));
@@ -482,7 +615,12 @@ pub fn selected_logprobs<B: Backend>(model: &Transformer<B>, h: Tensor<B, 2>, ta
 }
 
 /// Every row packed into one batch (prompts left-padded, completions right-padded).
-pub fn packed_logprobs<B: Backend>(model: &Transformer<B>, seqs: &[Sequence], pad: u32, fwd: Fwd) -> Result<Tensor<B, 2>> {
+pub fn packed_logprobs<B: Backend>(
+    model: &Transformer<B>,
+    seqs: &[Sequence],
+    pad: u32,
+    fwd: Fwd,
+) -> Result<Tensor<B, 2>> {
     let device = model.device();
     let (ids, valid, pos, pmax, cmax) = pack(seqs, pad)?;
     let b = seqs.len();
@@ -490,7 +628,10 @@ pub fn packed_logprobs<B: Backend>(model: &Transformer<B>, seqs: &[Sequence], pa
     let hs = model.cfg.hidden_size;
     let st = Step::new(&model.cfg, &pos, &valid, 0, &device);
     let h = model.hidden(&ids, &st, None, fwd);
-    let h = h.reshape([b, l, hs]).slice([0..b, pmax - 1..pmax - 1 + cmax, 0..hs]).reshape([b * cmax, hs]);
+    let h = h
+        .reshape([b, l, hs])
+        .slice([0..b, pmax - 1..pmax - 1 + cmax, 0..hs])
+        .reshape([b * cmax, hs]);
     Ok(token_logprobs(model, h, seqs.iter().map(|s| &s.completion[..]), cmax))
 }
 
@@ -498,5 +639,8 @@ pub fn packed_logprobs<B: Backend>(model: &Transformer<B>, seqs: &[Sequence], pa
 pub fn trim<B: Backend>(lp: Tensor<B, 2>, seqs: &[Sequence]) -> Vec<Vec<f32>> {
     let cmax = lp.dims()[1];
     let flat = to_f32(lp);
-    seqs.iter().enumerate().map(|(r, s)| flat[r * cmax..r * cmax + s.completion.len()].to_vec()).collect()
+    seqs.iter()
+        .enumerate()
+        .map(|(r, s)| flat[r * cmax..r * cmax + s.completion.len()].to_vec())
+        .collect()
 }

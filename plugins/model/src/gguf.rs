@@ -21,7 +21,11 @@ impl WeightSource for GgufSource {
 pub fn open(path: &Path, arch: &str, tokenizer: &str) -> Result<ModelFiles> {
     let g = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut config = g.model_config()?;
-    let codec = if tokenizer.is_empty() { Codec::from_gguf(&g)? } else { Codec::from_tokenizer_json(Path::new(tokenizer))? };
+    let codec = if tokenizer.is_empty() {
+        Codec::from_gguf(&g)?
+    } else {
+        Codec::from_tokenizer_json(Path::new(tokenizer))?
+    };
     use recode_core::api::TextCodec;
     if let Some(a) = Architecture::forced(arch)? {
         config.architecture = a;
@@ -30,7 +34,11 @@ pub fn open(path: &Path, arch: &str, tokenizer: &str) -> Result<ModelFiles> {
     config.vocab_size = g.tensor_info("token_embd.weight")?.shape()[0];
     config.bos_token_id = codec.bos_id();
     config.eos_token_ids = codec.eos_ids();
-    Ok(ModelFiles { config, weights: Box::new(GgufSource(g)), codec: Box::new(codec) })
+    Ok(ModelFiles {
+        config,
+        weights: Box::new(GgufSource(g)),
+        codec: Box::new(codec),
+    })
 }
 
 /// A known model id -> its cached file, fetched when missing.

@@ -41,4 +41,3 @@ pub(crate) fn slice_of(p: &TensorPrimitive<Cpu>) -> Option<&[f32]> {
         _ => None,
     }
 }
-

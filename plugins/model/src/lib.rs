@@ -4,12 +4,12 @@
 
 pub mod bench;
 pub mod byte_codec;
+pub mod config;
 pub mod cpu;
 pub mod flash;
 pub mod fused;
-pub mod host;
-pub mod config;
 pub mod generate;
+pub mod host;
 pub mod load;
 pub mod loss_scale;
 pub mod merge;
@@ -53,7 +53,11 @@ pub fn open_model(path: &Path, arch: &str, tokenizer: &str) -> Result<ModelFiles
     let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
     let config = ModelConfig::from_hf_json_as(&text, arch).with_context(|| format!("{}", cfg_path.display()))?;
     let weights = Box::new(weights::SafetensorsSource::from_dir(path)?);
-    let tok: PathBuf = if tokenizer.is_empty() { path.join("tokenizer.json") } else { PathBuf::from(tokenizer) };
+    let tok: PathBuf = if tokenizer.is_empty() {
+        path.join("tokenizer.json")
+    } else {
+        PathBuf::from(tokenizer)
+    };
     let codec = Box::new(recode_model_formats::Codec::from_tokenizer_json(&tok)?);
     Ok(ModelFiles { config, weights, codec })
 }
@@ -94,10 +98,21 @@ pub fn build_policy<B: Backend>(ctx: &ModelContext<'_>, device: &B::Device) -> R
         Precision::Bf16 => FloatDType::BF16,
     };
     if DType::from(compute) != master && !B::supports_dtype(device, compute.into()) {
-        bail!("precision {:?} is not supported by this {:?} device; use f32, or f16/bf16 where the device has it", ctx.backend.precision, ctx.backend.kind);
+        bail!(
+            "precision {:?} is not supported by this {:?} device; use f32, or f16/bf16 where the device has it",
+            ctx.backend.precision,
+            ctx.backend.kind
+        );
     }
-    let mut model = load::load_transformer_in::<burn::backend::Autodiff<B>>(&files.config, files.weights.as_ref(), &ctx.spec.adapter, ctx.seed, device, compute)
-        .with_context(|| format!("loading {}", path.display()))?;
+    let mut model = load::load_transformer_in::<burn::backend::Autodiff<B>>(
+        &files.config,
+        files.weights.as_ref(),
+        &ctx.spec.adapter,
+        ctx.seed,
+        device,
+        compute,
+    )
+    .with_context(|| format!("loading {}", path.display()))?;
     model.attention = options.attention;
     drop(files.weights);
     // burn 0.21 fixes one default float dtype per device type for the whole process, set by the
@@ -116,8 +131,14 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(e) => {
-            let msg = e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
-            bail!("{what} backend failed to start: {}", msg.unwrap_or_else(|| "panic".into()))
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()));
+            bail!(
+                "{what} backend failed to start: {}",
+                msg.unwrap_or_else(|| "panic".into())
+            )
         }
     }
 }
@@ -127,7 +148,9 @@ fn factory(ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
     let b = ctx.backend;
     match (b.kind, b.precision) {
         (BackendKind::Cpu, Precision::F32) => Ok(Box::new(build_policy::<NdArray<f32>>(ctx, &Default::default())?)),
-        (BackendKind::Cpu, p) => bail!("the cpu backend supports f32 only (precision = {p:?}); use wgpu or cuda for f16/bf16"),
+        (BackendKind::Cpu, p) => {
+            bail!("the cpu backend supports f32 only (precision = {p:?}); use wgpu or cuda for f16/bf16")
+        }
         _ => gpu_factory(ctx),
     }
 }
@@ -136,7 +159,11 @@ fn factory(ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
 fn gpu_factory(ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
     use burn::backend::{cuda::CudaDevice, wgpu::WgpuDevice, Cuda, Wgpu};
     let b = ctx.backend;
-    let wdev = if b.device == 0 { WgpuDevice::DefaultDevice } else { WgpuDevice::DiscreteGpu(b.device) };
+    let wdev = if b.device == 0 {
+        WgpuDevice::DefaultDevice
+    } else {
+        WgpuDevice::DiscreteGpu(b.device)
+    };
     let cdev = CudaDevice::new(b.device);
     fn boxed<B: Backend>(p: TransformerPolicy<B>) -> Box<dyn Policy> {
         Box::new(p)
@@ -152,5 +179,8 @@ fn gpu_factory(ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
 
 #[cfg(not(feature = "gpu"))]
 fn gpu_factory(ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
-    bail!("backend {:?}: recode-model was built without its `gpu` feature", ctx.backend.kind)
+    bail!(
+        "backend {:?}: recode-model was built without its `gpu` feature",
+        ctx.backend.kind
+    )
 }

@@ -11,7 +11,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use recode_core::spec::{AdapterKind, AdapterSpec};
 
-pub const ALL_LINEAR: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const ALL_LINEAR: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 /// Target module names after applying PEFT defaults ("all-linear", empty = q_proj + v_proj).
 pub fn resolve_targets(spec: &AdapterSpec) -> Result<Vec<String>> {
@@ -47,7 +55,11 @@ impl<B: Backend> Loader<'_, B> {
     }
     fn param<const D: usize>(&mut self, vals: Vec<f32>, shape: [usize; D], grad: bool) -> Param<Tensor<B, D>> {
         let data = TensorData::new(vals, shape);
-        let t = if grad { Tensor::from_data(data, &self.device) } else { Tensor::from_data(data, (&self.device, self.compute)) };
+        let t = if grad {
+            Tensor::from_data(data, &self.device)
+        } else {
+            Tensor::from_data(data, (&self.device, self.compute))
+        };
         let t = t.set_require_grad(grad);
         Param::initialized(self.id(), t)
     }
@@ -74,8 +86,20 @@ impl<B: Backend> Loader<'_, B> {
         }
         let g = self.train_base;
         let weight = self.param(t, [d_in, d_out], g);
-        let bias = if bias { Some(self.vector(&format!("{prefix}.bias"), d_out)?) } else { None };
-        Ok(Linear { weight, bias, lora_a: None, lora_b: None, magnitude: None, scaling: 1.0, dropout: 0.0 })
+        let bias = if bias {
+            Some(self.vector(&format!("{prefix}.bias"), d_out)?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight,
+            bias,
+            lora_a: None,
+            lora_b: None,
+            magnitude: None,
+            scaling: 1.0,
+            dropout: 0.0,
+        })
     }
 }
 
@@ -109,7 +133,13 @@ pub fn load_transformer_in<B: Backend>(
 ) -> Result<Transformer<B>> {
     cfg.check_decoder()?;
     let train_base = adapter.kind == AdapterKind::Full;
-    let mut ld = Loader::<B> { src, device: device.clone(), next_id: 0, train_base, compute: compute.into() };
+    let mut ld = Loader::<B> {
+        src,
+        device: device.clone(),
+        next_id: 0,
+        train_base,
+        compute: compute.into(),
+    };
     let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
     let ev = ld.get("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
@@ -135,8 +165,21 @@ pub fn load_transformer_in<B: Backend>(
     }
     let norm = ld.vector("model.norm.weight", h)?;
     let tied = cfg.tie_word_embeddings || !src.contains("lm_head.weight");
-    let lm_head = if tied { None } else { Some(ld.linear("lm_head", h, cfg.vocab_size, false)?) };
-    let mut model = Transformer { embed_tokens, layers, norm, lm_head, cfg: cfg.clone(), attention: Default::default(), compute, master: default_dtype::<B>(device) };
+    let lm_head = if tied {
+        None
+    } else {
+        Some(ld.linear("lm_head", h, cfg.vocab_size, false)?)
+    };
+    let mut model = Transformer {
+        embed_tokens,
+        layers,
+        norm,
+        lm_head,
+        cfg: cfg.clone(),
+        attention: Default::default(),
+        compute,
+        master: default_dtype::<B>(device),
+    };
     model.cfg.tie_word_embeddings = tied;
     if matches!(adapter.kind, AdapterKind::Lora | AdapterKind::Dora) {
         add_adapters(&mut model, adapter, seed, &mut ld.next_id)?;
@@ -146,7 +189,12 @@ pub fn load_transformer_in<B: Backend>(
 
 /// PEFT initialisation: A ~ kaiming-uniform(a=sqrt 5) i.e. U(±1/sqrt(in)), B = 0, DoRA m = ||W|| per
 /// output feature, so the adapted model starts exactly equal to the base.
-fn add_adapters<B: Backend>(model: &mut Transformer<B>, spec: &AdapterSpec, seed: u64, next_id: &mut u64) -> Result<()> {
+fn add_adapters<B: Backend>(
+    model: &mut Transformer<B>,
+    spec: &AdapterSpec,
+    seed: u64,
+    next_id: &mut u64,
+) -> Result<()> {
     if spec.rank == 0 {
         bail!("adapter rank must be > 0");
     }
@@ -178,7 +226,14 @@ fn add_adapters<B: Backend>(model: &mut Transformer<B>, spec: &AdapterSpec, seed
         if spec.kind == AdapterKind::Dora {
             // Same expression as the forward's norm (in the weight's dtype, then to the master's),
             // so m / ||W|| is exactly 1 at init.
-            let m = w.detach().powi_scalar(2).sum_dim(0).sqrt().cast(master).reshape([d_out]).set_require_grad(true);
+            let m = w
+                .detach()
+                .powi_scalar(2)
+                .sum_dim(0)
+                .sqrt()
+                .cast(master)
+                .reshape([d_out])
+                .set_require_grad(true);
             lin.magnitude = Some(Param::initialized(id(), m));
         }
         lin.scaling = spec.alpha / r as f64;

@@ -18,7 +18,10 @@ pub struct LossScaler {
 
 impl Default for LossScaler {
     fn default() -> Self {
-        Self { scale: INITIAL_SCALE, good: 0 }
+        Self {
+            scale: INITIAL_SCALE,
+            good: 0,
+        }
     }
 }
 

@@ -5,13 +5,13 @@
 //! except inside attention.
 
 use crate::config::ModelConfig;
-use std::cell::OnceCell;
 use crate::flash::{self, AttentionMode};
 use crate::fused::{self, HostKv, StepHost};
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Distribution, FloatDType, Int, Tensor, TensorData};
+use std::cell::OnceCell;
 
 /// Per-call switches.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +53,10 @@ impl<B: Backend> Linear<B> {
         let refs: Vec<&Tensor<B, 2>> = ws.iter().collect();
         let bases = crate::cpu::small_matmul_many(&x, &refs)
             .unwrap_or_else(|| ws.iter().map(|w| x.clone().matmul(w.clone())).collect());
-        lins.iter().zip(bases).map(|(l, base)| l.finish(x.clone(), base, fwd)).collect()
+        lins.iter()
+            .zip(bases)
+            .map(|(l, base)| l.finish(x.clone(), base, fwd))
+            .collect()
     }
 
     /// Adapter and bias on top of the base projection `x W`.
@@ -152,20 +155,36 @@ pub struct KvCache<B: Backend> {
 impl<B: Backend> KvCache<B> {
     pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, device: &B::Device) -> Self {
         if crate::host::is_cpu::<B>() {
-            return Self { k: None, v: None, host: Some(HostKv::new(cfg, batch, capacity)) };
+            return Self {
+                k: None,
+                v: None,
+                host: Some(HostKv::new(cfg, batch, capacity)),
+            };
         }
         let shape = [batch, cfg.num_key_value_heads, capacity, cfg.head_dim];
-        Self { k: Some(Tensor::zeros(shape, device)), v: Some(Tensor::zeros(shape, device)), host: None }
+        Self {
+            k: Some(Tensor::zeros(shape, device)),
+            v: Some(Tensor::zeros(shape, device)),
+            host: None,
+        }
     }
     /// A cache whose row `i` is a copy of this cache's row `rows[i]` (prefill shared by a group).
     pub fn gather_rows(&self, rows: &[usize], device: &B::Device) -> Self {
         if let Some(h) = &self.host {
-            return Self { k: None, v: None, host: Some(h.gather_rows(rows)) };
+            return Self {
+                k: None,
+                v: None,
+                host: Some(h.gather_rows(rows)),
+            };
         }
         let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [rows.len()]), device);
         let pick = |t: &Option<Tensor<B, 4>>| Some(t.clone().expect("cache").select(0, idx.clone()));
-        Self { k: pick(&self.k), v: pick(&self.v), host: None }
+        Self {
+            k: pick(&self.k),
+            v: pick(&self.v),
+            host: None,
+        }
     }
 
     /// Write `[b, kvh, t, hd]` at `past..past+t` and return views of `0..past+t`.
@@ -174,8 +193,18 @@ impl<B: Backend> KvCache<B> {
         // `take` keeps the buffer uniquely owned so the backend can write in place. The buffer is
         // made in the device's default dtype; the first write under f16/bf16 converts it once.
         let dt = k.dtype();
-        let kc = self.k.take().expect("cache").cast(dt).slice_assign([0..b, 0..h, past..past + t, 0..d], k);
-        let vc = self.v.take().expect("cache").cast(dt).slice_assign([0..b, 0..h, past..past + t, 0..d], v);
+        let kc = self
+            .k
+            .take()
+            .expect("cache")
+            .cast(dt)
+            .slice_assign([0..b, 0..h, past..past + t, 0..d], k);
+        let vc = self
+            .v
+            .take()
+            .expect("cache")
+            .cast(dt)
+            .slice_assign([0..b, 0..h, past..past + t, 0..d], v);
         let ks = kc.clone().slice([0..b, 0..h, 0..past + t, 0..d]);
         let vs = vc.clone().slice([0..b, 0..h, 0..past + t, 0..d]);
         self.k = Some(kc);
@@ -235,7 +264,17 @@ impl<B: Backend> Step<B> {
             past,
             cos: Tensor::from_data(TensorData::new(cos.clone(), [b, 1, t, half]), device),
             sin: Tensor::from_data(TensorData::new(sin.clone(), [b, 1, t, half]), device),
-            key_ok: Tensor::from_data(TensorData::new(valid.iter().flatten().map(|&ok| if ok { 1.0f32 } else { 0.0 }).collect::<Vec<_>>(), [b, s]), device),
+            key_ok: Tensor::from_data(
+                TensorData::new(
+                    valid
+                        .iter()
+                        .flatten()
+                        .map(|&ok| if ok { 1.0f32 } else { 0.0 })
+                        .collect::<Vec<_>>(),
+                    [b, s],
+                ),
+                device,
+            ),
             valid: valid.to_vec(),
             mask: OnceCell::new(),
             cos_h: cos,
@@ -248,7 +287,9 @@ impl<B: Backend> Step<B> {
     /// cast once per step, not once per layer (one model, so one dtype, uses a step).
     fn mask(&self, dt: DType) -> Tensor<B, 5> {
         let s = self.past + self.t;
-        self.mask.get_or_init(|| flash::bias(&self.key_ok, self.past, 0..self.t, 0..s).cast(dt)).clone()
+        self.mask
+            .get_or_init(|| flash::bias(&self.key_ok, self.past, 0..self.t, 0..s).cast(dt))
+            .clone()
     }
 
     /// The same mask on the host, `[b*t, past+t]` row-major. A query sees key j when j <= its
@@ -270,7 +311,14 @@ impl<B: Backend> Step<B> {
     }
 
     fn host(&self) -> StepHost<'_> {
-        StepHost { batch: self.batch, t: self.t, past: self.past, cos: &self.cos_h, sin: &self.sin_h, mask: self.host_mask() }
+        StepHost {
+            batch: self.batch,
+            t: self.t,
+            past: self.past,
+            cos: &self.cos_h,
+            sin: &self.sin_h,
+            mask: self.host_mask(),
+        }
     }
 
     fn rope(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -280,7 +328,10 @@ impl<B: Backend> Step<B> {
         let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
         let x2 = x.slice([0..b, 0..h, 0..t, half..d]);
         let (c, s) = (self.cos.clone().cast(dt), self.sin.clone().cast(dt));
-        Tensor::cat(vec![x1.clone() * c.clone() - x2.clone() * s.clone(), x2 * c + x1 * s], 3)
+        Tensor::cat(
+            vec![x1.clone() * c.clone() - x2.clone() * s.clone(), x2 * c + x1 * s],
+            3,
+        )
     }
 }
 
@@ -305,12 +356,21 @@ fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Param<Tensor<B, 1>>, eps: f64) -> T
 }
 
 impl<B: Backend> Attention<B> {
-    fn forward(&self, x: Tensor<B, 2>, cfg: &ModelConfig, st: &Step<B>, cache: Option<&mut KvCache<B>>, fwd: Fwd, mode: AttentionMode) -> Tensor<B, 2> {
+    fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        cfg: &ModelConfig,
+        st: &Step<B>,
+        cache: Option<&mut KvCache<B>>,
+        fwd: Fwd,
+        mode: AttentionMode,
+    ) -> Tensor<B, 2> {
         let (b, t) = (st.batch, st.t);
         let (nh, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
         let g = nh / kvh;
-        let [q, k, v]: [Tensor<B, 2>; 3] =
-            Linear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x, fwd).try_into().expect("q, k, v");
+        let [q, k, v]: [Tensor<B, 2>; 3] = Linear::forward_many(&[&self.q_proj, &self.k_proj, &self.v_proj], x, fwd)
+            .try_into()
+            .expect("q, k, v");
         if crate::host::is_cpu::<B>() {
             let cache = cache.map(|c| c.host.as_mut().expect("a CPU cache is on the host"));
             let out = fused::attention(&q, &k, &v, cfg, &st.host(), cache).expect("CPU tensors");
@@ -332,7 +392,9 @@ impl<B: Backend> Attention<B> {
             let spec = flash::Spec::for_shapes(b, nh, t, s, hd, st.past, g);
             let wide = |x: &Tensor<B, 4>| x.clone().cast(widened(dt));
             if let Some(out) = flash::try_attention(&wide(&q), &wide(&k), &wide(&v), &st.key_ok, spec) {
-                return self.o_proj.forward(out.cast(dt).swap_dims(1, 2).reshape([b * t, nh * hd]), fwd);
+                return self
+                    .o_proj
+                    .forward(out.cast(dt).swap_dims(1, 2).reshape([b * t, nh * hd]), fwd);
             }
         }
         // GQA without copying K/V: query heads of one kv group are stacked along the row axis.
@@ -340,15 +402,20 @@ impl<B: Backend> Attention<B> {
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
         let scores = scores.reshape([b, kvh, g, t, s]) + st.mask(dt);
         let probs = softmax(scores, 4).reshape([b, kvh, g * t, s]);
-        let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b * t, nh * hd]);
+        let out = probs
+            .matmul(v)
+            .reshape([b, nh, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b * t, nh * hd]);
         self.o_proj.forward(out, fwd)
     }
 }
 
 impl<B: Backend> Mlp<B> {
     fn forward(&self, x: Tensor<B, 2>, fwd: Fwd) -> Tensor<B, 2> {
-        let [gate, up]: [Tensor<B, 2>; 2] =
-            Linear::forward_many(&[&self.gate_proj, &self.up_proj], x, fwd).try_into().expect("gate, up");
+        let [gate, up]: [Tensor<B, 2>; 2] = Linear::forward_many(&[&self.gate_proj, &self.up_proj], x, fwd)
+            .try_into()
+            .expect("gate, up");
         let h = fused::swiglu(&gate, &up).unwrap_or_else(|| silu(gate) * up);
         self.down_proj.forward(h, fwd)
     }
@@ -364,9 +431,18 @@ impl<B: Backend> Transformer<B> {
         let eps = self.cfg.rms_norm_eps;
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_mut().map(|c| &mut c[i]);
-            let h = layer.self_attn.forward(rms_norm(x.clone(), &layer.input_layernorm, eps), &self.cfg, st, cache, fwd, self.attention);
+            let h = layer.self_attn.forward(
+                rms_norm(x.clone(), &layer.input_layernorm, eps),
+                &self.cfg,
+                st,
+                cache,
+                fwd,
+                self.attention,
+            );
             x = x + h;
-            let h = layer.mlp.forward(rms_norm(x.clone(), &layer.post_attention_layernorm, eps), fwd);
+            let h = layer
+                .mlp
+                .forward(rms_norm(x.clone(), &layer.post_attention_layernorm, eps), fwd);
             x = x + h;
         }
         rms_norm(x, &self.norm, eps)
@@ -375,7 +451,13 @@ impl<B: Backend> Transformer<B> {
     /// Logits `[rows, vocab]` of final hidden states.
     pub fn logits(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.lm_head {
-            Some(l) => l.forward(h, Fwd { adapters: false, train: false }),
+            Some(l) => l.forward(
+                h,
+                Fwd {
+                    adapters: false,
+                    train: false,
+                },
+            ),
             None => {
                 let e = self.embed_tokens.val().cast(h.dtype());
                 crate::cpu::small_matmul_nt(&h, &e).unwrap_or_else(|| h.matmul(e.transpose()))
@@ -498,11 +580,17 @@ impl<B: Backend> Transformer<B> {
         f("model.embed_tokens.weight", ParamMut::D2(&mut self.embed_tokens));
         for (i, l) in self.layers.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
-            f(&format!("{p}.input_layernorm.weight"), ParamMut::D1(&mut l.input_layernorm));
+            f(
+                &format!("{p}.input_layernorm.weight"),
+                ParamMut::D1(&mut l.input_layernorm),
+            );
             for (n, lin) in l.self_attn.linears_mut() {
                 lin.visit(&format!("{p}.self_attn.{n}"), f);
             }
-            f(&format!("{p}.post_attention_layernorm.weight"), ParamMut::D1(&mut l.post_attention_layernorm));
+            f(
+                &format!("{p}.post_attention_layernorm.weight"),
+                ParamMut::D1(&mut l.post_attention_layernorm),
+            );
             for (n, lin) in l.mlp.linears_mut() {
                 lin.visit(&format!("{p}.mlp.{n}"), f);
             }
@@ -530,12 +618,21 @@ impl<B: Backend> Transformer<B> {
 
 impl<B: Backend> Attention<B> {
     fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 4] {
-        [("q_proj", &mut self.q_proj), ("k_proj", &mut self.k_proj), ("v_proj", &mut self.v_proj), ("o_proj", &mut self.o_proj)]
+        [
+            ("q_proj", &mut self.q_proj),
+            ("k_proj", &mut self.k_proj),
+            ("v_proj", &mut self.v_proj),
+            ("o_proj", &mut self.o_proj),
+        ]
     }
 }
 
 impl<B: Backend> Mlp<B> {
     fn linears_mut(&mut self) -> [(&'static str, &mut Linear<B>); 3] {
-        [("gate_proj", &mut self.gate_proj), ("up_proj", &mut self.up_proj), ("down_proj", &mut self.down_proj)]
+        [
+            ("gate_proj", &mut self.gate_proj),
+            ("up_proj", &mut self.up_proj),
+            ("down_proj", &mut self.down_proj),
+        ]
     }
 }

@@ -5,8 +5,8 @@
 //! once per optimiser step.
 
 use crate::generate::{completion_logprobs, generate, trim};
-use crate::loss_scale::LossScaler;
 use crate::load::resolve_targets;
+use crate::loss_scale::LossScaler;
 use crate::model::{Fwd, ParamMut, Transformer};
 use crate::weights::{write_safetensors, SafetensorsSource, WeightSource};
 use anyhow::{bail, Context, Result};
@@ -69,7 +69,12 @@ fn adamw(t: &TrainingSpec) -> AdamWConfig {
 }
 
 impl<B: Backend> TransformerPolicy<B> {
-    pub fn new(model: Transformer<AD<B>>, codec: Box<dyn TextCodec>, adapter: AdapterSpec, training: &TrainingSpec) -> Result<Self> {
+    pub fn new(
+        model: Transformer<AD<B>>,
+        codec: Box<dyn TextCodec>,
+        adapter: AdapterSpec,
+        training: &TrainingSpec,
+    ) -> Result<Self> {
         if training.optimizer != "adamw" {
             bail!("optimizer `{}` is not built in (only adamw)", training.optimizer);
         }
@@ -184,7 +189,15 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
         }
         let pad = self.codec.pad_id();
         let model = self.model.as_ref().expect("model present");
-        let lp = completion_logprobs(model, seqs, pad, Fwd { adapters: true, train: true })?;
+        let lp = completion_logprobs(
+            model,
+            seqs,
+            pad,
+            Fwd {
+                adapters: true,
+                train: true,
+            },
+        )?;
         let [b, cmax] = lp.dims();
         let values = trim(lp.clone().detach(), seqs);
         let grads = loss_grad(&values)?;
@@ -194,7 +207,11 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
         let mut g = vec![0f32; b * cmax];
         for (r, (row, s)) in grads.iter().zip(seqs).enumerate() {
             if row.len() != s.completion.len() {
-                bail!("loss gradient row {r} has {} values, expected {}", row.len(), s.completion.len());
+                bail!(
+                    "loss gradient row {r} has {} values, expected {}",
+                    row.len(),
+                    s.completion.len()
+                );
             }
             g[r * cmax..r * cmax + row.len()].copy_from_slice(row);
         }
@@ -221,7 +238,11 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
             if let (true, Some(sc)) = (had, self.scaler.as_mut()) {
                 sc.backoff();
             }
-            return Ok(OptimStats { grad_norm: norm, lr, applied: false });
+            return Ok(OptimStats {
+                grad_norm: norm,
+                lr,
+                applied: false,
+            });
         }
         if let Some(sc) = self.scaler.as_mut() {
             sc.grow();
@@ -230,7 +251,11 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
         let model = self.model.take().expect("model present");
         let optim = self.optim.as_mut().expect("optimizer present");
         self.model = Some(optim.step(lr, model, grads));
-        Ok(OptimStats { grad_norm: norm, lr, applied: true })
+        Ok(OptimStats {
+            grad_norm: norm,
+            lr,
+            applied: true,
+        })
     }
 
     fn discard_gradients(&mut self) -> Result<()> {
@@ -259,7 +284,8 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
             .record(rec, dir.join("optimizer"))
             .map_err(|e| anyhow::anyhow!("saving optimizer state to {}: {e}", dir.display()))?;
         if let Some(sc) = &self.scaler {
-            std::fs::write(dir.join(LOSS_SCALE_FILE), serde_json::to_string(sc)?).with_context(|| format!("writing {}", dir.join(LOSS_SCALE_FILE).display()))?;
+            std::fs::write(dir.join(LOSS_SCALE_FILE), serde_json::to_string(sc)?)
+                .with_context(|| format!("writing {}", dir.join(LOSS_SCALE_FILE).display()))?;
         }
         Ok(())
     }
@@ -273,7 +299,12 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
             }
             match src.tensor(n) {
                 Ok((shape, vals)) if shape == p.shape() => p.set(vals),
-                Ok((shape, _)) => err = Some(anyhow::anyhow!("checkpoint tensor `{n}`: shape {shape:?}, expected {:?}", p.shape())),
+                Ok((shape, _)) => {
+                    err = Some(anyhow::anyhow!(
+                        "checkpoint tensor `{n}`: shape {shape:?}, expected {:?}",
+                        p.shape()
+                    ))
+                }
                 Err(e) => err = Some(e.context(format!("checkpoint {} lacks trainable tensor `{n}`", dir.display()))),
             }
         });
@@ -291,7 +322,10 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
             // A checkpoint saved at another precision has none: start from the initial scale.
             if path.exists() {
                 let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                self.scaler = Some(serde_json::from_str(&text).with_context(|| format!("{}: expected {{\"scale\": number, \"good\": count}}", path.display()))?);
+                self.scaler =
+                    Some(serde_json::from_str(&text).with_context(|| {
+                        format!("{}: expected {{\"scale\": number, \"good\": count}}", path.display())
+                    })?);
             }
         }
         Ok(())
@@ -299,7 +333,10 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
 
     fn export_peft(&self, dir: &Path) -> Result<()> {
         if !self.has_adapters() {
-            bail!("this policy has no adapters to export (adapter kind {:?})", self.adapter.kind);
+            bail!(
+                "this policy has no adapters to export (adapter kind {:?})",
+                self.adapter.kind
+            );
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut out = vec![];
@@ -342,7 +379,10 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
 }
 
 /// Test/diagnostic hook: overwrite parameters by name (our layout) with `f(name, shape) -> values`.
-pub fn set_params<B: Backend>(policy: &mut TransformerPolicy<B>, f: &mut dyn FnMut(&str, &[usize]) -> Option<Vec<f32>>) {
+pub fn set_params<B: Backend>(
+    policy: &mut TransformerPolicy<B>,
+    f: &mut dyn FnMut(&str, &[usize]) -> Option<Vec<f32>>,
+) {
     policy.model_mut().visit_params(&mut |n, mut p: ParamMut<'_, AD<B>>| {
         if let Some(v) = f(n, &p.shape()) {
             p.set(v);

@@ -31,9 +31,33 @@ pub const SHAPES: [&str; 3] = ["qwen2.5-0.5b", "qwen2.5-7b", "tiny"];
 /// Qwen2.5-0.5B and Qwen2.5-7B as their config.json files give them; "tiny" for CI.
 pub fn shape(name: &str) -> Result<Shape> {
     Ok(match name {
-        "qwen2.5-0.5b" => Shape { hidden: 896, intermediate: 4864, layers: 24, heads: 14, kv_heads: 2, vocab: 151936, tied: true },
-        "qwen2.5-7b" => Shape { hidden: 3584, intermediate: 18944, layers: 28, heads: 28, kv_heads: 4, vocab: 152064, tied: false },
-        "tiny" => Shape { hidden: 64, intermediate: 128, layers: 2, heads: 4, kv_heads: 2, vocab: 4096, tied: false },
+        "qwen2.5-0.5b" => Shape {
+            hidden: 896,
+            intermediate: 4864,
+            layers: 24,
+            heads: 14,
+            kv_heads: 2,
+            vocab: 151936,
+            tied: true,
+        },
+        "qwen2.5-7b" => Shape {
+            hidden: 3584,
+            intermediate: 18944,
+            layers: 28,
+            heads: 28,
+            kv_heads: 4,
+            vocab: 152064,
+            tied: false,
+        },
+        "tiny" => Shape {
+            hidden: 64,
+            intermediate: 128,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            vocab: 4096,
+            tied: false,
+        },
         other => bail!("unknown shape `{other}`: expected one of {SHAPES:?}"),
     })
 }
@@ -53,9 +77,15 @@ impl Shape {
                 t.push((format!("{p}.self_attn.{n}.bias"), vec![out]));
             }
             t.push((format!("{p}.self_attn.o_proj.weight"), vec![self.hidden, q]));
-            t.push((format!("{p}.mlp.gate_proj.weight"), vec![self.intermediate, self.hidden]));
+            t.push((
+                format!("{p}.mlp.gate_proj.weight"),
+                vec![self.intermediate, self.hidden],
+            ));
             t.push((format!("{p}.mlp.up_proj.weight"), vec![self.intermediate, self.hidden]));
-            t.push((format!("{p}.mlp.down_proj.weight"), vec![self.hidden, self.intermediate]));
+            t.push((
+                format!("{p}.mlp.down_proj.weight"),
+                vec![self.hidden, self.intermediate],
+            ));
         }
         t.push(("model.norm.weight".into(), vec![self.hidden]));
         if !self.tied {
@@ -80,12 +110,15 @@ const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 
 fn tokenizer_json() -> serde_json::Value {
     let chars = characters();
-    let vocab: serde_json::Map<String, serde_json::Value> = chars.iter().enumerate().map(|(i, c)| (c.clone(), i.into())).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        chars.iter().enumerate().map(|(i, c)| (c.clone(), i.into())).collect();
     let added: Vec<serde_json::Value> = SPECIALS
         .iter()
         .enumerate()
-        .map(|(i, t)| serde_json::json!({"id": chars.len() + i, "content": t, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true}))
+        .map(|(i, t)| {
+            serde_json::json!({"id": chars.len() + i, "content": t, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+        })
         .collect();
     serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
@@ -111,10 +144,15 @@ pub fn write_random_model(dir: &Path, s: &Shape, bf16: bool, seed: u64) -> Resul
         "num_key_value_heads": s.kv_heads, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "vocab_size": s.vocab,
         "tie_word_embeddings": s.tied, "max_position_embeddings": 32768, "eos_token_id": eos
     });
-    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).with_context(|| format!("writing {}", dir.join(name).display()));
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).with_context(|| format!("writing {}", dir.join(name).display()))
+    };
     write("config.json", serde_json::to_string_pretty(&config)?)?;
     write("tokenizer.json", tokenizer_json().to_string())?;
-    write("tokenizer_config.json", serde_json::json!({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}).to_string())?;
+    write(
+        "tokenizer_config.json",
+        serde_json::json!({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}).to_string(),
+    )?;
 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let bound = 0.02f32 * 3f32.sqrt(); // uniform on [-b, b] has standard deviation b / sqrt(3)

@@ -48,7 +48,8 @@ impl SafetensorsSource {
         let mut index = HashMap::new();
         for (i, p) in paths.iter().enumerate() {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-            let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", p.display()))?;
+            let st =
+                SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a safetensors file", p.display()))?;
             for name in st.names() {
                 index.insert(name.to_string(), i);
             }
@@ -63,7 +64,10 @@ impl WeightSource for SafetensorsSource {
         self.index.contains_key(hf_name)
     }
     fn tensor(&self, hf_name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-        let &i = self.index.get(hf_name).with_context(|| format!("tensor `{hf_name}` not found in the safetensors files"))?;
+        let &i = self
+            .index
+            .get(hf_name)
+            .with_context(|| format!("tensor `{hf_name}` not found in the safetensors files"))?;
         let (path, bytes) = &self.files[i];
         let st = SafeTensors::deserialize(bytes)?;
         let view = st.tensor(hf_name)?;
@@ -76,10 +80,16 @@ impl WeightSource for SafetensorsSource {
 pub fn bytes_to_f32(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>> {
     let u16s = || data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
     Ok(match dtype {
-        Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         Dtype::BF16 => u16s().map(|b| f32::from_bits((b as u32) << 16)).collect(),
         Dtype::F16 => u16s().map(f16_to_f32).collect(),
-        Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         d => bail!("dtype {d:?} is not supported (expected F32, F16, BF16 or F64)"),
     })
 }
@@ -114,7 +124,12 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bufs
         .iter()
-        .map(|(n, s, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .map(|(n, s, b)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)?,
+            ))
+        })
         .collect::<Result<_>>()?;
     safetensors::serialize_to_file(views, None, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())

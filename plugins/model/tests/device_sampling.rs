@@ -23,20 +23,45 @@ fn wgpu_samples_on_the_device_what_the_cpu_samples_on_the_host() {
     // Two rows share a prompt (the prefill runs it once and copies the row on the device).
     let prompts = vec![vec![5u32, 9, 33, 2], vec![12u32, 40], vec![5u32, 9, 33, 2]];
     for temperature in [0.0, 1.0, 0.7] {
-        let params = SamplingParams { max_new_tokens: 12, temperature, top_p: 1.0, top_k: 0, stop_token_ids: vec![], stop_strings: vec![], seed: 7, row_seeds: vec![] };
+        let params = SamplingParams {
+            max_new_tokens: 12,
+            temperature,
+            top_p: 1.0,
+            top_k: 0,
+            stop_token_ids: vec![],
+            stop_strings: vec![],
+            seed: 7,
+            row_seeds: vec![],
+        };
         let run = |kind: BackendKind| {
-            let backend = BackendSpec { kind, device: 0, precision: Precision::F32 };
-            let mut p = factory(&ModelContext { spec: &spec, backend: &backend, training: &training, seed: 3 }).unwrap();
+            let backend = BackendSpec {
+                kind,
+                device: 0,
+                precision: Precision::F32,
+            };
+            let mut p = factory(&ModelContext {
+                spec: &spec,
+                backend: &backend,
+                training: &training,
+                seed: 3,
+            })
+            .unwrap();
             p.generate(&prompts, &params).unwrap()
         };
         let (cpu, gpu) = (run(BackendKind::Cpu), run(BackendKind::Wgpu));
         let lens: Vec<usize> = cpu.iter().map(|g| g.tokens.len()).collect();
         eprintln!("temperature {temperature}: tokens per row {lens:?}");
-        assert!(lens.iter().sum::<usize>() >= 2 * lens.len(), "the rows stopped at once; the check needs several tokens: {lens:?}");
+        assert!(
+            lens.iter().sum::<usize>() >= 2 * lens.len(),
+            "the rows stopped at once; the check needs several tokens: {lens:?}"
+        );
         for (r, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
             assert_eq!(a.tokens, b.tokens, "temperature {temperature}, row {r}");
             for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
-                assert!((x - y).abs() < 1e-4, "temperature {temperature}, row {r}: log-prob {x} on the cpu, {y} on wgpu");
+                assert!(
+                    (x - y).abs() < 1e-4,
+                    "temperature {temperature}, row {r}: log-prob {x} on the cpu, {y} on wgpu"
+                );
             }
         }
     }

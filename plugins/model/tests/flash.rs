@@ -37,7 +37,11 @@ fn plain(q: Tensor<AD, 4>, k: Tensor<AD, 4>, v: Tensor<AD, 4>, valid: &[Vec<bool
     for row in valid {
         for i in 0..t {
             for (j, &ok) in row.iter().enumerate() {
-                mask.push(if j <= past + i && (ok || j == past + i) { 0.0f32 } else { -1e9 });
+                mask.push(if j <= past + i && (ok || j == past + i) {
+                    0.0f32
+                } else {
+                    -1e9
+                });
             }
         }
     }
@@ -77,10 +81,10 @@ fn paddings(b: usize, s: usize) -> Vec<Vec<bool>> {
 
 /// (b, nh, kvh, hd, past, t, bq, bk)
 const CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 7] = [
-    (2, 4, 2, 8, 0, 9, 4, 3),   // self-attention, GQA 2, ragged blocks, online softmax across key blocks
-    (2, 4, 2, 8, 5, 6, 2, 4),   // queries after a 5-key prompt (the shared-prompt path)
-    (1, 2, 1, 4, 0, 1, 1, 1),   // one query, multi-query attention
-    (3, 6, 6, 8, 7, 5, 5, 12),  // no GQA, one block of each
+    (2, 4, 2, 8, 0, 9, 4, 3), // self-attention, GQA 2, ragged blocks, online softmax across key blocks
+    (2, 4, 2, 8, 5, 6, 2, 4), // queries after a 5-key prompt (the shared-prompt path)
+    (1, 2, 1, 4, 0, 1, 1, 1), // one query, multi-query attention
+    (3, 6, 6, 8, 7, 5, 5, 12), // no GQA, one block of each
     (3, 4, 2, 8, 4, 11, 16, 64), // blocks larger than the shapes
     (2, 14, 2, 16, 3, 20, 8, 23), // the 0.5B's 7 query heads per kv head
     (1, 14, 2, 64, 24, 40, 16, 32), // the 0.5B's attention shape (14 heads, 2 kv heads, head dim 64) after a prompt
@@ -92,16 +96,37 @@ fn values_and_gradients_match_the_plain_attention() {
     for (case, &(b, nh, kvh, hd, past, t, bq, bk)) in CASES.iter().enumerate() {
         let s = past + t;
         let valid = paddings(b, s);
-        let (q, k, v) = (random(&mut rng, [b, nh, t, hd]), random(&mut rng, [b, kvh, s, hd]), random(&mut rng, [b, kvh, s, hd]));
+        let (q, k, v) = (
+            random(&mut rng, [b, nh, t, hd]),
+            random(&mut rng, [b, kvh, s, hd]),
+            random(&mut rng, [b, kvh, s, hd]),
+        );
         let w = random(&mut rng, [b, nh, t, hd]);
-        let sp = Spec { past, groups: nh / kvh, bq, bk, scale: 1.0 / (hd as f64).sqrt() };
+        let sp = Spec {
+            past,
+            groups: nh / kvh,
+            bq,
+            bk,
+            scale: 1.0 / (hd as f64).sqrt(),
+        };
         // What the model calls: it finds the autodiff backend, and declines an inference one.
         assert!(flash::try_attention(&q, &k, &v, &key_ok(&valid), sp).is_some());
-        assert!(flash::try_attention(&q.clone().inner(), &k.clone().inner(), &v.clone().inner(), &key_ok(&valid).inner(), sp).is_none());
+        assert!(flash::try_attention(
+            &q.clone().inner(),
+            &k.clone().inner(),
+            &v.clone().inner(),
+            &key_ok(&valid).inner(),
+            sp
+        )
+        .is_none());
         for k_tracked in [true, false] {
             let run = |blockwise: bool| {
                 let (q, v) = (q.clone().detach().require_grad(), v.clone().detach().require_grad());
-                let k = if k_tracked { k.clone().detach().require_grad() } else { k.clone().detach() };
+                let k = if k_tracked {
+                    k.clone().detach().require_grad()
+                } else {
+                    k.clone().detach()
+                };
                 let out = if blockwise {
                     flash::attention(q.clone(), k.clone(), v.clone(), key_ok(&valid), sp)
                 } else {
@@ -146,18 +171,44 @@ fn the_model_gives_the_same_logprobs_and_gradients_with_blockwise_attention() {
     let spec = adapter(AdapterKind::Dora, &["q_proj", "k_proj", "v_proj"]);
     let (a, b) = (vec![5u32, 9, 33, 2, 77, 1, 64], vec![12u32, 40]);
     let seqs = vec![
-        Sequence { prompt: a.clone(), completion: vec![8, 8, 100, 3] },
-        Sequence { prompt: b.clone(), completion: vec![4, 90, 17] },
-        Sequence { prompt: a.clone(), completion: vec![1, 2, 3, 4, 5, 6, 7] },
+        Sequence {
+            prompt: a.clone(),
+            completion: vec![8, 8, 100, 3],
+        },
+        Sequence {
+            prompt: b.clone(),
+            completion: vec![4, 90, 17],
+        },
+        Sequence {
+            prompt: a.clone(),
+            completion: vec![1, 2, 3, 4, 5, 6, 7],
+        },
     ];
-    let train = Fwd { adapters: true, train: true };
+    let train = Fwd {
+        adapters: true,
+        train: true,
+    };
     let run = |mode: AttentionMode, packed: bool| {
         let src = SafetensorsSource::from_dir(dir.path()).unwrap();
         let mut m = load_transformer::<AD>(&config(dir.path()), &src, &spec, 3, &Default::default()).unwrap();
         m.attention = mode;
-        let training = TrainingSpec { lr: 1e-2, ..Default::default() };
-        let p = TransformerPolicy::new(m, Box::new(ByteCodec { eos: vec![127], pad: 0 }), spec.clone(), &training).unwrap();
-        let lp = if packed { packed_logprobs(p.model(), &seqs, 0, train) } else { completion_logprobs(p.model(), &seqs, 0, train) }.unwrap();
+        let training = TrainingSpec {
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let p = TransformerPolicy::new(
+            m,
+            Box::new(ByteCodec { eos: vec![127], pad: 0 }),
+            spec.clone(),
+            &training,
+        )
+        .unwrap();
+        let lp = if packed {
+            packed_logprobs(p.model(), &seqs, 0, train)
+        } else {
+            completion_logprobs(p.model(), &seqs, 0, train)
+        }
+        .unwrap();
         let [rows, cols] = lp.dims();
         let mut w = vec![0f32; rows * cols];
         for (r, s) in seqs.iter().enumerate() {
@@ -170,7 +221,11 @@ fn the_model_gives_the_same_logprobs_and_gradients_with_blockwise_attention() {
         let g = (lp * w).sum().backward();
         let l0 = &p.model().layers[0].self_attn;
         let grad = |t: Tensor<AD, 2>| t.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
-        let grads = [grad(l0.q_proj.lora_b.as_ref().unwrap().val()), grad(l0.k_proj.lora_b.as_ref().unwrap().val()), grad(l0.v_proj.lora_b.as_ref().unwrap().val())];
+        let grads = [
+            grad(l0.q_proj.lora_b.as_ref().unwrap().val()),
+            grad(l0.k_proj.lora_b.as_ref().unwrap().val()),
+            grad(l0.v_proj.lora_b.as_ref().unwrap().val()),
+        ];
         (values, grads)
     };
     for packed in [false, true] {

@@ -26,7 +26,14 @@ fn finite_difference_gradients() {
     let s = seqs();
     let g: Vec<f64> = (0..s.len() * 7).map(|i| ((i * 37 % 11) as f64 - 5.0) / 10.0).collect();
     for kind in [AdapterKind::Lora, AdapterKind::Dora, AdapterKind::Full] {
-        let mut m = load_transformer::<Autodiff<D>>(&config(dir.path()), &src, &adapter(kind, &["q_proj", "up_proj"]), 1, &Default::default()).unwrap();
+        let mut m = load_transformer::<Autodiff<D>>(
+            &config(dir.path()),
+            &src,
+            &adapter(kind, &["q_proj", "up_proj"]),
+            1,
+            &Default::default(),
+        )
+        .unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         // Set A as well as B: the loader draws A from burn's process-wide generator, whose state
         // depends on which tests ran before in this process; the instance checked must not.
@@ -38,7 +45,18 @@ fn finite_difference_gradients() {
         });
         let gt = || Tensor::<Autodiff<D>, 2>::from_data(TensorData::new(g.clone(), [s.len(), 7]), &Default::default());
         let loss = |m: &Transformer<Autodiff<D>>| -> Tensor<Autodiff<D>, 1> {
-            (completion_logprobs(m, &s, 0, Fwd { adapters: true, train: false }).unwrap() * gt()).sum()
+            (completion_logprobs(
+                m,
+                &s,
+                0,
+                Fwd {
+                    adapters: true,
+                    train: false,
+                },
+            )
+            .unwrap()
+                * gt())
+            .sum()
         };
         // The whole model must really be f64 (see the module comment).
         assert_eq!(m.embed_tokens.val().dtype(), DType::F64);
@@ -56,14 +74,26 @@ fn finite_difference_gradients() {
             let want = match kind {
                 AdapterKind::Dora => n.contains("magnitude"),
                 AdapterKind::Lora => n.contains("lora_"),
-                _ => n.contains("layers.1.self_attn.q_proj.weight") || n.contains("layers.0.mlp.up_proj.weight") || n.contains("norm.weight"),
+                _ => {
+                    n.contains("layers.1.self_attn.q_proj.weight")
+                        || n.contains("layers.0.mlp.up_proj.weight")
+                        || n.contains("norm.weight")
+                }
             };
             if !want || checked >= 6 {
                 return;
             }
             let (analytic, vals, shape): (Vec<f64>, Vec<f32>, Vec<usize>) = match &p {
-                ParamMut::D1(q) => (q.val().grad(&grads).unwrap().into_data().iter::<f64>().collect(), p.to_vec(), p.shape()),
-                ParamMut::D2(q) => (q.val().grad(&grads).unwrap().into_data().iter::<f64>().collect(), p.to_vec(), p.shape()),
+                ParamMut::D1(q) => (
+                    q.val().grad(&grads).unwrap().into_data().iter::<f64>().collect(),
+                    p.to_vec(),
+                    p.shape(),
+                ),
+                ParamMut::D2(q) => (
+                    q.val().grad(&grads).unwrap().into_data().iter::<f64>().collect(),
+                    p.to_vec(),
+                    p.shape(),
+                ),
             };
             let _ = shape;
             for k in [0, vals.len() / 2, vals.len() - 1] {
@@ -93,7 +123,11 @@ fn finite_difference_gradients() {
                 let fd = (eval(h) - eval(-h)) / (stored(h) - stored(-h));
                 let err = (fd - analytic[k]).abs() / fd.abs().max(analytic[k].abs()).max(1e-3);
                 worst = worst.max(err);
-                assert!(err < 1e-3, "{kind:?} {n}[{k}]: analytic {} vs finite difference {fd}", analytic[k]);
+                assert!(
+                    err < 1e-3,
+                    "{kind:?} {n}[{k}]: analytic {} vs finite difference {fd}",
+                    analytic[k]
+                );
             }
             checked += 1;
         });
@@ -101,5 +135,3 @@ fn finite_difference_gradients() {
         eprintln!("{kind:?}: worst relative gap between analytic and finite-difference gradients {worst:.2e}");
     }
 }
-
-

@@ -53,10 +53,22 @@ fn loss_weights(rows: usize, cols: usize) -> Vec<f32> {
 
 /// Log-probs (as f64) and the gradients of a weighted sum of them for every trainable tensor.
 fn logprobs_and_grads(m: &Transformer<AD>, s: &[Sequence]) -> (Vec<f64>, Vec<(String, DType, Vec<f64>)>) {
-    let lp = completion_logprobs(m, s, 0, Fwd { adapters: true, train: true }).unwrap();
+    let lp = completion_logprobs(
+        m,
+        s,
+        0,
+        Fwd {
+            adapters: true,
+            train: true,
+        },
+    )
+    .unwrap();
     assert_eq!(lp.dtype(), DType::F32, "log-probs are made in the masters' dtype");
     let [rows, cols] = lp.dims();
-    let w = Tensor::<AD, 2>::from_data(TensorData::new(loss_weights(rows, cols), [rows, cols]), &Default::default());
+    let w = Tensor::<AD, 2>::from_data(
+        TensorData::new(loss_weights(rows, cols), [rows, cols]),
+        &Default::default(),
+    );
     let values = lp.clone().inner().into_data().iter::<f64>().collect();
     let grads = (lp * w).sum().backward();
     let mut out = vec![];
@@ -103,13 +115,21 @@ fn f64_compute_with_f32_masters_matches_f32_on_the_cpu() {
         });
         let (lp_mixed, g_mixed) = logprobs_and_grads(&mixed, &s);
         let (lp_plain, g_plain) = logprobs_and_grads(&plain, &s);
-        assert!(max_rel(&lp_mixed, &lp_plain) < 1e-5, "{mode:?}: log-probs differ by {}", max_rel(&lp_mixed, &lp_plain));
+        assert!(
+            max_rel(&lp_mixed, &lp_plain) < 1e-5,
+            "{mode:?}: log-probs differ by {}",
+            max_rel(&lp_mixed, &lp_plain)
+        );
         assert_eq!(g_mixed.len(), g_plain.len());
         let mut magnitudes = 0;
         for ((n, dt, a), (_, _, b)) in g_mixed.iter().zip(&g_plain) {
             assert_eq!(*dt, DType::F32, "{n}: gradients of f32 masters are f32");
             assert!(b.iter().any(|x| *x != 0.0), "{n}: no gradient reached it");
-            assert!(max_rel(a, b) < 1e-3, "{mode:?} {n}: gradients differ by {} of their scale", max_rel(a, b));
+            assert!(
+                max_rel(a, b) < 1e-3,
+                "{mode:?} {n}: gradients differ by {} of their scale",
+                max_rel(a, b)
+            );
             magnitudes += n.contains("magnitude") as usize;
         }
         assert_eq!(magnitudes, 14, "2 layers x 7 projections with a DoRA magnitude");
@@ -122,9 +142,25 @@ fn a_step_and_a_merge_keep_every_tensor_in_its_dtype() {
     write_tiny(dir.path(), "qwen2", false, 32);
     let s = seqs();
     let m = load(dir.path(), Some(FloatDType::F64), AttentionMode::Auto);
-    let before = TransformerPolicy::<NdArray<f32>>::new(m.clone(), Box::new(ByteCodec { eos: vec![127], pad: 0 }), adapter(AdapterKind::Dora, &["all-linear"]), &TrainingSpec::default()).unwrap().trainable_tensors();
-    let mut p = TransformerPolicy::<NdArray<f32>>::new(m, Box::new(ByteCodec { eos: vec![127], pad: 0 }), adapter(AdapterKind::Dora, &["all-linear"]), &TrainingSpec::default()).unwrap();
-    p.accumulate_gradients(&s, &mut |lp: &[Vec<f32>]| Ok(lp.iter().map(|r| r.iter().map(|_| 0.5).collect()).collect())).unwrap();
+    let before = TransformerPolicy::<NdArray<f32>>::new(
+        m.clone(),
+        Box::new(ByteCodec { eos: vec![127], pad: 0 }),
+        adapter(AdapterKind::Dora, &["all-linear"]),
+        &TrainingSpec::default(),
+    )
+    .unwrap()
+    .trainable_tensors();
+    let mut p = TransformerPolicy::<NdArray<f32>>::new(
+        m,
+        Box::new(ByteCodec { eos: vec![127], pad: 0 }),
+        adapter(AdapterKind::Dora, &["all-linear"]),
+        &TrainingSpec::default(),
+    )
+    .unwrap();
+    p.accumulate_gradients(&s, &mut |lp: &[Vec<f32>]| {
+        Ok(lp.iter().map(|r| r.iter().map(|_| 0.5).collect()).collect())
+    })
+    .unwrap();
     let st = p.optimizer_step(1e-3, Some(1.0)).unwrap();
     assert!(st.applied && st.grad_norm.is_finite() && st.grad_norm > 0.0, "{st:?}");
     let after = p.trainable_tensors();
@@ -136,15 +172,36 @@ fn a_step_and_a_merge_keep_every_tensor_in_its_dtype() {
             ParamMut::D1(t) => t.val().dtype(),
             ParamMut::D2(t) => t.val().dtype(),
         };
-        assert_eq!(dt, if q.require_grad() { DType::F32 } else { DType::F64 }, "{n} after an optimizer step");
+        assert_eq!(
+            dt,
+            if q.require_grad() { DType::F32 } else { DType::F64 },
+            "{n} after an optimizer step"
+        );
     });
     // The merged copy keeps the frozen weights' dtype and computes the same function.
     let merged = p.model().with_adapters_merged();
     assert_eq!(merged.layers[0].self_attn.q_proj.weight.val().dtype(), DType::F64);
-    let fwd = Fwd { adapters: true, train: false };
-    let want: Vec<f64> = completion_logprobs(p.model(), &s, 0, fwd).unwrap().inner().into_data().iter::<f64>().collect();
-    let got: Vec<f64> = completion_logprobs(&merged, &s, 0, fwd).unwrap().inner().into_data().iter::<f64>().collect();
-    assert!(max_rel(&got, &want) < 1e-5, "merged against unmerged: {}", max_rel(&got, &want));
+    let fwd = Fwd {
+        adapters: true,
+        train: false,
+    };
+    let want: Vec<f64> = completion_logprobs(p.model(), &s, 0, fwd)
+        .unwrap()
+        .inner()
+        .into_data()
+        .iter::<f64>()
+        .collect();
+    let got: Vec<f64> = completion_logprobs(&merged, &s, 0, fwd)
+        .unwrap()
+        .inner()
+        .into_data()
+        .iter::<f64>()
+        .collect();
+    assert!(
+        max_rel(&got, &want) < 1e-5,
+        "merged against unmerged: {}",
+        max_rel(&got, &want)
+    );
 }
 
 /// Through the plugin factory, as a run builds it: wgpu at f16 against wgpu at f32, the same
@@ -162,23 +219,53 @@ fn f16_on_wgpu_trains_like_f32_and_moves_dora_magnitudes() {
     let s = seqs();
     let run = |precision: Precision| {
         let spec = factory_spec(dir.path(), adapter(AdapterKind::Dora, &["all-linear"]));
-        let backend = BackendSpec { kind: BackendKind::Wgpu, device: 0, precision };
-        let training = TrainingSpec { weight_decay: 0.0, ..Default::default() };
-        let mut p = factory(&ModelContext { spec: &spec, backend: &backend, training: &training, seed: 5 }).unwrap_or_else(|e| panic!("{precision:?}: {e:#}"));
-        let lp: Vec<f64> = p.logprobs(&s, true).unwrap().concat().iter().map(|&x| x as f64).collect();
+        let backend = BackendSpec {
+            kind: BackendKind::Wgpu,
+            device: 0,
+            precision,
+        };
+        let training = TrainingSpec {
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let mut p = factory(&ModelContext {
+            spec: &spec,
+            backend: &backend,
+            training: &training,
+            seed: 5,
+        })
+        .unwrap_or_else(|e| panic!("{precision:?}: {e:#}"));
+        let lp: Vec<f64> = p
+            .logprobs(&s, true)
+            .unwrap()
+            .concat()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         let save = |p: &dyn Policy, name: &str| {
             let d = dir.path().join(format!("{precision:?}-{name}"));
             p.save(&d).unwrap();
             let src = SafetensorsSource::from_files(&[d.join("trainable.safetensors")]).unwrap();
             let mut names = vec![];
             for l in 0..2 {
-                for (part, proj) in [("self_attn", "q_proj"), ("self_attn", "k_proj"), ("self_attn", "v_proj"), ("self_attn", "o_proj"), ("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj")] {
+                for (part, proj) in [
+                    ("self_attn", "q_proj"),
+                    ("self_attn", "k_proj"),
+                    ("self_attn", "v_proj"),
+                    ("self_attn", "o_proj"),
+                    ("mlp", "gate_proj"),
+                    ("mlp", "up_proj"),
+                    ("mlp", "down_proj"),
+                ] {
                     for what in ["lora_magnitude_vector", "lora_B.weight"] {
                         names.push(format!("model.layers.{l}.{part}.{proj}.{what}"));
                     }
                 }
             }
-            names.into_iter().map(|n| (n.clone(), src.tensor(&n).unwrap_or_else(|e| panic!("{n}: {e:#}")).1)).collect::<Vec<_>>()
+            names
+                .into_iter()
+                .map(|n| (n.clone(), src.tensor(&n).unwrap_or_else(|e| panic!("{n}: {e:#}")).1))
+                .collect::<Vec<_>>()
         };
         let start = save(p.as_ref(), "start");
         let (mut norms, mut skipped) = (vec![], 0);
@@ -186,20 +273,39 @@ fn f16_on_wgpu_trains_like_f32_and_moves_dora_magnitudes() {
             // f16: a step whose scaled gradients overflowed is skipped (the scale halves) and
             // the same batch runs again, as a trainer's next step would.
             loop {
-                p.accumulate_gradients(&s, &mut |lp: &[Vec<f32>]| Ok(lp.iter().enumerate().map(|(r, row)| row.iter().enumerate().map(|(j, _)| ((r * 5 + j + step) % 7) as f32 / 7.0 - 0.4).collect()).collect())).unwrap();
+                p.accumulate_gradients(&s, &mut |lp: &[Vec<f32>]| {
+                    Ok(lp
+                        .iter()
+                        .enumerate()
+                        .map(|(r, row)| {
+                            row.iter()
+                                .enumerate()
+                                .map(|(j, _)| ((r * 5 + j + step) % 7) as f32 / 7.0 - 0.4)
+                                .collect()
+                        })
+                        .collect())
+                })
+                .unwrap();
                 let st = p.optimizer_step(5e-5, Some(1.0)).unwrap();
                 if st.applied {
                     norms.push(st.grad_norm);
                     break;
                 }
-                assert!(precision == Precision::F16 && !st.grad_norm.is_finite(), "{precision:?} step {step} not applied: {st:?}");
+                assert!(
+                    precision == Precision::F16 && !st.grad_norm.is_finite(),
+                    "{precision:?} step {step} not applied: {st:?}"
+                );
                 skipped += 1;
                 assert!(skipped < 20, "the loss scale never came down");
             }
         }
         eprintln!("{precision:?}: {skipped} step(s) skipped for overflow");
         let end = save(p.as_ref(), "end");
-        let deltas: Vec<(String, Vec<f64>)> = start.iter().zip(&end).map(|((n, a), (_, b))| (n.clone(), a.iter().zip(b).map(|(x, y)| (*y - *x) as f64).collect())).collect();
+        let deltas: Vec<(String, Vec<f64>)> = start
+            .iter()
+            .zip(&end)
+            .map(|((n, a), (_, b))| (n.clone(), a.iter().zip(b).map(|(x, y)| (*y - *x) as f64).collect()))
+            .collect();
         (lp, norms, deltas)
     };
     let (lp32, n32, d32) = run(Precision::F32);
@@ -213,8 +319,18 @@ fn f16_on_wgpu_trains_like_f32_and_moves_dora_magnitudes() {
     }
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     let gap = |a: &[f64], b: &[f64]| norm(&a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<_>>()) / norm(b);
-    let worst = |kind: &str| d16.iter().zip(&d32).filter(|((n, _), _)| n.contains(kind)).map(|((_, a), (_, b))| gap(a, b)).fold(0f64, f64::max);
-    eprintln!("f16 change against f32 change, worst tensor: magnitudes {:.4}, lora_B {:.4}", worst("magnitude"), worst("lora_B"));
+    let worst = |kind: &str| {
+        d16.iter()
+            .zip(&d32)
+            .filter(|((n, _), _)| n.contains(kind))
+            .map(|((_, a), (_, b))| gap(a, b))
+            .fold(0f64, f64::max)
+    };
+    eprintln!(
+        "f16 change against f32 change, worst tensor: magnitudes {:.4}, lora_B {:.4}",
+        worst("magnitude"),
+        worst("lora_B")
+    );
     let mut magnitudes = 0;
     for ((n, a), (_, b)) in d16.iter().zip(&d32) {
         assert!(norm(b) > 0.0, "{n} did not move in f32");
@@ -222,12 +338,19 @@ fn f16_on_wgpu_trains_like_f32_and_moves_dora_magnitudes() {
         // move the other way in f16, hence a few percent for lora_B. Measured 2026-12-05 on
         // lavapipe (the eprintln above): magnitudes 0.0046, lora_B 0.050 at worst; bound at 3x.
         let tol = if n.contains("magnitude") { 0.015 } else { 0.15 };
-        assert!(gap(a, b) <= tol, "{n}: the f16 run's change is {:.3} of the f32 run's away from it", gap(a, b));
+        assert!(
+            gap(a, b) <= tol,
+            "{n}: the f16 run's change is {:.3} of the f32 run's away from it",
+            gap(a, b)
+        );
         if n.contains("magnitude") {
             magnitudes += 1;
             // Three Adam steps of 5e-5 move each element by at most 1.5e-4, far below f16's
             // spacing near the magnitudes' values: only an f32 master can hold them.
-            assert!(a.iter().filter(|x| x.abs() > 0.0).count() * 10 >= a.len() * 9, "{n}: most magnitudes did not move in f16");
+            assert!(
+                a.iter().filter(|x| x.abs() > 0.0).count() * 10 >= a.len() * 9,
+                "{n}: most magnitudes did not move in f16"
+            );
         }
     }
     assert_eq!(magnitudes, 14);
@@ -237,13 +360,31 @@ fn f16_on_wgpu_trains_like_f32_and_moves_dora_magnitudes() {
 fn the_loss_scale_halves_on_overflow_doubles_after_the_interval_and_stays_at_least_one() {
     let mut s = LossScaler::default();
     s.backoff();
-    assert_eq!(s, LossScaler { scale: 32768.0, good: 0 });
+    assert_eq!(
+        s,
+        LossScaler {
+            scale: 32768.0,
+            good: 0
+        }
+    );
     for _ in 0..GROWTH_INTERVAL - 1 {
         s.grow();
     }
-    assert_eq!(s, LossScaler { scale: 32768.0, good: GROWTH_INTERVAL - 1 });
+    assert_eq!(
+        s,
+        LossScaler {
+            scale: 32768.0,
+            good: GROWTH_INTERVAL - 1
+        }
+    );
     s.grow();
-    assert_eq!(s, LossScaler { scale: 65536.0, good: 0 });
+    assert_eq!(
+        s,
+        LossScaler {
+            scale: 65536.0,
+            good: 0
+        }
+    );
     s.grow();
     s.backoff();
     assert_eq!(s.good, 0, "an overflow restarts the count");
@@ -266,13 +407,40 @@ fn an_f16_checkpoint_resumes_exactly() {
     write_tiny(dir.path(), "qwen2", false, 34);
     let factory = transformer_factory();
     let spec = factory_spec(dir.path(), adapter(AdapterKind::Dora, &["all-linear"]));
-    let backend = BackendSpec { kind: BackendKind::Wgpu, device: 0, precision: Precision::F16 };
-    let training = TrainingSpec { weight_decay: 0.01, ..Default::default() };
-    let mk = || factory(&ModelContext { spec: &spec, backend: &backend, training: &training, seed: 5 }).unwrap();
+    let backend = BackendSpec {
+        kind: BackendKind::Wgpu,
+        device: 0,
+        precision: Precision::F16,
+    };
+    let training = TrainingSpec {
+        weight_decay: 0.01,
+        ..Default::default()
+    };
+    let mk = || {
+        factory(&ModelContext {
+            spec: &spec,
+            backend: &backend,
+            training: &training,
+            seed: 5,
+        })
+        .unwrap()
+    };
     let s = seqs();
     let step = |p: &mut Box<dyn Policy>, k: usize| {
         for _ in 0..20 {
-            p.accumulate_gradients(&s, &mut |lp: &[Vec<f32>]| Ok(lp.iter().enumerate().map(|(r, row)| row.iter().enumerate().map(|(j, _)| ((r * 3 + j + k) % 5) as f32 / 5.0 - 0.4).collect()).collect())).unwrap();
+            p.accumulate_gradients(&s, &mut |lp: &[Vec<f32>]| {
+                Ok(lp
+                    .iter()
+                    .enumerate()
+                    .map(|(r, row)| {
+                        row.iter()
+                            .enumerate()
+                            .map(|(j, _)| ((r * 3 + j + k) % 5) as f32 / 5.0 - 0.4)
+                            .collect()
+                    })
+                    .collect())
+            })
+            .unwrap();
             if p.optimizer_step(1e-3, Some(1.0)).unwrap().applied {
                 return;
             }
@@ -289,7 +457,8 @@ fn an_f16_checkpoint_resumes_exactly() {
     let mut a = mk();
     step(&mut a, 0);
     a.save(&ckpt).unwrap();
-    let scale: LossScaler = serde_json::from_str(&std::fs::read_to_string(ckpt.join("loss_scale.json")).unwrap()).unwrap();
+    let scale: LossScaler =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("loss_scale.json")).unwrap()).unwrap();
     eprintln!("loss scale in the checkpoint: {scale:?}");
     step(&mut a, 1);
     step(&mut a, 2);
@@ -299,9 +468,20 @@ fn an_f16_checkpoint_resumes_exactly() {
     step(&mut b, 1);
     step(&mut b, 2);
     b.save(&end_b).unwrap();
-    assert_eq!(tensors(&end_a), tensors(&end_b), "resumed run differs from the uninterrupted one");
-    assert_eq!(std::fs::read_to_string(end_a.join("loss_scale.json")).unwrap(), std::fs::read_to_string(end_b.join("loss_scale.json")).unwrap());
-    assert_ne!(tensors(&ckpt), tensors(&end_a), "the steps after the checkpoint moved the weights");
+    assert_eq!(
+        tensors(&end_a),
+        tensors(&end_b),
+        "resumed run differs from the uninterrupted one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(end_a.join("loss_scale.json")).unwrap(),
+        std::fs::read_to_string(end_b.join("loss_scale.json")).unwrap()
+    );
+    assert_ne!(
+        tensors(&ckpt),
+        tensors(&end_a),
+        "the steps after the checkpoint moved the weights"
+    );
 }
 
 /// Full fine-tuning at a low compute dtype: the weights train as f32 masters and the frozen
@@ -313,10 +493,32 @@ fn full_fine_tuning_keeps_f32_masters_and_a_compute_dtype_reference() {
     write_tiny(dir.path(), "qwen2", false, 35);
     let src = SafetensorsSource::from_dir(dir.path()).unwrap();
     let spec = adapter(AdapterKind::Full, &[]);
-    let m = load_transformer_in::<AD>(&config(dir.path()), &src, &spec, 3, &Default::default(), FloatDType::F64).unwrap();
-    assert_eq!(m.layers[0].mlp.up_proj.weight.val().dtype(), DType::F32, "trained weights are f32 masters");
-    let mut p = TransformerPolicy::<NdArray<f32>>::new(m, Box::new(ByteCodec { eos: vec![127], pad: 0 }), spec, &TrainingSpec::default()).unwrap();
+    let m = load_transformer_in::<AD>(
+        &config(dir.path()),
+        &src,
+        &spec,
+        3,
+        &Default::default(),
+        FloatDType::F64,
+    )
+    .unwrap();
+    assert_eq!(
+        m.layers[0].mlp.up_proj.weight.val().dtype(),
+        DType::F32,
+        "trained weights are f32 masters"
+    );
+    let mut p = TransformerPolicy::<NdArray<f32>>::new(
+        m,
+        Box::new(ByteCodec { eos: vec![127], pad: 0 }),
+        spec,
+        &TrainingSpec::default(),
+    )
+    .unwrap();
     let reference = p.inference_model_for(false);
-    assert_eq!(reference.layers[0].mlp.up_proj.weight.val().dtype(), DType::F64, "the reference is stored in the compute dtype");
+    assert_eq!(
+        reference.layers[0].mlp.up_proj.weight.val().dtype(),
+        DType::F64,
+        "the reference is stored in the compute dtype"
+    );
     assert_eq!(reference.embed_tokens.val().dtype(), DType::F64);
 }

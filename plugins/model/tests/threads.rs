@@ -36,14 +36,26 @@ fn compute(dir: &Path) -> String {
     let spec = adapter(AdapterKind::Dora, &["all-linear"]);
     let src = SafetensorsSource::from_dir(dir).unwrap();
     let m = load_transformer::<Autodiff<B>>(&config(dir), &src, &spec, 3, &Default::default()).unwrap();
-    let training = TrainingSpec { lr: 1e-2, ..Default::default() };
+    let training = TrainingSpec {
+        lr: 1e-2,
+        ..Default::default()
+    };
     let mut p = TransformerPolicy::new(m, Box::new(ByteCodec { eos: vec![127], pad: 0 }), spec, &training).unwrap();
     let s = long_seqs();
     let mut out = String::new();
-    let mut dump = |tag: &str, xs: &[f32]| out.push_str(&format!("{tag} {}\n", xs.iter().map(|x| format!("{:08x}", x.to_bits())).collect::<String>()));
+    let mut dump = |tag: &str, xs: &[f32]| {
+        out.push_str(&format!(
+            "{tag} {}\n",
+            xs.iter().map(|x| format!("{:08x}", x.to_bits())).collect::<String>()
+        ))
+    };
     dump("logprobs", &p.logprobs(&s, false).unwrap().concat());
     let mut lg = |lp: &[Vec<f32>]| -> anyhow::Result<Vec<Vec<f32>>> {
-        Ok(lp.iter().enumerate().map(|(r, row)| row.iter().map(|x| (r as f32 - 1.5) * (1.0 + x.exp())).collect()).collect())
+        Ok(lp
+            .iter()
+            .enumerate()
+            .map(|(r, row)| row.iter().map(|x| (r as f32 - 1.5) * (1.0 + x.exp())).collect())
+            .collect())
     };
     for _ in 0..2 {
         p.accumulate_gradients(&s[..2], &mut lg).unwrap();

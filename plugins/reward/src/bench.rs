@@ -35,7 +35,8 @@ pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let p: Pair = serde_json::from_str(l).with_context(|| format!("{}:{}: expected a ReCode row", path.display(), i + 1))?;
+            let p: Pair = serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: expected a ReCode row", path.display(), i + 1))?;
             Ok((p.old_code.unwrap_or_default(), p.new_code.unwrap_or_default()))
         })
         .collect()
@@ -49,13 +50,25 @@ pub fn bench_es_star(path: &Path) -> Result<BenchReport> {
 /// As [`bench_es_star`] with `threads` threads (0: all cores, 1: sequential).
 pub fn bench_es_star_threads(path: &Path, threads: usize) -> Result<BenchReport> {
     let pairs = read_pairs(path)?;
-    let items: Vec<(String, &str)> = pairs.iter().map(|(old, new)| (format!("```python\n{old}\n```"), new.as_str())).collect();
-    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let items: Vec<(String, &str)> = pairs
+        .iter()
+        .map(|(old, new)| (format!("```python\n{old}\n```"), new.as_str()))
+        .collect();
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
     let start = Instant::now();
     let scores = par_map(&items, |(c, target)| es_star(c, target, Extract::First), threads);
     let seconds = start.elapsed().as_secs_f64();
     let mean_reward = scores.iter().sum::<f64>() / pairs.len().max(1) as f64;
-    Ok(BenchReport { items: pairs.len(), seconds, mean_reward, threads })
+    Ok(BenchReport {
+        items: pairs.len(),
+        seconds,
+        mean_reward,
+        threads,
+    })
 }
 
 /// Run `tests/reference/es_star_py_bench.py` on `data`; it prints one JSON `BenchReport` line.
@@ -70,5 +83,10 @@ pub fn bench_es_star_python(script: &Path, data: &Path) -> Result<BenchReport> {
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("{}: expected a JSON line with items, seconds, mean_reward; got {line:?}", script.display()))
+    serde_json::from_str(line).with_context(|| {
+        format!(
+            "{}: expected a JSON line with items, seconds, mean_reward; got {line:?}",
+            script.display()
+        )
+    })
 }

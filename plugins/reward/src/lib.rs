@@ -20,14 +20,46 @@ use recode_core::registry::Registry;
 /// Register every reward of this crate under its name.
 pub fn register(reg: &mut Registry) {
     use rewards::*;
-    reg.add_reward("format", "+1 if <think>…</think> then <answer>…</answer> and nothing else, else -1 (option prefix)", format_factory);
-    reg.add_reward("em", "1 if the normalised code equals the normalised target, else 0 (option extract)", em_factory);
-    reg.add_reward("es", "edit similarity 1 - lev/max_len of normalised code and target, in [0, 1] (option extract)", es_factory);
-    reg.add_reward("em_star", "+2 exact match, -1.5 otherwise, -2 no code block or syntax error (option extract)", em_star_factory);
-    reg.add_reward("es_star", "3.5 * similarity - 1.5, -2 for no code block or syntax error (option extract)", es_star_factory);
-    reg.add_reward("overlong", "DAPO soft length penalty: 0 up to max_length - cache_length, linear to -1 at max_length", overlong_factory);
-    reg.add_reward("similarity", "1 - lev/max_len of the whole completion and the target, no code extraction (option trim)", similarity_factory);
-    reg.add_reward("length", "completion tokens / max_length, clipped to [0, 1] (weight < 0 to penalise, 0 to log)", length_factory);
+    reg.add_reward(
+        "format",
+        "+1 if <think>…</think> then <answer>…</answer> and nothing else, else -1 (option prefix)",
+        format_factory,
+    );
+    reg.add_reward(
+        "em",
+        "1 if the normalised code equals the normalised target, else 0 (option extract)",
+        em_factory,
+    );
+    reg.add_reward(
+        "es",
+        "edit similarity 1 - lev/max_len of normalised code and target, in [0, 1] (option extract)",
+        es_factory,
+    );
+    reg.add_reward(
+        "em_star",
+        "+2 exact match, -1.5 otherwise, -2 no code block or syntax error (option extract)",
+        em_star_factory,
+    );
+    reg.add_reward(
+        "es_star",
+        "3.5 * similarity - 1.5, -2 for no code block or syntax error (option extract)",
+        es_star_factory,
+    );
+    reg.add_reward(
+        "overlong",
+        "DAPO soft length penalty: 0 up to max_length - cache_length, linear to -1 at max_length",
+        overlong_factory,
+    );
+    reg.add_reward(
+        "similarity",
+        "1 - lev/max_len of the whole completion and the target, no code extraction (option trim)",
+        similarity_factory,
+    );
+    reg.add_reward(
+        "length",
+        "completion tokens / max_length, clipped to [0, 1] (weight < 0 to penalise, 0 to log)",
+        length_factory,
+    );
 }
 
 #[cfg(test)]
@@ -44,17 +76,39 @@ mod tests {
         let mut reg = recode_core::registry::Registry::default();
         super::register(&mut reg);
         let names = reg.names(recode_core::registry::PluginKind::Reward);
-        assert_eq!(names, ["em", "em_star", "es", "es_star", "format", "length", "overlong", "similarity"]);
-        let ol = reg.reward("overlong").unwrap()(&opts(&[("max_length", 100.into()), ("cache_length", 20.into())])).unwrap();
-        let input = RewardInput { completion_tokens: 90, ..Default::default() };
+        assert_eq!(
+            names,
+            [
+                "em",
+                "em_star",
+                "es",
+                "es_star",
+                "format",
+                "length",
+                "overlong",
+                "similarity"
+            ]
+        );
+        let ol =
+            reg.reward("overlong").unwrap()(&opts(&[("max_length", 100.into()), ("cache_length", 20.into())])).unwrap();
+        let input = RewardInput {
+            completion_tokens: 90,
+            ..Default::default()
+        };
         assert_eq!(ol.score(&[input]).unwrap(), vec![-0.5]);
         assert_eq!(ol.name(), "overlong");
-        let err = reg.reward("es_star").unwrap()(&opts(&[("extrct", "answer".into())])).err().unwrap().to_string();
+        let err = reg.reward("es_star").unwrap()(&opts(&[("extrct", "answer".into())]))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("es_star") && err.contains("extrct"), "{err}");
         assert!(reg.reward("em").unwrap()(&opts(&[("extract", "last".into())])).is_err());
         assert!(reg.reward("overlong").unwrap()(&opts(&[("cache_length", 2000.into())])).is_err());
         let f = reg.reward("format").unwrap()(&opts(&[("prefix", "".into())])).unwrap();
-        let input = RewardInput { completion: "<think>a</think><answer>b</answer>", ..Default::default() };
+        let input = RewardInput {
+            completion: "<think>a</think><answer>b</answer>",
+            ..Default::default()
+        };
         assert_eq!(f.score(&[input]).unwrap(), vec![1.0]);
     }
 }

@@ -15,19 +15,27 @@ use serde::Deserialize;
 /// Whether `text` is `<think>X</think>` + ws + `<answer>Y</answer>` + ws, X free of `<think>`
 /// and `</think>` (the paper's regex, matched by hand: the answer ends at the last `</answer>`).
 pub fn format_ok(text: &str) -> bool {
-    let Some(rest) = text.strip_prefix("<think>") else { return false };
+    let Some(rest) = text.strip_prefix("<think>") else {
+        return false;
+    };
     let Some(end) = rest.find("</think>") else { return false };
     if rest[..end].contains("<think>") {
         return false;
     }
     let after = rest[end + "</think>".len()..].trim_start_matches(is_py_space);
-    let Some(answer) = after.strip_prefix("<answer>") else { return false };
+    let Some(answer) = after.strip_prefix("<answer>") else {
+        return false;
+    };
     answer.trim_end_matches(is_py_space).ends_with("</answer>")
 }
 
 /// +1 when `prefix + completion` is well formed, else -1.
 pub fn format_score(prefix: &str, completion: &str) -> f64 {
-    if format_ok(&format!("{prefix}{completion}")) { 1.0 } else { -1.0 }
+    if format_ok(&format!("{prefix}{completion}")) {
+        1.0
+    } else {
+        -1.0
+    }
 }
 
 // ---- code extraction and the match rewards ----
@@ -126,7 +134,9 @@ pub struct FormatOptions {
 
 impl Default for FormatOptions {
     fn default() -> Self {
-        Self { prefix: "<think>".into() }
+        Self {
+            prefix: "<think>".into(),
+        }
     }
 }
 
@@ -148,7 +158,10 @@ pub struct LengthOptions {
 
 impl Default for LengthOptions {
     fn default() -> Self {
-        Self { max_length: 1024, cache_length: 256 }
+        Self {
+            max_length: 1024,
+            cache_length: 256,
+        }
     }
 }
 
@@ -170,7 +183,11 @@ impl<F: Fn(&RewardInput<'_>) -> f64 + Send + Sync> Reward for FnReward<F> {
 /// `items.map(f)` in order, split over `threads` scoped threads (0: all cores) when the batch is
 /// big enough to repay starting them (parsing dominates the code rewards: ~40 µs a completion).
 pub fn par_map<T: Sync, F: Fn(&T) -> f64 + Sync>(items: &[T], f: F, threads: usize) -> Vec<f64> {
-    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
     let threads = threads.min(items.len() / 8).max(1);
     if threads == 1 {
         return items.iter().map(f).collect();
@@ -178,8 +195,14 @@ pub fn par_map<T: Sync, F: Fn(&T) -> f64 + Sync>(items: &[T], f: F, threads: usi
     let chunk = items.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = items.chunks(chunk).map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<f64>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("reward thread panicked")).collect()
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<f64>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("reward thread panicked"))
+            .collect()
     })
 }
 
@@ -211,19 +234,27 @@ fn length_options(name: &str, o: &Options) -> Result<LengthOptions> {
         bail!("options of plugin `{name}`: max_length must be > 0");
     }
     if name == "overlong" && (opts.cache_length == 0 || opts.cache_length > opts.max_length) {
-        bail!("options of plugin `overlong`: cache_length must be in 1..=max_length ({}), got {}", opts.max_length, opts.cache_length);
+        bail!(
+            "options of plugin `overlong`: cache_length must be in 1..=max_length ({}), got {}",
+            opts.max_length,
+            opts.cache_length
+        );
     }
     Ok(opts)
 }
 
 pub fn overlong_factory(o: &Options) -> Result<Box<dyn Reward>> {
     let opts = length_options("overlong", o)?;
-    Ok(boxed("overlong", move |x| overlong(x.completion_tokens, opts.max_length, opts.cache_length)))
+    Ok(boxed("overlong", move |x| {
+        overlong(x.completion_tokens, opts.max_length, opts.cache_length)
+    }))
 }
 
 pub fn length_factory(o: &Options) -> Result<Box<dyn Reward>> {
     let opts = length_options("length", o)?;
-    Ok(boxed("length", move |x| length_fraction(x.completion_tokens, opts.max_length)))
+    Ok(boxed("length", move |x| {
+        length_fraction(x.completion_tokens, opts.max_length)
+    }))
 }
 
 /// Options of `similarity`.
@@ -254,16 +285,25 @@ mod tests {
     #[test]
     fn similarity_compares_whole_texts_by_hand() {
         let r = similarity_factory(&Options::new()).unwrap();
-        let input = |c: &'static str| RewardInput { completion: c, target: "hello", ..Default::default() };
+        let input = |c: &'static str| RewardInput {
+            completion: c,
+            target: "hello",
+            ..Default::default()
+        };
         // "hellx": 1 substitution / 5; "he": 3 deletions / 5; " hello": 1 insertion / 6.
-        let got = r.score(&[input("hello"), input("hellx"), input("he"), input(" hello")]).unwrap();
+        let got = r
+            .score(&[input("hello"), input("hellx"), input("he"), input(" hello")])
+            .unwrap();
         let want = [1.0, 0.8, 0.4, 1.0 - 1.0 / 6.0];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-12, "{got:?}");
         }
         let mut o = Options::new();
         o.insert("trim".into(), toml::Value::Boolean(true));
-        assert_eq!(similarity_factory(&o).unwrap().score(&[input(" hello")]).unwrap(), vec![1.0]);
+        assert_eq!(
+            similarity_factory(&o).unwrap().score(&[input(" hello")]).unwrap(),
+            vec![1.0]
+        );
         o.insert("bogus".into(), toml::Value::Boolean(true));
         assert!(similarity_factory(&o).is_err());
     }
@@ -284,7 +324,10 @@ mod tests {
         assert_eq!(format_score("<think>", "<think>r</think><answer>a</answer>"), -1.0); // nested
         assert_eq!(format_score("<think>", "r</think>x<answer>a</answer>"), -1.0);
         // Answer runs to the last </answer>; a second </think> after the first is allowed.
-        assert_eq!(format_score("<think>", "r</think><answer>a</answer>b</think></answer>"), 1.0);
+        assert_eq!(
+            format_score("<think>", "r</think><answer>a</answer>b</think></answer>"),
+            1.0
+        );
         assert_eq!(format_score("", "<think>r</think><answer>a</answer>"), 1.0);
         assert_eq!(format_score("", "r</think><answer>a</answer>"), -1.0);
         assert_eq!(format_score("<think>", "r</think><answer>a</answ"), -1.0); // truncated
@@ -307,9 +350,30 @@ mod tests {
     #[test]
     fn star_rewards() {
         assert_eq!(em_star(&answer(TARGET), TARGET, Extract::First), 2.0);
-        assert_eq!(em_star(&answer("import numpy as np  \n\n# c\nx = np.prod(a)  # c"), TARGET, Extract::First), -1.5);
-        assert_eq!(em_star(&answer("import numpy as np\n\n# c\nx = np.prod(a)  # c"), TARGET, Extract::First), 2.0);
-        assert_eq!(em_star(&answer("# c\nimport numpy as np\n\n\nx = np.prod(a)"), TARGET, Extract::First), 2.0);
+        assert_eq!(
+            em_star(
+                &answer("import numpy as np  \n\n# c\nx = np.prod(a)  # c"),
+                TARGET,
+                Extract::First
+            ),
+            -1.5
+        );
+        assert_eq!(
+            em_star(
+                &answer("import numpy as np\n\n# c\nx = np.prod(a)  # c"),
+                TARGET,
+                Extract::First
+            ),
+            2.0
+        );
+        assert_eq!(
+            em_star(
+                &answer("# c\nimport numpy as np\n\n\nx = np.prod(a)"),
+                TARGET,
+                Extract::First
+            ),
+            2.0
+        );
         assert_eq!(em_star("no code", TARGET, Extract::First), -2.0);
         assert_eq!(em_star(&answer("x = np.prod(a"), TARGET, Extract::First), -2.0);
         assert_eq!(es_star(&answer(TARGET), TARGET, Extract::First), 2.0);
@@ -336,7 +400,10 @@ mod tests {
     #[test]
     fn syntax_is_checked_after_normalising() {
         // A body made only of a comment becomes empty after normalisation: a syntax error.
-        assert_eq!(em_star(&answer("if x:\n    # todo\n"), "if x:\n    pass", Extract::First), -2.0);
+        assert_eq!(
+            em_star(&answer("if x:\n    # todo\n"), "if x:\n    pass", Extract::First),
+            -2.0
+        );
     }
 
     #[test]

@@ -28,11 +28,19 @@ fn check(cases: &[Value], source: &str) -> usize {
         for (name, value) in got {
             let want = c[name].as_f64().unwrap();
             if (value - want).abs() > 1e-9 {
-                failures.push(format!("{source} row {} kind {}: {name} = {value}, reference {want}", c["row"], c["kind"]));
+                failures.push(format!(
+                    "{source} row {} kind {}: {name} = {value}, reference {want}",
+                    c["row"], c["kind"]
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     compared
 }
 
@@ -43,8 +51,19 @@ fn fixture_matches_reference() {
     let compared = check(&cases, "fixture");
     assert!(compared >= 200, "only {compared} cases compared");
     // Every kind of completion is present and the reference values are not all alike.
-    for kind in ["exact", "old_code", "comments_added", "blank_lines_added", "no_block", "syntax_error", "trailing_text",
-        "missing_think_close", "block_in_think", "truncated", "mutated"] {
+    for kind in [
+        "exact",
+        "old_code",
+        "comments_added",
+        "blank_lines_added",
+        "no_block",
+        "syntax_error",
+        "trailing_text",
+        "missing_think_close",
+        "block_in_think",
+        "truncated",
+        "mutated",
+    ] {
         assert!(cases.iter().any(|c| c["kind"] == kind), "no {kind} case");
     }
     let distinct: std::collections::BTreeSet<String> = cases.iter().map(|c| c["es_star"].to_string()).collect();
@@ -56,13 +75,29 @@ fn fixture_matches_reference() {
 fn training_rows_match_reference() {
     let data = repo().join("../shared/data/recode-train.jsonl");
     if !data.exists() {
-        recode_test_support::skip_or_fail_in_ci(&format!("reward parity on the training set: {} not found", data.display()));
+        recode_test_support::skip_or_fail_in_ci(&format!(
+            "reward parity on the training set: {} not found",
+            data.display()
+        ));
         return;
     }
-    let Some(python) = recode_test_support::python("reward parity on the training set") else { return };
+    let Some(python) = recode_test_support::python("reward parity on the training set") else {
+        return;
+    };
     let script = repo().join("tests/reference/parity_cases.py");
-    let out = Command::new(python).arg(&script).arg("rows").arg(&data).arg("25").output().expect("the tests' python");
-    assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python)
+        .arg(&script)
+        .arg("rows")
+        .arg(&data)
+        .arg("25")
+        .output()
+        .expect("the tests' python");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     let compared = check(&cases, "recode-train");
     println!("compared {compared} of {} cases from the training set", cases.len());
@@ -74,13 +109,22 @@ fn training_rows_match_reference() {
 #[test]
 fn bench_mean_matches_python() {
     let shared = repo().join("../shared/data/recode-train.jsonl");
-    let data = if shared.exists() { shared } else { repo().join("data/sample-migrations.jsonl") };
+    let data = if shared.exists() {
+        shared
+    } else {
+        repo().join("data/sample-migrations.jsonl")
+    };
     let rust = recode_reward::bench::bench_es_star(&data).unwrap();
     let script = repo().join("tests/reference/es_star_py_bench.py");
     // The benchmark's own runner (python3 on PATH, as `recode bench reward` uses it); a failing
     // reference fails the test.
     let py = recode_reward::bench::bench_es_star_python(&script, &data).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(rust.items, py.items);
-    assert!((rust.mean_reward - py.mean_reward).abs() < 1e-9, "rust {} python {}", rust.mean_reward, py.mean_reward);
+    assert!(
+        (rust.mean_reward - py.mean_reward).abs() < 1e-9,
+        "rust {} python {}",
+        rust.mean_reward,
+        py.mean_reward
+    );
     assert!(rust.mean_reward > -1.5 && rust.mean_reward < 2.0);
 }

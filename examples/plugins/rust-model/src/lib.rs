@@ -60,21 +60,13 @@ fn create(ctx: &ModelContext<'_>) -> Result<Box<dyn Policy>> {
         bail!("[model.options]: context, embedding and hidden must all be at least 1, got {options:?}");
     }
     if ctx.backend.kind != BackendKind::Cpu {
-        bail!(
-            "the window-mlp example plugin runs on the cpu backend only (backend.kind = \"cpu\")"
-        );
+        bail!("the window-mlp example plugin runs on the cpu backend only (backend.kind = \"cpu\")");
     }
     if ctx.spec.path.is_empty() {
         bail!("model.path: the window-mlp plugin needs a folder with tokenizer.json");
     }
     let dir = Path::new(&ctx.spec.path);
     let codec = recode_model_formats::Codec::from_tokenizer_json(&dir.join("tokenizer.json"))?;
-    let policy = policy::WindowPolicy::<NdArray>::new(
-        codec,
-        &options,
-        ctx.training,
-        ctx.seed,
-        &Default::default(),
-    )?;
+    let policy = policy::WindowPolicy::<NdArray>::new(codec, &options, ctx.training, ctx.seed, &Default::default())?;
     Ok(Box::new(policy))
 }

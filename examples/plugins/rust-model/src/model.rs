@@ -15,13 +15,7 @@ pub struct WindowMlp<B: Backend> {
 }
 
 impl<B: Backend> WindowMlp<B> {
-    pub fn new(
-        vocab: usize,
-        context: usize,
-        embedding: usize,
-        hidden: usize,
-        device: &B::Device,
-    ) -> Self {
+    pub fn new(vocab: usize, context: usize, embedding: usize, hidden: usize, device: &B::Device) -> Self {
         Self {
             embed: EmbeddingConfig::new(vocab, embedding).init(device),
             hidden: LinearConfig::new(context * embedding, hidden).init(device),
@@ -38,10 +32,7 @@ impl<B: Backend> WindowMlp<B> {
     pub fn logits(&self, windows: &[i64]) -> Tensor<B, 2> {
         let n = windows.len() / self.context;
         let device = self.embed.weight.device();
-        let ids = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(windows.to_vec(), [n, self.context]),
-            &device,
-        );
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(windows.to_vec(), [n, self.context]), &device);
         let d = self.embed.weight.dims()[1];
         let x = self.embed.forward(ids).reshape([n, self.context * d]);
         self.out.forward(gelu(self.hidden.forward(x)))
@@ -62,12 +53,7 @@ impl<B: Backend> WindowMlp<B> {
 }
 
 /// The window of `context` ids ending just before position `end` of `tokens`, left-padded.
-pub fn window(
-    tokens: &[u32],
-    end: usize,
-    context: usize,
-    pad: u32,
-) -> impl Iterator<Item = i64> + '_ {
+pub fn window(tokens: &[u32], end: usize, context: usize, pad: u32) -> impl Iterator<Item = i64> + '_ {
     (0..context).map(move |k| {
         let back = context - k;
         if end >= back {

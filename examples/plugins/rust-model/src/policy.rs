@@ -14,9 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use recode_core::api::{
-    FinishReason, Generation, OptimStats, Policy, SamplingParams, Sequence, TextCodec,
-};
+use recode_core::api::{FinishReason, Generation, OptimStats, Policy, SamplingParams, Sequence, TextCodec};
 use recode_core::spec::TrainingSpec;
 use recode_model_formats::Codec;
 use std::path::Path;
@@ -33,13 +31,7 @@ pub struct WindowPolicy<B: Backend> {
 }
 
 impl<B: Backend> WindowPolicy<B> {
-    pub fn new(
-        codec: Codec,
-        o: &Options,
-        t: &TrainingSpec,
-        seed: u64,
-        device: &B::Device,
-    ) -> Result<Self> {
+    pub fn new(codec: Codec, o: &Options, t: &TrainingSpec, seed: u64, device: &B::Device) -> Result<Self> {
         if t.optimizer != "adamw" {
             bail!(
                 "training.optimizer `{}`: the window-mlp plugin supports adamw only",
@@ -47,8 +39,7 @@ impl<B: Backend> WindowPolicy<B> {
             );
         }
         AD::<B>::seed(device, seed);
-        let model =
-            WindowMlp::<AD<B>>::new(codec.vocab_size(), o.context, o.embedding, o.hidden, device);
+        let model = WindowMlp::<AD<B>>::new(codec.vocab_size(), o.context, o.embedding, o.hidden, device);
         let optim = AdamWConfig::new()
             .with_beta_1(t.adam_beta1 as f32)
             .with_beta_2(t.adam_beta2 as f32)
@@ -70,17 +61,8 @@ impl<B: Backend> WindowPolicy<B> {
     }
 
     /// Log-probs `[rows, cmax]` of each completion token (0 past a row's end).
-    fn completion_logprobs<M: Backend>(
-        m: &WindowMlp<M>,
-        seqs: &[Sequence],
-        pad: u32,
-    ) -> Tensor<M, 2> {
-        let cmax = seqs
-            .iter()
-            .map(|s| s.completion.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+    fn completion_logprobs<M: Backend>(m: &WindowMlp<M>, seqs: &[Sequence], pad: u32) -> Tensor<M, 2> {
+        let cmax = seqs.iter().map(|s| s.completion.len()).max().unwrap_or(0).max(1);
         let (mut windows, mut targets) = (vec![], vec![]);
         for s in seqs {
             let all: Vec<u32> = s.prompt.iter().chain(&s.completion).copied().collect();
@@ -91,10 +73,7 @@ impl<B: Backend> WindowPolicy<B> {
             }
         }
         let lp = log_softmax(m.logits(&windows), 1);
-        let targets = Tensor::<M, 2, Int>::from_data(
-            TensorData::new(targets, [seqs.len() * cmax, 1]),
-            &lp.device(),
-        );
+        let targets = Tensor::<M, 2, Int>::from_data(TensorData::new(targets, [seqs.len() * cmax, 1]), &lp.device());
         lp.gather(1, targets).reshape([seqs.len(), cmax])
     }
 }
@@ -127,10 +106,7 @@ fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32
         if p.top_k > 0 {
             order.truncate(p.top_k);
         }
-        let weights: Vec<f64> = order
-            .iter()
-            .map(|&i| (((logits[i] - max) / t) as f64).exp())
-            .collect();
+        let weights: Vec<f64> = order.iter().map(|&i| (((logits[i] - max) / t) as f64).exp()).collect();
         let total: f64 = weights.iter().sum();
         // Smallest prefix of the sorted tokens whose probability reaches top_p.
         let (mut keep, mut acc) = (0, 0.0);
@@ -228,10 +204,7 @@ impl<B: Backend> Policy for WindowPolicy<B> {
     fn logprobs(&mut self, seqs: &[Sequence], adapters: bool) -> Result<Vec<Vec<f32>>> {
         let pad = self.codec.pad_id();
         if adapters {
-            to_rows(
-                Self::completion_logprobs(&self.model().valid(), seqs, pad),
-                seqs,
-            )
+            to_rows(Self::completion_logprobs(&self.model().valid(), seqs, pad), seqs)
         } else {
             to_rows(Self::completion_logprobs(&self.reference, seqs, pad), seqs)
         }
@@ -316,14 +289,8 @@ impl<B: Backend> Policy for WindowPolicy<B> {
         let optim = rec
             .load(dir.join("optimizer"), &device)
             .map_err(|e| anyhow!("loading optimizer state from {}: {e}", dir.display()))?;
-        self.model = Some(
-            self.model
-                .take()
-                .expect("model present")
-                .load_record(weights),
-        );
-        self.optim =
-            std::mem::replace(&mut self.optim, AdamWConfig::new().init()).load_record(optim);
+        self.model = Some(self.model.take().expect("model present").load_record(weights));
+        self.optim = std::mem::replace(&mut self.optim, AdamWConfig::new().init()).load_record(optim);
         Ok(())
     }
 }

@@ -27,7 +27,9 @@ pub fn write_tiny(dir: &Path, arch: &str, tied: bool, seed: u64) {
     let mut t = vec![];
     let mut add = |name: String, shape: Vec<usize>, mean: f32, std: f32| {
         let n: usize = shape.iter().product();
-        let v = (0..n).map(|_| mean + std * (rng.gen::<f32>() * 2.0 - 1.0) * 1.732).collect();
+        let v = (0..n)
+            .map(|_| mean + std * (rng.gen::<f32>() * 2.0 - 1.0) * 1.732)
+            .collect();
         t.push((name, shape, v));
     };
     add("model.embed_tokens.weight".into(), vec![V, h], 0.0, 0.5);
@@ -35,7 +37,12 @@ pub fn write_tiny(dir: &Path, arch: &str, tied: bool, seed: u64) {
         let p = format!("model.layers.{l}");
         add(format!("{p}.input_layernorm.weight"), vec![h], 1.0, 0.1);
         add(format!("{p}.post_attention_layernorm.weight"), vec![h], 1.0, 0.1);
-        for (n, o, inp) in [("q_proj", nh * hd, h), ("k_proj", kvh * hd, h), ("v_proj", kvh * hd, h), ("o_proj", h, nh * hd)] {
+        for (n, o, inp) in [
+            ("q_proj", nh * hd, h),
+            ("k_proj", kvh * hd, h),
+            ("v_proj", kvh * hd, h),
+            ("o_proj", h, nh * hd),
+        ] {
             add(format!("{p}.self_attn.{n}.weight"), vec![o, inp], 0.0, 0.15);
             if arch == "qwen2" && n != "o_proj" {
                 add(format!("{p}.self_attn.{n}.bias"), vec![o], 0.0, 0.1);
@@ -58,14 +65,29 @@ pub fn config(dir: &Path) -> ModelConfig {
 
 pub fn seqs() -> Vec<Sequence> {
     vec![
-        Sequence { prompt: vec![5, 9, 33, 2, 77, 1, 64], completion: vec![8, 8, 100, 3] },
-        Sequence { prompt: vec![12], completion: vec![4, 90, 17, 17, 6, 2, 50] },
-        Sequence { prompt: vec![40, 41, 42], completion: vec![0] },
+        Sequence {
+            prompt: vec![5, 9, 33, 2, 77, 1, 64],
+            completion: vec![8, 8, 100, 3],
+        },
+        Sequence {
+            prompt: vec![12],
+            completion: vec![4, 90, 17, 17, 6, 2, 50],
+        },
+        Sequence {
+            prompt: vec![40, 41, 42],
+            completion: vec![0],
+        },
     ]
 }
 
 pub fn adapter(kind: AdapterKind, targets: &[&str]) -> AdapterSpec {
-    AdapterSpec { kind, rank: 4, alpha: 8.0, dropout: 0.0, target_modules: targets.iter().map(|s| s.to_string()).collect() }
+    AdapterSpec {
+        kind,
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        target_modules: targets.iter().map(|s| s.to_string()).collect(),
+    }
 }
 
 /// Whether a Vulkan driver is installed (Mesa's lavapipe in CI) for a wgpu test; without one the
@@ -74,7 +96,10 @@ pub fn has_vulkan(what: &str) -> bool {
     let icd = Path::new("/usr/share/vulkan/icd.d");
     let found = std::fs::read_dir(icd).map(|d| d.flatten().count() > 0).unwrap_or(false);
     if !found {
-        recode_test_support::skip_or_fail_in_ci(&format!("{what}: no Vulkan driver in {} (.ci/run installs mesa-vulkan-drivers)", icd.display()));
+        recode_test_support::skip_or_fail_in_ci(&format!(
+            "{what}: no Vulkan driver in {} (.ci/run installs mesa-vulkan-drivers)",
+            icd.display()
+        ));
     }
     found
 }
@@ -89,6 +114,14 @@ pub fn transformer_factory() -> recode_core::registry::ModelFactory {
 /// A model spec for the factory: the tiny checkpoint written in `dir`, the fixture's tokenizer
 /// (only its pad and end ids are used by these tests).
 pub fn factory_spec(dir: &Path, adapter: AdapterSpec) -> recode_core::spec::ModelSpec {
-    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-qwen2/tokenizer.json").display().to_string();
-    recode_core::spec::ModelSpec { path: dir.display().to_string(), tokenizer, adapter, ..Default::default() }
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny-qwen2/tokenizer.json")
+        .display()
+        .to_string();
+    recode_core::spec::ModelSpec {
+        path: dir.display().to_string(),
+        tokenizer,
+        adapter,
+        ..Default::default()
+    }
 }
