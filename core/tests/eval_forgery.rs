@@ -181,7 +181,7 @@ fn an_object_equal_to_everything_is_the_limit_that_remains() {
         tests: vec![test("test_a", "    assert f() == 1\n")],
         ..job(yes)
     };
-    // Documented in the README: `==` on a result that is not plain data runs the candidate's
+    // Documented in docs/evaluation.md: `==` on a result that is not plain data runs the candidate's
     // __eq__ (in its own process), so this wrong solution passes, as in HumanEval's harness.
     assert_eq!(sb.run(&eq_only).outcome, Outcome::Passed);
     // Plain-data checks are not fooled: the result is not an int, nor does arithmetic work.

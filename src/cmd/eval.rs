@@ -25,6 +25,10 @@ pub struct EvalArgs {
     /// Generate with this model (a .gguf, an HF folder or a known id).
     #[arg(long, conflicts_with = "run")]
     model: Option<String>,
+    /// With --model: generate with a trained adapter on it: a PEFT folder (a run's `adapter/`, as
+    /// committed under docs/results/adapters/), a checkpoint, or a run directory (its newest checkpoint).
+    #[arg(long, requires = "model")]
+    adapter: Option<PathBuf>,
     /// Generate with the policy of a run directory (its spec and newest checkpoint).
     #[arg(long)]
     run: Option<PathBuf>,
@@ -74,7 +78,7 @@ pub struct EvalArgs {
     #[arg(long, conflicts_with = "python")]
     no_eval_env: bool,
     /// CodeUpdateArena: do not import the names of the solution signature (List, Tuple, ...) in
-    /// the setup, as the original harness (see README, Evaluation).
+    /// the setup, as the original harness (see docs/evaluation.md).
     #[arg(long)]
     no_signature_imports: bool,
     #[arg(long, default_value_t = 0)]
@@ -130,6 +134,19 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         let mut policy = if let Some(run) = &a.run {
             let host = crate::host::Host::new();
             recode_core::load::policy_from_run(&host.registry, run, a.backend.as_deref(), &|l| eprintln!("{l}"))?
+        } else if let (Some(model), Some(adapter)) = (&a.model, &a.adapter) {
+            let host = crate::host::Host::new();
+            let backend = a.backend.as_deref().unwrap_or("cpu");
+            let policy = recode_core::load::policy_with_adapter(
+                &host.registry,
+                &host.known_model_ids,
+                model,
+                backend,
+                adapter,
+                &Default::default(),
+            )?;
+            eprintln!("loaded adapter {}", adapter.display());
+            policy
         } else if let Some(model) = &a.model {
             let mut m = super::model::ModelArgs::new(model);
             m.backend = a.backend.clone().unwrap_or(m.backend);

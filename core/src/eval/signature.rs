@@ -4,7 +4,7 @@
 //! but the example's own imports often leave `List`/`Tuple` out (its reference solution imports
 //! them itself). A candidate that copies the signature would then fail with a NameError that says
 //! nothing about API-update knowledge, so by default the setup imports them (a documented
-//! deviation from CodeUpdateArena's harness; see README, Evaluation).
+//! deviation from CodeUpdateArena's harness; see docs/evaluation.md).
 
 use std::collections::BTreeSet;
 
