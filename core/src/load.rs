@@ -3,9 +3,9 @@
 
 use crate::api::Policy;
 use crate::registry::{ModelContext, Registry};
-use crate::spec::{AdapterKind, BackendKind, BackendSpec, ModelSpec, Options, TrainingSpec};
-use anyhow::{anyhow, Context, Result};
-use std::path::Path;
+use crate::spec::{AdapterKind, AdapterSpec, BackendKind, BackendSpec, ModelSpec, Options, TrainingSpec};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
 
 /// `cpu`, `wgpu` or `cuda`.
 pub fn backend_kind(name: &str) -> Result<BackendKind> {
@@ -46,6 +46,10 @@ pub fn policy_for_model(
 ) -> Result<Box<dyn Policy>> {
     let mut spec = model_spec(model, known_ids, adapter)?;
     spec.options = options.clone();
+    policy_for_spec(reg, spec, backend)
+}
+
+fn policy_for_spec(reg: &Registry, spec: ModelSpec, backend: &str) -> Result<Box<dyn Policy>> {
     let backend = BackendSpec {
         kind: backend_kind(backend)?,
         ..BackendSpec::default()
@@ -88,4 +92,93 @@ pub fn policy_from_run(
     policy.load(&ckpt.join("policy"))?;
     report(&format!("loaded {} (step {step})", ckpt.display()));
     Ok(policy)
+}
+
+/// The folder that holds the adapter weights named by `path`, which may be a PEFT folder
+/// (`adapter_model.safetensors`), a checkpoint's `policy` folder, a checkpoint folder, or a run
+/// directory (its newest checkpoint). The one resolution behind `recode eval --adapter` and
+/// `[model.adapter] init`.
+pub fn adapter_weights_dir(path: &Path) -> Result<PathBuf> {
+    let has = |d: &Path, f: &str| d.join(f).is_file();
+    if has(path, "adapter_model.safetensors") || has(path, "trainable.safetensors") {
+        return Ok(path.to_path_buf());
+    }
+    if has(&path.join("policy"), "trainable.safetensors") {
+        return Ok(path.join("policy"));
+    }
+    if let Some((_, ckpt)) = crate::rundir::latest_checkpoint(path).ok().flatten() {
+        return Ok(ckpt.join("policy"));
+    }
+    if has(&path.join("adapter"), "adapter_model.safetensors") {
+        return Ok(path.join("adapter"));
+    }
+    bail!(
+        "{}: not an adapter: expected a PEFT folder (adapter_model.safetensors), a checkpoint (policy/trainable.safetensors) \
+         or a run directory with a checkpoint",
+        path.display()
+    )
+}
+
+/// The adapter settings recorded in a PEFT folder's `adapter_config.json` (DoRA when `use_dora`).
+pub fn peft_adapter_spec(dir: &Path) -> Result<AdapterSpec> {
+    let path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let field = |k: &str| v.get(k).ok_or_else(|| anyhow!("{}: no `{k}`", path.display()));
+    let rank = field("r")?.as_u64().ok_or_else(|| anyhow!("{}: `r` is not a count", path.display()))? as usize;
+    let alpha = field("lora_alpha")?
+        .as_f64()
+        .ok_or_else(|| anyhow!("{}: `lora_alpha` is not a number", path.display()))?;
+    let target_modules = match field("target_modules")? {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+        other => bail!("{}: `target_modules` should be a list of names, got {other}", path.display()),
+    };
+    let dora = v.get("use_dora").and_then(|x| x.as_bool()).unwrap_or(false);
+    Ok(AdapterSpec {
+        kind: if dora { AdapterKind::Dora } else { AdapterKind::Lora },
+        rank,
+        alpha,
+        dropout: 0.0,
+        target_modules,
+        ..AdapterSpec::default()
+    })
+}
+
+/// A model by name with a trained adapter: a PEFT folder (its `adapter_config.json` gives kind,
+/// rank, alpha and targets) or a checkpoint / run directory of a run (the run's spec gives them).
+pub fn policy_with_adapter(
+    reg: &Registry,
+    known_ids: &[&str],
+    model: &str,
+    backend: &str,
+    adapter: &Path,
+    options: &Options,
+) -> Result<Box<dyn Policy>> {
+    let weights = adapter_weights_dir(adapter)?;
+    let mut spec = model_spec(model, known_ids, None)?;
+    spec.options = options.clone();
+    spec.adapter = if weights.join("adapter_config.json").is_file() {
+        peft_adapter_spec(&weights)?
+    } else {
+        run_adapter_spec(&weights)?
+    };
+    let mut policy = policy_for_spec(reg, spec, backend)?;
+    policy
+        .load_adapter(&weights)
+        .with_context(|| format!("loading the adapter {}", adapter.display()))?;
+    Ok(policy)
+}
+
+/// The adapter settings of the run a checkpoint's `policy` folder belongs to
+/// (`<run>/checkpoints/<step>/policy`).
+fn run_adapter_spec(policy_dir: &Path) -> Result<AdapterSpec> {
+    let run = policy_dir
+        .ancestors()
+        .find(|d| d.join("spec.toml").is_file())
+        .ok_or_else(|| anyhow!("{}: no adapter_config.json and no run spec above it", policy_dir.display()))?;
+    let loaded = crate::config::load(&run.join("spec.toml"), &Default::default())?;
+    let mut a = loaded.spec.model.adapter;
+    a.init = String::new();
+    Ok(a)
 }

@@ -58,6 +58,34 @@ pub fn differences(saved: &BTreeMap<String, String>, now: &BTreeMap<String, Stri
         .collect()
 }
 
+/// The saved flattened spec with every key it lacks at this binary's default: the spec read back
+/// through `Spec`'s serde defaults and flattened again. A checkpoint written before a key existed
+/// then resumes when the key is at its default and names the key when it is not. A saved spec
+/// this binary cannot read (a key since removed or renamed) is returned as it is, so the
+/// comparison names that key.
+pub fn with_new_keys_at_defaults(saved: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    fn read_back(saved: &BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+        let mut root = toml::Table::new();
+        for (key, text) in saved {
+            // Each value was written as TOML text (`toml::Value`'s Display).
+            let value = toml::from_str::<toml::Table>(&format!("v = {text}")).ok()?.remove("v")?;
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let leaf = parts.pop()?;
+            let mut table = &mut root;
+            for part in parts {
+                table = table
+                    .entry(part)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()?;
+            }
+            table.insert(leaf.to_string(), value);
+        }
+        let spec: Spec = toml::Value::Table(root).try_into().ok()?;
+        flatten_spec(&spec).ok()
+    }
+    read_back(saved).unwrap_or_else(|| saved.clone())
+}
+
 /// Checks the current spec against the one a checkpoint recorded. Returns the differences that
 /// were allowed (empty when the specs match); errors when they differ and `allow` is false.
 pub fn check_spec(ckpt: &Path, now: &BTreeMap<String, String>, allow: bool) -> Result<Vec<String>> {
@@ -76,7 +104,7 @@ pub fn check_spec(ckpt: &Path, now: &BTreeMap<String, String>, allow: bool) -> R
             path.display()
         ),
     };
-    let diff = differences(&saved, now);
+    let diff = differences(&with_new_keys_at_defaults(&saved), now);
     if !diff.is_empty() && !allow {
         bail!(
             "the spec differs from the one checkpoint {} was trained with:\n  {}\nresume with the same spec \
@@ -170,5 +198,46 @@ mod tests {
             vec![format!("training.lr: {} -> (absent)", a["training.lr"])]
         );
         assert_eq!(spec_hash(&a), spec_hash(&flatten_spec(&spec).unwrap()));
+    }
+
+    /// A checkpoint written before a key existed resumes when the key is at its default, and the
+    /// refusal names the key when it is not (also inside an array of tables such as `reward`).
+    #[test]
+    fn a_key_absent_from_the_saved_spec_is_accepted_at_its_default_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::default();
+        spec.reward = vec![crate::spec::RewardSpec {
+            name: "format".into(),
+            ..Default::default()
+        }];
+        let now = flatten_spec(&spec).unwrap();
+        // An older binary knew neither `data.split_by` nor a reward's `label`.
+        let mut saved = now.clone();
+        assert!(saved.remove("data.split_by").is_some());
+        let reward = saved.get_mut("reward").unwrap();
+        assert!(reward.contains("label"), "{reward}");
+        *reward = reward.replace("label = \"\", ", "").replace(", label = \"\"", "");
+        assert!(!reward.contains("label"), "{reward}");
+        std::fs::write(dir.path().join(SPEC_FILE), serde_json::to_string(&saved).unwrap()).unwrap();
+
+        assert_eq!(check_spec(dir.path(), &now, false).unwrap(), Vec::<String>::new());
+
+        let mut other = spec.clone();
+        other.data.split_by = "row".into();
+        let err = check_spec(dir.path(), &flatten_spec(&other).unwrap(), false).unwrap_err();
+        assert!(
+            err.to_string().contains("data.split_by: \"update\" -> \"row\""),
+            "{err}"
+        );
+        let mut other = spec.clone();
+        other.reward[0].label = "fmt".into();
+        let err = check_spec(dir.path(), &flatten_spec(&other).unwrap(), false).unwrap_err();
+        assert!(err.to_string().contains("reward: "), "{err}");
+        // A key this binary does not know is still named, not dropped.
+        let mut unknown = saved.clone();
+        unknown.insert("training.removed_knob".into(), "1".into());
+        std::fs::write(dir.path().join(SPEC_FILE), serde_json::to_string(&unknown).unwrap()).unwrap();
+        let err = check_spec(dir.path(), &now, false).unwrap_err();
+        assert!(err.to_string().contains("training.removed_knob: 1 -> (absent)"), "{err}");
     }
 }

@@ -27,6 +27,30 @@ pub struct Spec {
     pub logging: LoggingSpec,
     pub eval: EvalSpec,
     pub heldout: HeldoutSpec,
+    /// The target of `training.mode = "sft"`.
+    pub sft: SftSpec,
+}
+
+/// Supervised fine-tuning's target (used when `training.mode = "sft"`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftSpec {
+    /// The completion trained after the prompt and its prefill (Jinja over the data row, like the
+    /// prompt). The default is the ReCode answer format after the prefill's `<think>`: an empty
+    /// reasoning, then the reference migration in a python block inside `<answer>`.
+    pub target: String,
+    /// End the target with the model's end-of-sequence token (its first EOS id), as TRL's
+    /// SFTTrainer does, so the model learns to stop.
+    pub append_eos: bool,
+}
+
+impl Default for SftSpec {
+    fn default() -> Self {
+        Self {
+            target: "\n</think>\n<answer>\n```python\n{{ new_code }}\n```\n</answer>".into(),
+            append_eos: true,
+        }
+    }
 }
 
 impl Spec {
@@ -135,6 +159,11 @@ pub struct AdapterSpec {
     /// Linear layers that get adapters; empty means PEFT's default for the architecture
     /// (q_proj and v_proj for Qwen2 and Llama). "all-linear" adapts every projection.
     pub target_modules: Vec<String>,
+    /// Start from trained adapter weights (weights only; the optimiser starts fresh): a PEFT
+    /// folder, a checkpoint, or a run directory (its newest checkpoint), relative to the working
+    /// directory; e.g. an SFT run's adapter as the warm start of an RL run. Kind, rank and targets
+    /// must match this section's. Empty: a fresh adapter (PEFT's initialisation).
+    pub init: String,
 }
 
 impl Default for AdapterSpec {
@@ -145,6 +174,7 @@ impl Default for AdapterSpec {
             alpha: 64.0,
             dropout: 0.0,
             target_modules: vec![],
+            init: String::new(),
         }
     }
 }
@@ -336,9 +366,25 @@ pub enum Schedule {
     Cosine,
 }
 
+/// What a training step does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainingMode {
+    /// Reinforcement learning: sample `generation.num_generations` completions per prompt, score
+    /// them with `[[reward]]`, update with `[algorithm]`.
+    #[default]
+    Rl,
+    /// Supervised fine-tuning: no generation; the loss is the token-mean negative log-likelihood of
+    /// the `[sft] target` completion given the prompt (prompt tokens masked, as TRL's SFTTrainer
+    /// with `completion_only_loss`). `[[reward]]` and `[algorithm]` are not used.
+    Sft,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainingSpec {
+    /// "rl" (default) or "sft"; see `TrainingMode`.
+    pub mode: TrainingMode,
     /// Only "adamw" is built in.
     pub optimizer: String,
     pub lr: f64,
@@ -353,7 +399,8 @@ pub struct TrainingSpec {
     pub warmup_ratio: f64,
     /// Optimiser steps in the run.
     pub steps: usize,
-    /// Prompts sampled per step; each gets `generation.num_generations` completions.
+    /// Prompts sampled per step; each gets `generation.num_generations` completions. Under
+    /// `mode = "sft"`: data rows per step (each one target completion).
     pub prompts_per_step: usize,
     /// Passes over each rollout batch (TRL's num_iterations; >1 makes the ratio differ from 1).
     pub num_iterations: usize,
@@ -370,6 +417,7 @@ pub struct TrainingSpec {
 impl Default for TrainingSpec {
     fn default() -> Self {
         Self {
+            mode: TrainingMode::Rl,
             optimizer: "adamw".into(),
             lr: 5e-5,
             weight_decay: 0.0,

@@ -79,6 +79,15 @@ pub fn run(
         seed: spec.run.seed,
     };
     let mut policy = crate::plugins::policy(reg, &ctx)?;
+    let init = &spec.model.adapter.init;
+    // A resumed run's checkpoint holds the weights; the warm start is for a fresh run only.
+    if !init.is_empty() && checkpoint.is_none() {
+        let dir = crate::load::adapter_weights_dir(Path::new(init)).context("model.adapter.init")?;
+        policy
+            .load_adapter(&dir)
+            .with_context(|| format!("model.adapter.init: loading {}", dir.display()))?;
+        report(&format!("adapter initialised from {}", dir.display()));
+    }
     report(&format!(
         "model loaded in {:.1}s ({} trainable parameters)",
         t.elapsed().as_secs_f64(),
@@ -92,6 +101,10 @@ pub fn run(
                     id: format!("{}:{}", row.dependency.to_lowercase(), row.line),
                     prompt: prompt::render_prompt(&spec.prompt, row, template.as_deref())?,
                     target: row.new_code.clone(),
+                    sft_target: match spec.training.mode {
+                        crate::spec::TrainingMode::Sft => prompt::render_field("sft.target", &spec.sft.target, row)?,
+                        crate::spec::TrainingMode::Rl => String::new(),
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()

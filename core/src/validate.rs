@@ -3,7 +3,7 @@
 
 use crate::config::LoadedSpec;
 use crate::registry::{PluginKind, Registry};
-use crate::spec::{AdapterKind, BackendKind, Precision, Spec};
+use crate::spec::{AdapterKind, BackendKind, Precision, Spec, TrainingMode};
 use std::path::Path;
 
 use crate::plugins::is_library_path;
@@ -152,8 +152,34 @@ pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>
         s.data.split_seed,
     );
 
-    if host.complete && s.reward.is_empty() {
-        p.push("reward", "a run needs at least one [[reward]]".into());
+    let sft = s.training.mode == TrainingMode::Sft;
+    if host.complete && s.reward.is_empty() && !sft {
+        p.push("reward", "a run needs at least one [[reward]] (or training.mode = \"sft\")".into());
+    }
+    if sft {
+        // Rendered on a row of placeholders: a template that does not compile, or names a field
+        // the data rows do not have, is refused here rather than at the first step.
+        let row = crate::task::data::Row {
+            dependency: "dependency".into(),
+            new_version: "1.0".into(),
+            description: "description".into(),
+            update_info: "update_info".into(),
+            old_code: "old_code".into(),
+            new_code: "new_code".into(),
+            line: 0,
+        };
+        match crate::task::prompt::render_field("sft.target", &s.sft.target, &row) {
+            Ok(t) if t.trim().is_empty() => p.push("sft.target", "the target renders empty".into()),
+            Ok(_) => {}
+            Err(e) => p.push("sft.target", format!("{e:#}")),
+        }
+    }
+    if let Some(init) = Some(&m.adapter.init).filter(|i| !i.is_empty()) {
+        if m.adapter.kind == AdapterKind::None {
+            p.push("model.adapter.init", "adapter.kind is \"none\": there is no adapter to start from".into());
+        } else if let Err(e) = crate::load::adapter_weights_dir(Path::new(init)) {
+            p.push("model.adapter.init", format!("{e:#}"));
+        }
     }
     for (i, r) in s.reward.iter().enumerate() {
         let key = format!("reward[{i}].name");

@@ -328,3 +328,29 @@ pub(super) fn record_end(
             .unwrap_or(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweep started before a key existed resumes when the planned spec has the key at its
+    /// default (the stored file is read through `Spec`'s defaults), and names it otherwise.
+    #[test]
+    fn a_stored_spec_without_a_new_key_resumes_at_its_default() {
+        let planned = Spec::default();
+        let stored = toml::to_string(&planned).unwrap();
+        let without: String = stored
+            .lines()
+            .filter(|l| !l.starts_with("split_by ="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(stored, without, "the stored text should have had data.split_by");
+        assert_eq!(spec_changes(&without, &planned).unwrap(), Vec::<String>::new());
+        let mut changed = planned.clone();
+        changed.data.split_by = "row".into();
+        assert_eq!(
+            spec_changes(&without, &changed).unwrap(),
+            vec!["data.split_by: \"update\" -> \"row\"".to_string()]
+        );
+    }
+}

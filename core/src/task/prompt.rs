@@ -8,7 +8,17 @@ use crate::task::data::Row;
 use anyhow::{anyhow, bail, Result};
 use minijinja::Environment;
 
-/// Render one field template (`system`, `user`, `prefill`) with the row's fields in scope.
+/// The spec key of a template: `prompt.<field>`, or a dotted key as given (`sft.target`).
+fn key(name: &str) -> String {
+    if name.contains('.') {
+        name.to_string()
+    } else {
+        format!("prompt.{name}")
+    }
+}
+
+/// Render one field template (`system`, `user`, `prefill`, or a dotted key such as `sft.target`)
+/// with the row's fields in scope.
 /// The text is kept as written, trailing newline included.
 pub fn render_field(name: &str, template: &str, row: &Row) -> Result<String> {
     let mut env = Environment::new();
@@ -16,9 +26,9 @@ pub fn render_field(name: &str, template: &str, row: &Row) -> Result<String> {
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     let tmpl = env
         .template_from_str(template)
-        .map_err(|e| anyhow!("prompt.{name}: template does not compile: {e:#}"))?;
+        .map_err(|e| anyhow!("{}: template does not compile: {e:#}", key(name)))?;
     tmpl.render(row)
-        .map_err(|e| anyhow!("prompt.{name}: rendering for data line {} failed (fields: dependency, new_version, description, update_info, old_code, new_code): {e:#}", row.line))
+        .map_err(|e| anyhow!("{}: rendering for data line {} failed (fields: dependency, new_version, description, update_info, old_code, new_code): {e:#}", key(name), row.line))
 }
 
 /// The chat messages of a row: system (if set), user, and the prefill as an assistant message (if set).

@@ -128,10 +128,12 @@ impl Heldout {
         let mut items: Vec<ItemScores> = kept
             .iter()
             .zip(tokens)
-            .map(|(item, &t)| ItemScores {
+            .zip(texts)
+            .map(|((item, &t), text)| ItemScores {
                 id: item.id.clone(),
                 tokens: t,
                 scores: Metrics::new(),
+                text: text.to_string(),
             })
             .collect();
         for r in &self.rewards {
@@ -174,4 +176,8 @@ pub struct ItemScores {
     pub tokens: usize,
     /// Reward label -> score.
     pub scores: Metrics,
+    /// The completion itself, so that a score can be traced to its cause (no python block, a
+    /// block that does not parse, an answer cut at the token limit). Absent in older runs' files.
+    #[serde(default)]
+    pub text: String,
 }

@@ -4,6 +4,7 @@
 pub mod data_order;
 pub mod heldout;
 pub mod schedule;
+pub mod sft;
 pub mod step;
 
 use crate::api::{Algorithm, Policy, Reward};
@@ -22,6 +23,9 @@ pub struct TaskItem {
     pub id: String,
     pub prompt: String,
     pub target: String,
+    /// The completion supervised fine-tuning trains (`[sft] target` rendered for the row);
+    /// empty under RL.
+    pub sft_target: String,
 }
 
 pub struct WeightedReward {
@@ -54,7 +58,8 @@ pub type Metrics = BTreeMap<String, f64>;
 pub type Evaluator<'a> = Box<dyn FnMut(&mut dyn Policy, usize) -> Result<Metrics> + 'a>;
 
 pub const EVAL_FILE: &str = "eval.jsonl";
-/// Per-item held-out scores, one line per (step, item): `{"step", "id", "tokens", "scores"}`.
+/// Per-item held-out scores, one line per (step, item): `{"step", "id", "tokens", "scores", "text"}`
+/// (`text`: the completion, kept since 2026-12-07).
 pub const HELDOUT_ITEMS_FILE: &str = "heldout.jsonl";
 /// The copy baseline's per-item scores (step 0 only), as `HELDOUT_ITEMS_FILE`.
 pub const HELDOUT_COPY_FILE: &str = "heldout-copy.jsonl";
@@ -231,7 +236,9 @@ impl<'a> Trainer<'a> {
         let lines = |items: &[heldout::ItemScores]| -> Vec<serde_json::Value> {
             items
                 .iter()
-                .map(|it| serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores }))
+                .map(|it| {
+                    serde_json::json!({ "step": step, "id": it.id, "tokens": it.tokens, "scores": it.scores, "text": it.text })
+                })
                 .collect()
         };
         self.append_jsonl(HELDOUT_ITEMS_FILE, &lines(&scored.items))?;

@@ -47,7 +47,7 @@ impl Trainer<'_> {
     }
 
     /// Next `n` usable prompts from the stream.
-    fn next_prompts(&mut self, n: usize) -> Result<Vec<(usize, Vec<u32>)>> {
+    pub(super) fn next_prompts(&mut self, n: usize) -> Result<Vec<(usize, Vec<u32>)>> {
         let mut out = Vec::with_capacity(n);
         let mut skipped = 0;
         while out.len() < n {
@@ -157,6 +157,9 @@ impl Trainer<'_> {
     }
 
     pub(super) fn step(&mut self, step: usize) -> Result<Metrics> {
+        if self.spec.training.mode == crate::spec::TrainingMode::Sft {
+            return self.sft_step(step);
+        }
         let spec = self.spec;
         let g = spec.generation.num_generations;
         let want = spec.training.prompts_per_step;
@@ -304,7 +307,7 @@ impl Trainer<'_> {
                 reference: ref_logp.as_deref(),
                 sampler: sampler.as_deref(),
             };
-            self.update(&seqs, &adv32, lp, &mut update)?;
+            self.update(&seqs, &adv32, lp, &mut update, None)?;
         }
         m.insert("time/update_s".into(), t.elapsed().as_secs_f64());
         let n = update.passes.max(1) as f64;
@@ -319,8 +322,16 @@ impl Trainer<'_> {
         Ok(m)
     }
 
-    /// One optimiser step over the whole rollout batch, in micro-batches.
-    fn update(&mut self, seqs: &[Sequence], adv: &[f32], lp: LogProbs<'_>, stats: &mut UpdateStats) -> Result<()> {
+    /// One optimiser step over the whole rollout batch, in micro-batches; the loss is the
+    /// algorithm's, or `loss` when given (supervised fine-tuning's NLL).
+    pub(super) fn update(
+        &mut self,
+        seqs: &[Sequence],
+        adv: &[f32],
+        lp: LogProbs<'_>,
+        stats: &mut UpdateStats,
+        loss: Option<&dyn crate::api::Algorithm>,
+    ) -> Result<()> {
         let LogProbs {
             old,
             reference,
@@ -336,7 +347,7 @@ impl Trainer<'_> {
         let inject = fault_injection_at().contains(&(self.state.optimizer_step + 1));
         for start in (0..seqs.len()).step_by(micro) {
             let end = (start + micro).min(seqs.len());
-            let algorithm = &*self.algorithm;
+            let algorithm = loss.unwrap_or(&*self.algorithm);
             let metrics = &mut stats.metrics;
             let mut closure = |logp: &[Vec<f32>]| -> Result<Vec<Vec<f32>>> {
                 ensure!(
@@ -496,10 +507,10 @@ impl Trainer<'_> {
 
 /// The log-probs of one update besides the current ones: old policy, reference, sampler.
 #[derive(Clone, Copy)]
-struct LogProbs<'a> {
-    old: Option<&'a [Vec<f32>]>,
-    reference: Option<&'a [Vec<f32>]>,
-    sampler: Option<&'a [Vec<f32>]>,
+pub(super) struct LogProbs<'a> {
+    pub(super) old: Option<&'a [Vec<f32>]>,
+    pub(super) reference: Option<&'a [Vec<f32>]>,
+    pub(super) sampler: Option<&'a [Vec<f32>]>,
 }
 
 /// The rollout scalars under the names TRL's GRPOTrainer logs, so a run can sit beside a TRL run in
@@ -536,13 +547,13 @@ fn trl_rollout_metrics(m: &mut Metrics, all: &[&Group], gen: &crate::spec::Gener
 }
 
 #[derive(Default)]
-struct UpdateStats {
-    loss: f64,
-    grad_norm: f64,
-    lr: f64,
-    passes: usize,
-    skipped: usize,
-    metrics: std::collections::BTreeMap<String, (f64, f64)>,
+pub(super) struct UpdateStats {
+    pub(super) loss: f64,
+    pub(super) grad_norm: f64,
+    pub(super) lr: f64,
+    pub(super) passes: usize,
+    pub(super) skipped: usize,
+    pub(super) metrics: std::collections::BTreeMap<String, (f64, f64)>,
 }
 
 /// Index of the first unmasked non-finite value.

@@ -148,6 +148,7 @@ fn non_finite_loss_skips_the_update_and_never_reaches_a_checkpoint() {
         id: "a".into(),
         prompt: "p".into(),
         target: String::new(),
+        sft_target: String::new(),
     }];
     let rewards = vec![WeightedReward {
         label: "digit".into(),

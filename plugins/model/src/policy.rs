@@ -59,6 +59,17 @@ fn in_compute_dtype<B: Backend>(mut m: Transformer<B>) -> Transformer<B> {
 
 /// The f16 loss scaler's state in a checkpoint, so that a resume continues with the same scale.
 const LOSS_SCALE_FILE: &str = "loss_scale.json";
+/// The adapter weights of a PEFT folder (`export_peft`, or PEFT's own `save_pretrained`).
+const PEFT_WEIGHTS: &str = "adapter_model.safetensors";
+
+/// How trainable tensors are named and laid out in a file.
+#[derive(Clone, Copy, PartialEq)]
+enum TensorLayout {
+    /// A checkpoint: our names, LoRA A as `[in, r]` and B as `[r, out]`.
+    Ours,
+    /// PEFT: `base_model.model.` + our names, matrices in nn.Linear layout (transposed).
+    Peft,
+}
 
 fn adamw(t: &TrainingSpec) -> AdamWConfig {
     AdamWConfig::new()
@@ -69,6 +80,68 @@ fn adamw(t: &TrainingSpec) -> AdamWConfig {
 }
 
 impl<B: Backend> TransformerPolicy<B> {
+    /// Sets every trainable tensor from `src`; each must be there with the right shape, and every
+    /// tensor of `src` must be used (a file of another adapter kind, rank or target set is an error,
+    /// not a partial load).
+    fn set_trainable(&mut self, src: &SafetensorsSource, dir: &Path, layout: TensorLayout) -> Result<()> {
+        let mut err: Option<anyhow::Error> = None;
+        let mut used = std::collections::HashSet::new();
+        self.model_mut().visit_params(&mut |n, mut p| {
+            if !p.require_grad() || err.is_some() {
+                return;
+            }
+            let key = match layout {
+                TensorLayout::Ours => n.to_string(),
+                TensorLayout::Peft => format!("base_model.model.{n}"),
+            };
+            let want = p.shape();
+            match src.tensor(&key) {
+                Ok((shape, vals)) if layout == TensorLayout::Peft && want.len() == 2 && shape == [want[1], want[0]] => {
+                    // PEFT [out, in] back to our [in, r] / [r, out].
+                    let (r, c) = (want[0], want[1]);
+                    let mut t = vec![0f32; vals.len()];
+                    for i in 0..r {
+                        for j in 0..c {
+                            t[i * c + j] = vals[j * r + i];
+                        }
+                    }
+                    used.insert(key);
+                    p.set(t)
+                }
+                Ok((shape, vals)) if layout == TensorLayout::Ours && shape == want => {
+                    used.insert(key);
+                    p.set(vals)
+                }
+                Ok((shape, _)) => {
+                    err = Some(anyhow::anyhow!(
+                        "{}: tensor `{key}` has shape {shape:?}, this policy's `{n}` is {want:?} (another rank?)",
+                        dir.display()
+                    ))
+                }
+                Err(e) => {
+                    err = Some(e.context(format!(
+                        "{} lacks trainable tensor `{key}` (another adapter kind or target_modules?)",
+                        dir.display()
+                    )))
+                }
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let mut unused: Vec<&str> = src.names().filter(|k| !used.contains(*k)).collect();
+        if !unused.is_empty() {
+            unused.sort();
+            bail!(
+                "{}: {} tensor(s) this policy does not train, e.g. `{}` (another adapter kind or target_modules?)",
+                dir.display(),
+                unused.len(),
+                unused[0]
+            );
+        }
+        Ok(())
+    }
+
     pub fn new(
         model: Transformer<AD<B>>,
         codec: Box<dyn TextCodec>,
@@ -292,25 +365,7 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
 
     fn load(&mut self, dir: &Path) -> Result<()> {
         let src = SafetensorsSource::from_files(&[dir.join("trainable.safetensors")])?;
-        let mut err: Option<anyhow::Error> = None;
-        self.model_mut().visit_params(&mut |n, mut p| {
-            if !p.require_grad() || err.is_some() {
-                return;
-            }
-            match src.tensor(n) {
-                Ok((shape, vals)) if shape == p.shape() => p.set(vals),
-                Ok((shape, _)) => {
-                    err = Some(anyhow::anyhow!(
-                        "checkpoint tensor `{n}`: shape {shape:?}, expected {:?}",
-                        p.shape()
-                    ))
-                }
-                Err(e) => err = Some(e.context(format!("checkpoint {} lacks trainable tensor `{n}`", dir.display()))),
-            }
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
+        self.set_trainable(&src, dir, TensorLayout::Ours)?;
         let device = self.model().device();
         let rec = NamedMpkFileRecorder::<FullPrecisionSettings>::new()
             .load(dir.join("optimizer"), &device)
@@ -329,6 +384,23 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
             }
         }
         Ok(())
+    }
+
+    fn load_adapter(&mut self, dir: &Path) -> Result<()> {
+        let ours = dir.join("trainable.safetensors");
+        let peft = dir.join(PEFT_WEIGHTS);
+        if ours.exists() {
+            let src = SafetensorsSource::from_files(&[ours])?;
+            self.set_trainable(&src, dir, TensorLayout::Ours)
+        } else if peft.exists() {
+            let src = SafetensorsSource::from_files(&[peft])?;
+            self.set_trainable(&src, dir, TensorLayout::Peft)
+        } else {
+            bail!(
+                "{}: neither trainable.safetensors (a checkpoint's policy folder) nor {PEFT_WEIGHTS} (a PEFT folder)",
+                dir.display()
+            )
+        }
     }
 
     fn export_peft(&self, dir: &Path) -> Result<()> {
@@ -356,7 +428,7 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
                 out.push((key, shape, vals));
             }
         }
-        write_safetensors(&dir.join("adapter_model.safetensors"), &out)?;
+        write_safetensors(&dir.join(PEFT_WEIGHTS), &out)?;
         let cfg = serde_json::json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",

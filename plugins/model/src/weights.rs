@@ -59,6 +59,13 @@ impl SafetensorsSource {
     }
 }
 
+impl SafetensorsSource {
+    /// Every tensor name in the files.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+}
+
 impl WeightSource for SafetensorsSource {
     fn contains(&self, hf_name: &str) -> bool {
         self.index.contains_key(hf_name)

@@ -87,6 +87,7 @@ pub fn adapter(kind: AdapterKind, targets: &[&str]) -> AdapterSpec {
         alpha: 8.0,
         dropout: 0.0,
         target_modules: targets.iter().map(|s| s.to_string()).collect(),
+        init: String::new(),
     }
 }
 
