@@ -543,7 +543,11 @@ fn sft_loss_is_the_token_mean_nll_of_a_numpy_forward() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let sets = ["training.steps=1", "training.prompts_per_step=8", "run.name=\"tiny-sft-loss\""];
+    let sets = [
+        "training.steps=1",
+        "training.prompts_per_step=8",
+        "run.name=\"tiny-sft-loss\"",
+    ];
     let run_dir = run("experiments/tiny-sft.toml", dir.path(), &sets, &[]);
     let loss = series(&metrics(&run_dir), "loss")[0];
 
@@ -558,7 +562,9 @@ fn sft_loss_is_the_token_mean_nll_of_a_numpy_forward() {
         .map(|l| {
             let row: Value = serde_json::from_str(l).unwrap();
             // configs/tiny-model.toml: user = "{{ update_info }}\n", a template that concatenates.
-            let prompt = codec.encode(&format!("{}\n", row["update_info"].as_str().unwrap())).unwrap();
+            let prompt = codec
+                .encode(&format!("{}\n", row["update_info"].as_str().unwrap()))
+                .unwrap();
             serde_json::json!({"prompt": prompt, "completion": target})
         })
         .collect();
@@ -566,8 +572,18 @@ fn sft_loss_is_the_token_mean_nll_of_a_numpy_forward() {
     let (req, out) = (dir.path().join("req.json"), dir.path().join("out.json"));
     std::fs::write(&req, serde_json::json!({ "seqs": seqs }).to_string()).unwrap();
     let script = root().join("plugins/model/tests/reference/qwen2_ref.py");
-    let o = Command::new(python).arg(script).arg(&fixture).arg(&req).arg(&out).output().unwrap();
-    assert!(o.status.success(), "reference failed: {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(python)
+        .arg(script)
+        .arg(&fixture)
+        .arg(&req)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "reference failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let lps: Vec<f64> = v["logprobs"]
         .as_array()
@@ -603,7 +619,10 @@ fn sft_learns_the_target_and_greedy_generation_then_writes_it() {
     let items = heldout_lines(&run_dir, "heldout.jsonl");
     let at = |step: u64| -> Vec<&Value> { items.iter().filter(|l| l["step"] == step).collect() };
     assert_eq!(at(0).len(), 2);
-    assert!(at(0).iter().any(|l| l["text"] != "hello"), "untrained already answers: {items:?}");
+    assert!(
+        at(0).iter().any(|l| l["text"] != "hello"),
+        "untrained already answers: {items:?}"
+    );
     for l in at(30) {
         assert_eq!(l["text"], "hello", "{l}");
         assert_eq!(l["tokens"], 6, "\"hello\" and the EOS: {l}");
@@ -654,7 +673,11 @@ fn rl_warm_started_from_an_sft_adapter_scores_what_the_sft_run_ended_with() {
     sft_sets.push("run.name=\"tiny-sft-warm\"");
     let sft = run("experiments/tiny-sft.toml", dir.path(), &sft_sets, &[]);
     let peft = sft.join("adapter");
-    assert!(peft.join("adapter_model.safetensors").is_file(), "no PEFT export in {}", sft.display());
+    assert!(
+        peft.join("adapter_model.safetensors").is_file(),
+        "no PEFT export in {}",
+        sft.display()
+    );
     let last: Vec<Value> = heldout_lines(&sft, "heldout.jsonl")
         .into_iter()
         .filter(|l| l["step"] == 12)
@@ -665,7 +688,12 @@ fn rl_warm_started_from_an_sft_adapter_scores_what_the_sft_run_ended_with() {
         let name = format!("run.name=\"tiny-warm-{i}\"");
         let init_set = format!("model.adapter.init={:?}", init.display().to_string());
         rl_sets.extend([name.as_str(), init_set.as_str(), "training.steps=1"]);
-        let rl = run("experiments/tiny-grpo.toml", dir.path(), &rl_sets, &["--max-steps", "0"]);
+        let rl = run(
+            "experiments/tiny-grpo.toml",
+            dir.path(),
+            &rl_sets,
+            &["--max-steps", "0"],
+        );
         let first: Vec<Value> = heldout_lines(&rl, "heldout.jsonl");
         assert_eq!(
             first.iter().map(sft_scores).collect::<Vec<_>>(),
@@ -679,7 +707,10 @@ fn rl_warm_started_from_an_sft_adapter_scores_what_the_sft_run_ended_with() {
     cold.extend(["run.name=\"tiny-cold\"", "training.steps=1"]);
     let cold = run("experiments/tiny-grpo.toml", dir.path(), &cold, &["--max-steps", "0"]);
     assert_ne!(
-        heldout_lines(&cold, "heldout.jsonl").iter().map(sft_scores).collect::<Vec<_>>(),
+        heldout_lines(&cold, "heldout.jsonl")
+            .iter()
+            .map(sft_scores)
+            .collect::<Vec<_>>(),
         last.iter().map(sft_scores).collect::<Vec<_>>()
     );
 
@@ -712,7 +743,11 @@ fn rl_warm_started_from_an_sft_adapter_scores_what_the_sft_run_ended_with() {
         a.iter().map(|g| &g.tokens).collect::<Vec<_>>(),
         b.iter().map(|g| &g.tokens).collect::<Vec<_>>()
     );
-    assert!(a.iter().any(|g| g.text == "hello"), "{:?}", a.iter().map(|g| &g.text).collect::<Vec<_>>());
+    assert!(
+        a.iter().any(|g| g.text == "hello"),
+        "{:?}",
+        a.iter().map(|g| &g.text).collect::<Vec<_>>()
+    );
     // A mismatched adapter is refused, naming what differs.
     let mut bad_spec = lora.to_vec();
     bad_spec.extend([
@@ -722,6 +757,15 @@ fn rl_warm_started_from_an_sft_adapter_scores_what_the_sft_run_ended_with() {
     ]);
     let bad_init = format!("model.adapter.init={:?}", peft.display().to_string());
     bad_spec.push(bad_init.as_str());
-    let (ok, err) = run_raw("experiments/tiny-grpo.toml", dir.path(), &bad_spec, &["--max-steps", "0"], &[]);
-    assert!(!ok && err.contains("model.adapter.init") && err.contains("shape"), "{err}");
+    let (ok, err) = run_raw(
+        "experiments/tiny-grpo.toml",
+        dir.path(),
+        &bad_spec,
+        &["--max-steps", "0"],
+        &[],
+    );
+    assert!(
+        !ok && err.contains("model.adapter.init") && err.contains("shape"),
+        "{err}"
+    );
 }

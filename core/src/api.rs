@@ -237,10 +237,7 @@ pub trait Policy {
     /// Set the trainable weights only (no optimiser state) from a checkpoint's `policy` folder or
     /// a PEFT adapter folder: `recode eval --adapter` and the warm start `[model.adapter] init`.
     fn load_adapter(&mut self, dir: &std::path::Path) -> Result<()> {
-        anyhow::bail!(
-            "this model plugin cannot load adapter weights ({})",
-            dir.display()
-        )
+        anyhow::bail!("this model plugin cannot load adapter weights ({})", dir.display())
     }
     /// Export adapters in PEFT layout, if the policy has adapters.
     fn export_peft(&self, _dir: &std::path::Path) -> Result<()> {

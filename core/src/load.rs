@@ -125,14 +125,19 @@ pub fn peft_adapter_spec(dir: &Path) -> Result<AdapterSpec> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let field = |k: &str| v.get(k).ok_or_else(|| anyhow!("{}: no `{k}`", path.display()));
-    let rank = field("r")?.as_u64().ok_or_else(|| anyhow!("{}: `r` is not a count", path.display()))? as usize;
+    let rank = field("r")?
+        .as_u64()
+        .ok_or_else(|| anyhow!("{}: `r` is not a count", path.display()))? as usize;
     let alpha = field("lora_alpha")?
         .as_f64()
         .ok_or_else(|| anyhow!("{}: `lora_alpha` is not a number", path.display()))?;
     let target_modules = match field("target_modules")? {
         serde_json::Value::String(s) => vec![s.clone()],
         serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
-        other => bail!("{}: `target_modules` should be a list of names, got {other}", path.display()),
+        other => bail!(
+            "{}: `target_modules` should be a list of names, got {other}",
+            path.display()
+        ),
     };
     let dora = v.get("use_dora").and_then(|x| x.as_bool()).unwrap_or(false);
     Ok(AdapterSpec {
@@ -176,7 +181,12 @@ fn run_adapter_spec(policy_dir: &Path) -> Result<AdapterSpec> {
     let run = policy_dir
         .ancestors()
         .find(|d| d.join("spec.toml").is_file())
-        .ok_or_else(|| anyhow!("{}: no adapter_config.json and no run spec above it", policy_dir.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no adapter_config.json and no run spec above it",
+                policy_dir.display()
+            )
+        })?;
     let loaded = crate::config::load(&run.join("spec.toml"), &Default::default())?;
     let mut a = loaded.spec.model.adapter;
     a.init = String::new();

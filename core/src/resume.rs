@@ -68,7 +68,9 @@ pub fn with_new_keys_at_defaults(saved: &BTreeMap<String, String>) -> BTreeMap<S
         let mut root = toml::Table::new();
         for (key, text) in saved {
             // Each value was written as TOML text (`toml::Value`'s Display).
-            let value = toml::from_str::<toml::Table>(&format!("v = {text}")).ok()?.remove("v")?;
+            let value = toml::from_str::<toml::Table>(&format!("v = {text}"))
+                .ok()?
+                .remove("v")?;
             let mut parts: Vec<&str> = key.split('.').collect();
             let leaf = parts.pop()?;
             let mut table = &mut root;
@@ -238,6 +240,9 @@ mod tests {
         unknown.insert("training.removed_knob".into(), "1".into());
         std::fs::write(dir.path().join(SPEC_FILE), serde_json::to_string(&unknown).unwrap()).unwrap();
         let err = check_spec(dir.path(), &now, false).unwrap_err();
-        assert!(err.to_string().contains("training.removed_knob: 1 -> (absent)"), "{err}");
+        assert!(
+            err.to_string().contains("training.removed_knob: 1 -> (absent)"),
+            "{err}"
+        );
     }
 }

@@ -154,7 +154,10 @@ pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>
 
     let sft = s.training.mode == TrainingMode::Sft;
     if host.complete && s.reward.is_empty() && !sft {
-        p.push("reward", "a run needs at least one [[reward]] (or training.mode = \"sft\")".into());
+        p.push(
+            "reward",
+            "a run needs at least one [[reward]] (or training.mode = \"sft\")".into(),
+        );
     }
     if sft {
         // Rendered on a row of placeholders: a template that does not compile, or names a field
@@ -176,7 +179,10 @@ pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>
     }
     if let Some(init) = Some(&m.adapter.init).filter(|i| !i.is_empty()) {
         if m.adapter.kind == AdapterKind::None {
-            p.push("model.adapter.init", "adapter.kind is \"none\": there is no adapter to start from".into());
+            p.push(
+                "model.adapter.init",
+                "adapter.kind is \"none\": there is no adapter to start from".into(),
+            );
         } else if let Err(e) = crate::load::adapter_weights_dir(Path::new(init)) {
             p.push("model.adapter.init", format!("{e:#}"));
         }

@@ -66,7 +66,10 @@ impl Trainer<'_> {
             }
         }
         if ids.is_empty() {
-            bail!("sft.target renders to no tokens for training row `{}`", self.items[item].id);
+            bail!(
+                "sft.target renders to no tokens for training row `{}`",
+                self.items[item].id
+            );
         }
         Ok(ids)
     }
@@ -106,7 +109,10 @@ impl Trainer<'_> {
         m.insert("sft/target_tokens".into(), target_tokens as f64);
         m.insert("tokens/per_pass".into(), pass_tokens as f64);
         // Prompt and target tokens through forward and backward, per second.
-        m.insert("throughput/tokens_per_s".into(), pass_tokens as f64 / t_update.max(1e-9));
+        m.insert(
+            "throughput/tokens_per_s".into(),
+            pass_tokens as f64 / t_update.max(1e-9),
+        );
         m.insert("time/update_s".into(), t_update);
         m.insert("time/step_s".into(), t_step.elapsed().as_secs_f64());
         Ok(m)
