@@ -47,7 +47,7 @@ pub fn std_unbiased(xs: &[f64]) -> f64 {
 fn check_groups(rewards: &[f64], group_size: usize) -> Result<()> {
     ensure!(group_size > 0, "group_size must be at least 1");
     ensure!(
-        rewards.len() % group_size == 0,
+        rewards.len().is_multiple_of(group_size),
         "{} rewards do not split into groups of {group_size}",
         rewards.len()
     );

@@ -208,6 +208,10 @@ pub struct OptimStats {
     pub applied: bool,
 }
 
+/// What `Policy::accumulate_gradients` hands the log-probs to: per row, the completion tokens'
+/// log-probs in, d(loss)/d(logp) out.
+pub type LossGradFn<'a> = dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>> + 'a;
+
 /// A trainable policy. Tensor work stays inside the plugin; the host sees plain arrays.
 pub trait Policy {
     fn codec(&self) -> &dyn TextCodec;
@@ -218,11 +222,7 @@ pub trait Policy {
     fn logprobs(&mut self, seqs: &[Sequence], adapters: bool) -> Result<Vec<Vec<f32>>>;
     /// Forward with gradient on one micro-batch: computes log-probs, hands them to `loss_grad`
     /// (which returns d(loss)/d(logp) per token), then back-propagates and accumulates gradients.
-    fn accumulate_gradients(
-        &mut self,
-        seqs: &[Sequence],
-        loss_grad: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>,
-    ) -> Result<()>;
+    fn accumulate_gradients(&mut self, seqs: &[Sequence], loss_grad: &mut LossGradFn<'_>) -> Result<()>;
     /// Apply accumulated gradients (AdamW), clip by global norm, then clear them.
     fn optimizer_step(&mut self, lr: f64, max_grad_norm: Option<f64>) -> Result<OptimStats>;
     /// Drop accumulated gradients without updating (used when a loss turned out non-finite).

@@ -147,7 +147,8 @@ impl ModelConfig {
                 a
             }
         };
-        if c.num_attention_heads == 0 || (c.head_dim.is_none() && c.hidden_size % c.num_attention_heads != 0) {
+        if c.num_attention_heads == 0 || (c.head_dim.is_none() && !c.hidden_size.is_multiple_of(c.num_attention_heads))
+        {
             bail!(
                 "config.json: hidden_size {} not divisible by num_attention_heads {}",
                 c.hidden_size,
@@ -198,7 +199,7 @@ impl ModelConfig {
         if h == 0 || kv == 0 || h % kv != 0 {
             bail!("num_attention_heads {h} must be a multiple of num_key_value_heads {kv}");
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             bail!("head_dim {} must be even for RoPE", self.head_dim);
         }
         self.linear_rope_scale().map(|_| ())

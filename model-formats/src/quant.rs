@@ -139,7 +139,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     let Some((be, bb)) = ty.block_layout() else {
         bail!("unsupported tensor type {ty}")
     };
-    if out.len() % be != 0 || bytes.len() != out.len() / be * bb {
+    if !out.len().is_multiple_of(be) || bytes.len() != out.len() / be * bb {
         bail!(
             "{ty}: {} bytes do not hold {} elements ({bb} bytes per {be})",
             bytes.len(),

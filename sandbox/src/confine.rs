@@ -350,7 +350,7 @@ unsafe fn build_root(fs: &Fs) -> io::Result<()> {
     let dev = c"/newroot/dev";
     mount(
         tmpfs,
-        &dev,
+        dev,
         tmpfs,
         libc::MS_NOSUID | libc::MS_NOEXEC,
         c"size=64k,mode=0755".as_ptr(),
@@ -360,7 +360,7 @@ unsafe fn build_root(fs: &Fs) -> io::Result<()> {
     check(libc::mkdir(shm.as_ptr(), 0o1777), "mounting /dev/shm")?;
     mount(
         tmpfs,
-        &shm,
+        shm,
         tmpfs,
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         fs.shm_opts.as_ptr(),
@@ -381,11 +381,11 @@ unsafe fn build_root(fs: &Fs) -> io::Result<()> {
         )?;
     }
     let ro_dev = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC;
-    mount(NONE, &dev, NONE, ro_dev, NONE, "remounting /dev read-only")?;
+    mount(NONE, dev, NONE, ro_dev, NONE, "remounting /dev read-only")?;
     let tmp = c"/newroot/tmp";
     mount(
         tmpfs,
-        &tmp,
+        tmp,
         tmpfs,
         libc::MS_NOSUID | libc::MS_NODEV,
         fs.tmp_opts.as_ptr(),

@@ -141,8 +141,7 @@ const UNREACHABLE: [&str; 12] = [
 pub(crate) fn pip_failure(dir: &Path, pip_output: &str, log: &Path) -> String {
     let said = pip_output
         .lines()
-        .filter(|l| l.starts_with("ERROR:"))
-        .last()
+        .rfind(|l| l.starts_with("ERROR:"))
         .map(str::trim)
         .unwrap_or_else(|| last_line(pip_output));
     // Without retries pip reports an unreachable index only as "(from versions: none)".

@@ -227,11 +227,7 @@ mod tests {
         fn logprobs(&mut self, _: &[Sequence], _: bool) -> Result<Vec<Vec<f32>>> {
             unreachable!()
         }
-        fn accumulate_gradients(
-            &mut self,
-            _: &[Sequence],
-            _: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>,
-        ) -> Result<()> {
+        fn accumulate_gradients(&mut self, _: &[Sequence], _: &mut crate::api::LossGradFn<'_>) -> Result<()> {
             unreachable!()
         }
         fn optimizer_step(&mut self, _: f64, _: Option<f64>) -> Result<OptimStats> {

@@ -137,7 +137,6 @@ pub fn evaluate_streaming<T>(
         };
         let produced = produce(&mut submit);
         // No more work: the workers finish what is queued and stop.
-        drop(submit);
         drop(tx);
         if produced.is_err() {
             cancel.store(true, Ordering::Relaxed);

@@ -62,7 +62,7 @@ impl Algorithm for CAlgorithm {
 
     fn advantages(&self, rewards: &[f64], group_size: usize) -> Result<Vec<f64>> {
         ensure!(
-            group_size > 0 && rewards.len() % group_size == 0,
+            group_size > 0 && rewards.len().is_multiple_of(group_size),
             "{} rewards do not split into groups of {group_size}",
             rewards.len()
         );

@@ -80,7 +80,7 @@ fn script(plan: &Plan, tasks: &[Task<'_>], program: &Path, workdir: &Path) -> Re
     for (i, t) in tasks.iter().enumerate() {
         let mut args = vec!["run".to_string(), dir.join(&t.run.spec_file).display().to_string()];
         args.push("--run-dir-file".into());
-        args.push(dir.join(run_dir_file(&t.run)).display().to_string());
+        args.push(dir.join(run_dir_file(t.run)).display().to_string());
         if let Some(r) = &t.resume {
             args.push("--resume".into());
             args.push(absolute(r)?.display().to_string());

@@ -32,7 +32,7 @@ pub fn copy_answer(old_code: &str) -> String {
 impl Heldout {
     /// Whether to score after `step` (step 0 is the baseline before any update).
     pub fn due(&self, step: usize, total: usize) -> bool {
-        self.every > 0 && (step == 0 || step % self.every == 0 || step == total)
+        self.every > 0 && (step == 0 || step.is_multiple_of(self.every) || step == total)
     }
 
     /// Greedy completions of every held-out item, scored. Metrics: `heldout/<label>` (mean over

@@ -54,6 +54,9 @@ pub struct TrainerState {
 /// Scalars of one step, by TensorBoard tag.
 pub type Metrics = BTreeMap<String, f64>;
 
+/// Called after every step with its number and metrics (the progress bar).
+pub type OnStep<'a> = dyn FnMut(usize, &Metrics) + 'a;
+
 /// An evaluation run during training: (policy, step) -> scalars such as "pass@1".
 pub type Evaluator<'a> = Box<dyn FnMut(&mut dyn Policy, usize) -> Result<Metrics> + 'a>;
 
@@ -84,7 +87,7 @@ pub struct Trainer<'a> {
     pub run: RunDir,
     pub board: Option<Board>,
     /// Called after every step with (step, metrics); the CLI drives its progress bar with it.
-    pub on_step: Option<Box<dyn FnMut(usize, &Metrics) + 'a>>,
+    pub on_step: Option<Box<OnStep<'a>>>,
     /// Evaluates the policy every `eval.every` steps; its scalars are logged under `eval/`.
     pub evaluator: Option<Evaluator<'a>>,
     /// Scores the held-out split at step 0 and every `heldout.every` steps (`heldout/` scalars).
@@ -205,12 +208,12 @@ impl<'a> Trainer<'a> {
             // Evaluations before the checkpoint: a run killed in between redoes the step and
             // its evaluations on resume (their lines after the checkpoint are cut).
             let eval_every = self.spec.eval.every;
-            if eval_every > 0 && (step % eval_every == 0 || step == total) {
+            if eval_every > 0 && (step.is_multiple_of(eval_every) || step == total) {
                 self.evaluate(step)?;
             }
             self.score_heldout(step, total)?;
             let every = self.spec.training.checkpoint_every;
-            if step == total || (every > 0 && step % every == 0) {
+            if step == total || (every > 0 && step.is_multiple_of(every)) {
                 self.save_checkpoint()?;
             }
             if let Some(cb) = self.on_step.as_mut() {

@@ -482,7 +482,7 @@ impl Trainer<'_> {
 
     fn log_samples(&mut self, step: usize, groups: &[Group]) {
         let every = self.spec.logging.sample_every;
-        if every == 0 || step % every != 0 && step != 1 {
+        if every == 0 || !step.is_multiple_of(every) && step != 1 {
             return;
         }
         let mut text = String::new();

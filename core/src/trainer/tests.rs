@@ -53,11 +53,7 @@ impl Policy for FakePolicy {
     fn logprobs(&mut self, seqs: &[Sequence], _adapters: bool) -> Result<Vec<Vec<f32>>> {
         Ok(seqs.iter().map(|s| vec![-1.0; s.completion.len()]).collect())
     }
-    fn accumulate_gradients(
-        &mut self,
-        seqs: &[Sequence],
-        loss_grad: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>,
-    ) -> Result<()> {
+    fn accumulate_gradients(&mut self, seqs: &[Sequence], loss_grad: &mut crate::api::LossGradFn<'_>) -> Result<()> {
         self.calls += 1;
         let v = if self.calls == self.nan_call { f32::NAN } else { -1.0 };
         loss_grad(&seqs.iter().map(|s| vec![v; s.completion.len()]).collect::<Vec<_>>())?;

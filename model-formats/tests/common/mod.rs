@@ -75,7 +75,7 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, V)], tensors: &[(&str, Vec<u64>, Ve
         out.extend((data.len() as u64).to_le_bytes());
         vals.iter().for_each(|v| data.extend(v.to_le_bytes()));
     }
-    while out.len() % 32 != 0 {
+    while !out.len().is_multiple_of(32) {
         out.push(0);
     }
     out.extend(data);

@@ -57,7 +57,9 @@ pub fn small_matmul_many<B: Backend>(x: &Tensor<B, 2>, ws: &[&Tensor<B, 2>]) -> 
         }
     };
     if parts.len() <= 1 {
-        parts.first().map(|p| run(p));
+        if let Some(p) = parts.first() {
+            run(p)
+        }
     } else {
         // The caller takes the first part, the pool's persistent workers the rest (no thread spawn:
         // a decode step makes ~100 of these calls).

@@ -238,7 +238,7 @@ fn prefill<B: Backend>(
     );
     for pr in &unique {
         let row: Vec<bool> = (0..pmax).map(|j| j >= pmax - pr.len()).collect();
-        ids.extend(std::iter::repeat(pad).take(pmax - pr.len()).chain(pr.iter().copied()));
+        ids.extend(std::iter::repeat_n(pad, pmax - pr.len()).chain(pr.iter().copied()));
         pos.extend(positions(&row));
         valid.push(row);
     }
@@ -428,12 +428,11 @@ pub fn pack(seqs: &[Sequence], pad: u32) -> Result<(Vec<u32>, Vec<Vec<bool>>, Ve
         let lp = pmax - s.prompt.len();
         let rp = cmax - s.completion.len();
         ids.extend(
-            std::iter::repeat(pad)
-                .take(lp)
+            std::iter::repeat_n(pad, lp)
                 .chain(s.prompt.iter().copied())
                 .chain(s.completion.iter().copied()),
         );
-        ids.extend(std::iter::repeat(pad).take(rp));
+        ids.extend(std::iter::repeat_n(pad, rp));
         let row: Vec<bool> = (0..pmax + cmax)
             .map(|j| j >= lp && j < pmax + s.completion.len())
             .collect();

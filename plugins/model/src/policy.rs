@@ -252,7 +252,7 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
     fn accumulate_gradients(
         &mut self,
         seqs: &[Sequence],
-        loss_grad: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>,
+        loss_grad: &mut recode_core::api::LossGradFn<'_>,
     ) -> Result<()> {
         if seqs.is_empty() || seqs.iter().all(|s| s.completion.is_empty()) {
             return Ok(());
@@ -450,11 +450,11 @@ impl<B: Backend> Policy for TransformerPolicy<B> {
     }
 }
 
+/// `f(name, shape)`: new values for a parameter, or None to keep it.
+pub type ParamValues<'a> = dyn FnMut(&str, &[usize]) -> Option<Vec<f32>> + 'a;
+
 /// Test/diagnostic hook: overwrite parameters by name (our layout) with `f(name, shape) -> values`.
-pub fn set_params<B: Backend>(
-    policy: &mut TransformerPolicy<B>,
-    f: &mut dyn FnMut(&str, &[usize]) -> Option<Vec<f32>>,
-) {
+pub fn set_params<B: Backend>(policy: &mut TransformerPolicy<B>, f: &mut ParamValues<'_>) {
     policy.model_mut().visit_params(&mut |n, mut p: ParamMut<'_, AD<B>>| {
         if let Some(v) = f(n, &p.shape()) {
             p.set(v);

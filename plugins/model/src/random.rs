@@ -133,7 +133,7 @@ fn tokenizer_json() -> serde_json::Value {
 /// F32) into `dir`. Linear weights and embeddings are uniform with standard deviation 0.02, norms
 /// 1, biases 0; the same seed writes the same bytes.
 pub fn write_random_model(dir: &Path, s: &Shape, bf16: bool, seed: u64) -> Result<()> {
-    if s.hidden % s.heads != 0 || s.heads % s.kv_heads != 0 {
+    if !s.hidden.is_multiple_of(s.heads) || !s.heads.is_multiple_of(s.kv_heads) {
         bail!("shape {s:?}: hidden must divide by heads and heads by kv_heads");
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

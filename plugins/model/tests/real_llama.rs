@@ -309,7 +309,7 @@ fn smollm2_chat_template_and_a_code_answer() {
         candidate: code.to_string(),
         tests: vec![TestCase {
             name: "test_sum".into(),
-            code: test.into(),
+            code: test,
             call: "test_sum()".into(),
         }],
     };

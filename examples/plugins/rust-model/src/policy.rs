@@ -213,7 +213,7 @@ impl<B: Backend> Policy for WindowPolicy<B> {
     fn accumulate_gradients(
         &mut self,
         seqs: &[Sequence],
-        loss_grad: &mut dyn FnMut(&[Vec<f32>]) -> Result<Vec<Vec<f32>>>,
+        loss_grad: &mut recode_core::api::LossGradFn<'_>,
     ) -> Result<()> {
         if seqs.iter().all(|s| s.completion.is_empty()) {
             return Ok(());
