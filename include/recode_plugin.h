@@ -103,7 +103,11 @@ RECODE_EXPORT int recode_plugin_check_options(const char* options_json, char* er
 
 /* ---- Reward plugins (kind RECODE_PLUGIN_KIND_REWARD) ----------------------------------- */
 
-/* Required. Score `n` completions: write out_scores[0..n] (finite values). */
+/* Required. Score `n` completions: write out_scores[0..n] (finite values).
+ * This ABI is unchanged since Python rewards arrived: a C reward sees the prompt, the completion,
+ * the target and the token count, and scores every item. A reward that needs the data row's other
+ * columns, the completion's token ids, "does not apply" (None) or extra metrics is written in
+ * Python ([[reward]] python = "..."; see docs/plugins.md, "Write a reward in Python"). */
 RECODE_EXPORT int recode_reward_score(const char* options_json, size_t n, const RecodeRewardItem* items,
                                       double* out_scores, char* err, size_t err_len);
 

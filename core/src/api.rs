@@ -14,12 +14,35 @@ pub struct RewardInput<'a> {
     pub target: &'a str,
     /// Number of generated tokens (for length-based rewards).
     pub completion_tokens: usize,
+    /// The generated token ids (empty where the caller has none, e.g. a copy baseline).
+    pub completion_ids: &'a [u32],
+    /// Every column of the data row (the six ReCode fields and any others), when known.
+    pub columns: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What `Reward::score_items` returns for a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RewardOutput {
+    /// One per completion; `None`: this reward does not apply to that item (as TRL's `None`):
+    /// the item's total leaves this reward out, and the share is logged as `reward/<label>/none_frac`.
+    pub scores: Vec<Option<f64>>,
+    /// Extra diagnostics of the batch (means), logged as `reward/<label>/<name>`.
+    pub metrics: Vec<(String, f64)>,
 }
 
 /// A reward: many completions in, one score each out. Must be deterministic.
 pub trait Reward: Send + Sync {
     fn name(&self) -> &str;
     fn score(&self, batch: &[RewardInput<'_>]) -> Result<Vec<f64>>;
+    /// Scores that may be "does not apply", with extra metrics: what training calls. By default
+    /// every item gets `score`'s value. (C-ABI plugins keep `score`: they see prompt, completion,
+    /// target and token count only.)
+    fn score_items(&self, batch: &[RewardInput<'_>]) -> Result<RewardOutput> {
+        Ok(RewardOutput {
+            scores: self.score(batch)?.into_iter().map(Some).collect(),
+            metrics: vec![],
+        })
+    }
 }
 
 /// Per-token inputs of a policy-gradient loss for one micro-batch, row-major `[rows, cols]`.

@@ -16,6 +16,7 @@ pub mod progress;
 pub mod pystr;
 pub mod registry;
 pub mod resume;
+pub mod reward_py;
 pub mod rundir;
 pub mod spec;
 pub mod sweep;

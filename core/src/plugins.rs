@@ -44,6 +44,19 @@ pub fn weighted_rewards(reg: &Registry, specs: &[RewardSpec]) -> Result<Vec<Weig
         .iter()
         .enumerate()
         .map(|(i, r)| {
+            if r.is_python() {
+                let reward = python_reward(r).with_context(|| format!("[[reward]] #{}", i + 1))?;
+                let label = if r.label.is_empty() {
+                    reward.name().to_string()
+                } else {
+                    r.label.clone()
+                };
+                return Ok(WeightedReward {
+                    label,
+                    weight: r.weight,
+                    reward: Box::new(reward),
+                });
+            }
             let label = if r.label.is_empty() {
                 default_label(&r.name)
             } else {
@@ -58,6 +71,32 @@ pub fn weighted_rewards(reg: &Registry, specs: &[RewardSpec]) -> Result<Vec<Weig
             })
         })
         .collect()
+}
+
+/// A Python reward plugin (`python` or `module`), its worker started and its function checked.
+pub fn python_reward(r: &RewardSpec) -> Result<crate::reward_py::PythonReward> {
+    if !r.name.is_empty() {
+        anyhow::bail!("set either `name` (a built-in or a C plugin) or `python`/`module` (a Python reward), not both");
+    }
+    let function = match (r.function.as_str(), r.style.as_str()) {
+        ("", "verl") => "compute_score".to_string(),
+        ("", _) => "reward".to_string(),
+        (f, _) => f.to_string(),
+    };
+    let options = match serde_json::to_value(&r.options)? {
+        serde_json::Value::Object(m) => m,
+        _ => Default::default(),
+    };
+    crate::reward_py::PythonReward::start(crate::reward_py::PythonRewardConfig {
+        path: r.python.clone(),
+        module: r.module.clone(),
+        function,
+        style: r.style.clone(),
+        completions_as: r.completions_as.clone(),
+        python_exe: r.python_exe.clone(),
+        timeout_s: r.timeout_s,
+        options,
+    })
 }
 
 /// A library path is logged under its file stem (`libmy_reward.so` → `my_reward`).

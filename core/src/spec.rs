@@ -281,12 +281,32 @@ impl Default for PromptSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewardSpec {
-    /// Built-in reward name, or a path to a reward plugin shared library.
+    /// Built-in reward name, or a path to a reward plugin shared library. Empty for a Python
+    /// reward (`python` or `module`).
     pub name: String,
     pub weight: f64,
-    /// Name under which the component is logged (defaults to `name`).
+    /// Name under which the component is logged (defaults to `name`, or a Python reward's function).
     pub label: String,
+    /// The reward's options; a Python reward gets them as keyword arguments.
     pub options: Options,
+    /// A Python reward: a `.py` file (relative to the working directory), e.g. "rewards/my_reward.py".
+    pub python: String,
+    /// A Python reward from an importable module of the interpreter (e.g. "trl.rewards"), instead of `python`.
+    pub module: String,
+    /// The Python function; empty: "reward" under style "trl", "compute_score" under "verl".
+    pub function: String,
+    /// How the Python function is called: "trl" (`f(prompts, completions, completion_ids, <data
+    /// columns>, **options) -> list[float | None]`, once per batch) or "verl"
+    /// (`compute_score(data_source, solution_str, ground_truth, extra_info, **options) -> float |
+    /// dict`, per item).
+    pub style: String,
+    /// Style "trl": completions as "text" or as "messages" (`[{"role": "assistant", "content": ...}]`,
+    /// what TRL passes for conversational data, e.g. to `trl.rewards.think_format_reward`).
+    pub completions_as: String,
+    /// The interpreter of a Python reward (a venv's `bin/python` to use its packages).
+    pub python_exe: String,
+    /// Seconds a Python reward may take for one batch before the run stops with an error.
+    pub timeout_s: f64,
 }
 
 impl Default for RewardSpec {
@@ -296,7 +316,21 @@ impl Default for RewardSpec {
             weight: 1.0,
             label: String::new(),
             options: Options::new(),
+            python: String::new(),
+            module: String::new(),
+            function: String::new(),
+            style: "trl".into(),
+            completions_as: "text".into(),
+            python_exe: "python3".into(),
+            timeout_s: 300.0,
         }
+    }
+}
+
+impl RewardSpec {
+    /// Whether this is a Python reward (`python` or `module` set).
+    pub fn is_python(&self) -> bool {
+        !self.python.is_empty() || !self.module.is_empty()
     }
 }
 

@@ -101,6 +101,10 @@ pub fn run(
                     id: format!("{}:{}", row.dependency.to_lowercase(), row.line),
                     prompt: prompt::render_prompt(&spec.prompt, row, template.as_deref())?,
                     target: row.new_code.clone(),
+                    columns: match serde_json::to_value(row)? {
+                        serde_json::Value::Object(m) => m,
+                        _ => Default::default(),
+                    },
                     sft_target: match spec.training.mode {
                         crate::spec::TrainingMode::Sft => prompt::render_field("sft.target", &spec.sft.target, row)?,
                         crate::spec::TrainingMode::Rl => String::new(),

@@ -170,6 +170,7 @@ pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>
             old_code: "old_code".into(),
             new_code: "new_code".into(),
             line: 0,
+            columns: Default::default(),
         };
         match crate::task::prompt::render_field("sft.target", &s.sft.target, &row) {
             Ok(t) if t.trim().is_empty() => p.push("sft.target", "the target renders empty".into()),
@@ -189,10 +190,25 @@ pub fn check(loaded: &LoadedSpec, host: &HostInfo<'_>) -> Result<(), Vec<String>
     }
     for (i, r) in s.reward.iter().enumerate() {
         let key = format!("reward[{i}].name");
-        if r.name.is_empty() {
+        if r.is_python() {
+            p.file(&format!("reward[{i}].python"), &r.python);
+            p.range(
+                &format!("reward[{i}].style"),
+                ["trl", "verl"].contains(&r.style.as_str()),
+                "\"trl\" or \"verl\"",
+                &r.style,
+            );
+            p.range(
+                &format!("reward[{i}].timeout_s"),
+                r.timeout_s > 0.0 && r.timeout_s.is_finite(),
+                "seconds > 0",
+                r.timeout_s,
+            );
+        } else if r.name.is_empty() {
             p.push(
                 &key,
-                "every [[reward]] needs a name (a built-in or a plugin path)".into(),
+                "every [[reward]] needs a name (a built-in or a plugin path), or `python` / `module` (a Python reward)"
+                    .into(),
             );
         } else {
             plugin_name(&mut p, host.registry, PluginKind::Reward, &key, &r.name);

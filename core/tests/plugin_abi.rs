@@ -45,6 +45,7 @@ fn item<'a>(completion: &'a str, target: &'a str, tokens: usize) -> RewardInput<
         completion,
         target,
         completion_tokens: tokens,
+        ..Default::default()
     }
 }
 

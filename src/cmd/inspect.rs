@@ -121,8 +121,8 @@ fn parse_reward_arg(arg: &str, options: &Options) -> Result<RewardSpec> {
     Ok(RewardSpec {
         name: name.to_string(),
         weight,
-        label: String::new(),
         options: options.clone(),
+        ..Default::default()
     })
 }
 
@@ -181,6 +181,7 @@ pub fn reward(c: RewardCommand) -> Result<()> {
             completion_tokens: l
                 .completion_tokens
                 .unwrap_or_else(|| l.completion.split_whitespace().count()),
+            ..Default::default()
         })
         .collect();
     let mut totals = vec![0.0; inputs.len()];

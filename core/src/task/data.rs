@@ -30,6 +30,10 @@ pub struct Row {
     /// 1-based line (JSON lines) or element index + 1 (JSON array) in the source file.
     #[serde(skip)]
     pub line: usize,
+    /// The row's other columns (e.g. `tests`), as read: in scope for prompt templates and seen
+    /// by rewards (`RewardInput::columns`).
+    #[serde(flatten)]
+    pub columns: BTreeMap<String, serde_json::Value>,
 }
 
 const FIELDS: [&str; 6] = [
@@ -49,6 +53,8 @@ struct RawRow {
     update_info: Option<String>,
     old_code: Option<String>,
     new_code: Option<String>,
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
 }
 
 /// "==0.4.38", "0.4.38" and " == 0.4.38 " all give "0.4.38" (the paper's `[2:]` assumed "==").
@@ -223,6 +229,7 @@ pub fn load_rows(path: &Path, spec: &DataSpec) -> Result<(Vec<Row>, InspectRepor
                     old_code: r.old_code.unwrap_or_default(),
                     new_code: r.new_code.unwrap_or_default(),
                     line,
+                    columns: r.other,
                 });
             }
         }
@@ -503,6 +510,7 @@ mod tests {
                 old_code: String::new(),
                 new_code: String::new(),
                 line: i,
+                columns: Default::default(),
             })
             .collect();
         let (t1, h1) = split(rows.clone(), 0.1, 7);
@@ -536,6 +544,7 @@ mod tests {
                         old_code: String::new(),
                         new_code: format!("{u}.{round}"),
                         line: rows.len() + 1,
+                        columns: Default::default(),
                     });
                 }
             }

@@ -95,6 +95,7 @@ mod tests {
             old_code: "import numpy as np\nt = np.product([2, 3])".into(),
             new_code: "import numpy as np\nt = np.prod([2, 3])".into(),
             line: 1,
+            columns: Default::default(),
         }
     }
 

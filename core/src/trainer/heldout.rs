@@ -121,6 +121,8 @@ impl Heldout {
                 completion: text,
                 target: &item.target,
                 completion_tokens: t,
+                completion_ids: &[],
+                columns: Some(&item.columns),
             })
             .collect();
         let n = inputs.len() as f64;

@@ -23,6 +23,8 @@ pub struct TaskItem {
     pub id: String,
     pub prompt: String,
     pub target: String,
+    /// Every column of the data row, for rewards that read them (`RewardInput::columns`).
+    pub columns: serde_json::Map<String, serde_json::Value>,
     /// The completion supervised fine-tuning trains (`[sft] target` rendered for the row);
     /// empty under RL.
     pub sft_target: String,

@@ -13,7 +13,10 @@ struct Group {
     prompt: Vec<u32>,
     gens: Vec<Generation>,
     totals: Vec<f64>,
+    /// Per reward, one score per completion (NaN where the reward did not apply).
     components: Vec<Vec<f64>>,
+    /// Extra metrics the rewards returned for this group, by TensorBoard tag.
+    reward_metrics: Vec<(String, f64)>,
 }
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
@@ -110,6 +113,7 @@ impl Trainer<'_> {
                 gens: it.by_ref().take(g).collect(),
                 totals: vec![],
                 components: vec![],
+                reward_metrics: vec![],
             });
         }
         Ok(groups)
@@ -126,12 +130,16 @@ impl Trainer<'_> {
                     completion: &gen.text,
                     target: &item.target,
                     completion_tokens: gen.tokens.len(),
+                    completion_ids: &gen.tokens,
+                    columns: Some(&item.columns),
                 })
                 .collect();
             let mut totals = vec![0.0; inputs.len()];
             group.components.clear();
+            group.reward_metrics.clear();
             for r in &self.rewards {
-                let scores = r.reward.score(&inputs)?;
+                let out = r.reward.score_items(&inputs)?;
+                let scores = out.scores;
                 ensure!(
                     scores.len() == inputs.len(),
                     "reward `{}` returned {} scores for {} completions",
@@ -139,17 +147,24 @@ impl Trainer<'_> {
                     scores.len(),
                     inputs.len()
                 );
-                if let Some(bad) = scores.iter().position(|s| !s.is_finite()) {
+                if let Some(bad) = scores.iter().position(|s| s.is_some_and(|s| !s.is_finite())) {
                     bail!(
-                        "reward `{}` returned a non-finite score ({}) for completion {bad}",
+                        "reward `{}` returned a non-finite score ({:?}) for completion {bad}",
                         r.label,
                         scores[bad]
                     );
                 }
+                // `None` ("does not apply") leaves the reward out of that item's total, as TRL's
+                // nansum does; the component keeps it as NaN, which the means skip.
                 for (t, s) in totals.iter_mut().zip(&scores) {
-                    *t += r.weight * s;
+                    *t += s.map_or(0.0, |s| r.weight * s);
                 }
-                group.components.push(scores);
+                group
+                    .components
+                    .push(scores.iter().map(|s| s.unwrap_or(f64::NAN)).collect());
+                for (k, v) in out.metrics {
+                    group.reward_metrics.push((format!("reward/{}/{k}", r.label), v));
+                }
             }
             group.totals = totals;
         }
@@ -202,10 +217,24 @@ impl Trainer<'_> {
         // Reward and rollout statistics over every generated group (kept or not).
         let all: Vec<&Group> = kept.iter().chain(seen.iter()).collect();
         for (ri, r) in self.rewards.iter().enumerate() {
-            let xs: Vec<f64> = all.iter().flat_map(|gr| gr.components[ri].iter().copied()).collect();
+            let all_xs: Vec<f64> = all.iter().flat_map(|gr| gr.components[ri].iter().copied()).collect();
+            let xs: Vec<f64> = all_xs.iter().copied().filter(|x| !x.is_nan()).collect();
             let (mean, std) = mean_std(&xs);
             m.insert(format!("reward/{}/mean", r.label), mean);
             m.insert(format!("reward/{}/std", r.label), std);
+            if xs.len() < all_xs.len() {
+                let none = (all_xs.len() - xs.len()) as f64 / all_xs.len() as f64;
+                m.insert(format!("reward/{}/none_frac", r.label), none);
+            }
+        }
+        let mut extra: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+        for (k, v) in all.iter().flat_map(|gr| gr.reward_metrics.iter()) {
+            let e = extra.entry(k.clone()).or_default();
+            e.0 += v;
+            e.1 += 1.0;
+        }
+        for (k, (sum, n)) in extra {
+            m.insert(k, sum / n);
         }
         let totals_all: Vec<f64> = all.iter().flat_map(|gr| gr.totals.iter().copied()).collect();
         let (mean, std) = mean_std(&totals_all);

@@ -145,6 +145,7 @@ fn non_finite_loss_skips_the_update_and_never_reaches_a_checkpoint() {
         prompt: "p".into(),
         target: String::new(),
         sft_target: String::new(),
+        columns: Default::default(),
     }];
     let rewards = vec![WeightedReward {
         label: "digit".into(),
