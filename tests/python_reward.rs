@@ -358,3 +358,23 @@ fn python_rewards_train_through_run_and_sweep_and_validate_checks_them() {
     let record = std::fs::read_to_string(sweep_dir.join("sweep.json")).unwrap();
     assert_eq!(record.matches("\"finished\"").count(), 2, "{record}");
 }
+
+#[test]
+fn recode_plugins_lists_python_reward_files_beside_the_built_ins() {
+    let (ok, out) = recode(&["plugins", "--dir", "examples/rewards"]);
+    assert!(ok, "{out}");
+    for (name, style) in [
+        ("format_reward", "trl"),
+        ("es_star_reward", "trl"),
+        ("compute_score", "verl"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(name) && l.contains(&format!("({style} style)"))),
+            "{name}: {out}"
+        );
+    }
+    // Helpers that take no completions are not rewards.
+    assert!(!out.contains("levenshtein"), "{out}");
+    assert!(out.contains("es_star") && out.contains("built-in"), "{out}");
+}

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct PluginsArgs {
-    /// Folders to search for plugin shared libraries (.so / .dylib).
+    /// Folders to search for plugin shared libraries (.so / .dylib) and Python reward files (.py).
     #[arg(long = "dir")]
     dirs: Vec<PathBuf>,
     /// Print JSON instead of a table.
@@ -26,6 +26,9 @@ pub fn plugins(a: PluginsArgs) -> Result<()> {
         let entries = std::fs::read_dir(dir).with_context(|| format!("cannot read plugin folder {}", dir.display()))?;
         let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         paths.sort();
+        for p in paths.iter().filter(|p| p.extension().is_some_and(|x| x == "py")) {
+            all.extend(recode_core::reward_py::describe_file(p));
+        }
         for p in paths
             .into_iter()
             .filter(|p| p.extension().is_some_and(|x| x == "so" || x == "dylib" || x == "dll"))

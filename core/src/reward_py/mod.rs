@@ -49,6 +49,41 @@ impl PythonRewardConfig {
     }
 }
 
+/// The reward functions a `.py` file defines at top level, for `recode plugins --dir`: a `def`
+/// whose parameters name `completions` (TRL style) or `solution_str` (verl style). Read as text,
+/// not imported: listing runs no one's code.
+pub fn describe_file(path: &std::path::Path) -> Vec<crate::registry::PluginInfo> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return vec![];
+    };
+    text.split("\ndef ")
+        .skip(usize::from(!text.starts_with("def ")))
+        .filter_map(|d| {
+            let d = d.strip_prefix("def ").unwrap_or(d);
+            let (name, rest) = d.split_once('(')?;
+            let params = rest.split_once(')')?.0;
+            let style = if params.contains("solution_str") {
+                "verl"
+            } else if params.contains("completions") {
+                "trl"
+            } else {
+                return None;
+            };
+            Some(crate::registry::PluginInfo {
+                kind: crate::registry::PluginKind::Reward,
+                name: name.trim().to_string(),
+                version: "python".into(),
+                source: path.display().to_string(),
+                description: format!(
+                    "Python reward ({style} style): [[reward]] python = \"{}\", function = \"{}\", style = \"{style}\"",
+                    path.display(),
+                    name.trim()
+                ),
+            })
+        })
+        .collect()
+}
+
 struct Worker {
     child: Child,
     stdin: ChildStdin,
