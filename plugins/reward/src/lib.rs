@@ -10,16 +10,24 @@
 //! - `overlong`: `max_length` (1024), `cache_length` (256), in completion tokens.
 //! - `length`: `max_length` (1024); the score is tokens / max_length clipped to [0, 1], useful
 //!   with weight 0 (logged only) or a small negative weight (brevity pressure).
+//! - `unit_tests`: `column` ("tests"), `all_or_nothing` (false), `timeout_s` (10, per test),
+//!   `memory_mb` (2048), `workers` (2), `python` ("python3"); see `unit_tests.rs`.
 
 pub mod bench;
 pub mod edit;
 pub mod rewards;
+pub mod unit_tests;
 
 use recode_core::registry::Registry;
 
 /// Register every reward of this crate under its name.
 pub fn register(reg: &mut Registry) {
     use rewards::*;
+    reg.add_reward(
+        "unit_tests",
+        "fraction of the row's `tests` the answer's program passes in the sandbox; None without tests (options column, all_or_nothing, timeout_s, memory_mb, workers, python)",
+        unit_tests::unit_tests_factory,
+    );
     reg.add_reward(
         "format",
         "+1 if <think>…</think> then <answer>…</answer> and nothing else, else -1 (option prefix)",
