@@ -450,3 +450,16 @@ fn progress_is_printed_as_lines_without_a_terminal() {
     );
     assert!(err.lines().any(|l| l.starts_with("train: 2/2 steps, ")), "{err}");
 }
+
+/// `recode bench step` on an SFT spec times the update alone and says the other phases do not
+/// run in SFT.
+#[test]
+fn bench_step_times_an_sft_spec() {
+    let o = recode(&["bench", "step", "experiments/tiny-sft.toml", "--steps", "2"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("SFT (training.mode = \"sft\")"), "{out}");
+    assert!(out.contains("generation     not in SFT"), "{out}");
+    let update = out.lines().find(|l| l.starts_with("update")).unwrap();
+    assert!(update.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() > 0.0, "{update}");
+}

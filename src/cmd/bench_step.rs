@@ -33,7 +33,18 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
     let host = crate::host::Host::new();
     let (loaded, plugins) = host.info(true).load_for_run(spec, &all)?;
     let s = &loaded.spec;
-    println!(
+    let sft = s.training.mode == recode_core::spec::TrainingMode::Sft;
+    if sft {
+        println!(
+            "spec {}: SFT (training.mode = \"sft\"), adapter {:?} r{}, {} row(s) per step, backend {:?}",
+            spec.display(),
+            s.model.adapter.kind,
+            s.model.adapter.rank,
+            s.training.prompts_per_step,
+            s.backend.kind
+        );
+    } else {
+        println!(
         "spec {}: model {}, adapter {:?} r{}, algorithm {}, {} prompt(s) x {} completions, {} new tokens, backend {:?}",
         spec.display(),
         if s.model.id.is_empty() {
@@ -49,6 +60,7 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
         s.generation.max_new_tokens,
         s.backend.kind,
     );
+    }
     recode_core::train::run(
         &host.registry,
         s,
@@ -60,7 +72,7 @@ pub fn bench_step(spec: &Path, steps: usize, sets: &[String], keep: bool) -> Res
     )?;
     let summary = find_summary(&out)?;
     let history: Vec<Value> = summary["steps"].as_array().cloned().unwrap_or_default();
-    print_table(&history, s.algorithm.name.as_str());
+    print_table(&history, if sft { None } else { Some(s.algorithm.name.as_str()) });
     println!(
         "peak resident memory: {:.2} GiB",
         recode_model::bench::peak_rss_bytes()? as f64 / (1u64 << 30) as f64
@@ -97,7 +109,8 @@ fn get(m: &Value, k: &str) -> f64 {
     m.get(k).and_then(Value::as_f64).unwrap_or(0.0)
 }
 
-fn print_table(history: &[Value], algorithm: &str) {
+/// `algorithm`: None for an SFT spec (only the update runs).
+fn print_table(history: &[Value], algorithm: Option<&str>) {
     let rest = &history[1.min(history.len())..];
     let mean = |k: &str| rest.iter().map(|m| get(m, k)).sum::<f64>() / rest.len().max(1) as f64;
     println!(
@@ -112,9 +125,10 @@ fn print_table(history: &[Value], algorithm: &str) {
         let (s2, t2) = (mean(secs), if toks.is_empty() { 0.0 } else { mean(toks) });
         // A phase that did not run still takes a timer read (nanoseconds).
         if s1 < 1e-3 && s2 < 1e-3 {
-            let why = match label {
-                "reference" => format!("skipped: {algorithm} has no KL term"),
-                "old log-probs" => "skipped: one pass per rollout (the current policy is the old one)".into(),
+            let why = match (label, algorithm) {
+                (_, None) => "not in SFT (the update is the whole step)".into(),
+                ("reference", Some(a)) => format!("skipped: {a} has no KL term"),
+                ("old log-probs", _) => "skipped: one pass per rollout (the current policy is the old one)".into(),
                 _ => "0".into(),
             };
             println!("{label:<14} {why}");
