@@ -461,5 +461,8 @@ fn bench_step_times_an_sft_spec() {
     assert!(out.contains("SFT (training.mode = \"sft\")"), "{out}");
     assert!(out.contains("generation     not in SFT"), "{out}");
     let update = out.lines().find(|l| l.starts_with("update")).unwrap();
-    assert!(update.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() > 0.0, "{update}");
+    assert!(
+        update.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() > 0.0,
+        "{update}"
+    );
 }

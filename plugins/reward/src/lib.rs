@@ -1,4 +1,5 @@
-//! ReCode rewards: `format`, `em`, `es`, `em_star`, `es_star`, `overlong`, `length`.
+//! ReCode rewards: `format`, `em`, `es`, `em_star`, `es_star`, `overlong`, `length`, and the
+//! execution reward `unit_tests`.
 //!
 //! Semantics follow the paper's reward code (see `tests/reference/reward_ref.py`) without its two
 //! bugs: strings are restored by index during normalisation, and two empty codes have similarity 1.
@@ -94,7 +95,8 @@ mod tests {
                 "format",
                 "length",
                 "overlong",
-                "similarity"
+                "similarity",
+                "unit_tests"
             ]
         );
         let ol =
