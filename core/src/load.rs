@@ -152,6 +152,9 @@ pub fn peft_adapter_spec(dir: &Path) -> Result<AdapterSpec> {
 
 /// A model by name with a trained adapter: a PEFT folder (its `adapter_config.json` gives kind,
 /// rank, alpha and targets) or a checkpoint / run directory of a run (the run's spec gives them).
+/// Without `options`, the model options of the run the adapter came from (a `spec.toml` beside the
+/// adapter or in a folder above it, as in a run directory) are used, so that the adapter is
+/// evaluated as its run computed (e.g. `attention = "plain"`).
 pub fn policy_with_adapter(
     reg: &Registry,
     known_ids: &[&str],
@@ -163,6 +166,12 @@ pub fn policy_with_adapter(
     let weights = adapter_weights_dir(adapter)?;
     let mut spec = model_spec(model, known_ids, None)?;
     spec.options = options.clone();
+    if options.is_empty() {
+        if let Some(dir) = weights.ancestors().take(4).find(|d| d.join("spec.toml").is_file()) {
+            let run = crate::config::load(&dir.join("spec.toml"), &Default::default())?;
+            spec.options = run.spec.model.options;
+        }
+    }
     spec.adapter = if weights.join("adapter_config.json").is_file() {
         peft_adapter_spec(&weights)?
     } else {
