@@ -108,7 +108,8 @@ impl<B: Backend> TransformerPolicy<B> {
                     used.insert(key);
                     p.set(t)
                 }
-                Ok((shape, vals)) if layout == TensorLayout::Ours && shape == want => {
+                // Vectors (DoRA magnitudes) are stored alike in both layouts.
+                Ok((shape, vals)) if shape == want && (layout == TensorLayout::Ours || want.len() != 2) => {
                     used.insert(key);
                     p.set(vals)
                 }

@@ -251,6 +251,11 @@ fn lora_and_dora_match_numpy_and_start_at_base() {
             base,
             "disabling adapters gives the base model"
         );
+        // The PEFT folder loads back (`load_adapter`, what `recode eval --adapter` and
+        // `[model.adapter] init` use) into a fresh policy that then computes the same log-probs.
+        let mut back = policy(dir.path(), adapter(kind, &targets));
+        back.load_adapter(&peft).unwrap();
+        assert_eq!(back.logprobs(&s, true).unwrap(), got, "{kind:?}: PEFT round trip");
         let Some(r) = reference(dir.path(), &s, Some(&peft)) else {
             return;
         };
