@@ -147,25 +147,28 @@ fn assert_same_trajectory(a: &[serde_json::Map<String, Value>], b: &[serde_json:
     }
 }
 
-#[test]
-fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
+/// Six steps straight, and three steps then a resume for three more: the resumed run continues in
+/// the same folder and logs the same trajectory. Returns the uninterrupted run's metrics.
+fn check_resume(spec: &str, name: &str) -> Vec<serde_json::Map<String, Value>> {
     let dir = tempfile::tempdir().unwrap();
     let sets = ["training.steps=6", "training.checkpoint_every=3"];
-    let full = run("experiments/tiny-grpo.toml", dir.path(), &sets, &[]);
+    let full = run(spec, dir.path(), &sets, &[]);
     let mut sets_b = sets.to_vec();
-    sets_b.push("run.name=\"tiny-resume\"");
-    let part = run("experiments/tiny-grpo.toml", dir.path(), &sets_b, &["--max-steps", "3"]);
+    let name = format!("run.name=\"{name}\"");
+    sets_b.push(&name);
+    let part = run(spec, dir.path(), &sets_b, &["--max-steps", "3"]);
     assert_eq!(metrics(&part).len(), 3);
-    let resumed = run(
-        "experiments/tiny-grpo.toml",
-        dir.path(),
-        &sets_b,
-        &["--resume", part.to_str().unwrap()],
-    );
+    let resumed = run(spec, dir.path(), &sets_b, &["--resume", part.to_str().unwrap()]);
     assert_eq!(resumed, part, "resume continues in the same run directory");
     let (a, b) = (metrics(&full), metrics(&resumed));
     assert_eq!(a.len(), 6);
     assert_same_trajectory(&a, &b);
+    a
+}
+
+#[test]
+fn resumed_run_logs_the_same_metrics_as_an_uninterrupted_one() {
+    let a = check_resume("experiments/tiny-grpo.toml", "tiny-resume");
     // Loss and reward really moved, so equality is not trivial.
     assert!(series(&a, "loss").iter().any(|l| *l != 0.0));
 }
@@ -632,23 +635,7 @@ fn sft_learns_the_target_and_greedy_generation_then_writes_it() {
 /// An SFT run stopped and resumed logs what an uninterrupted one logs, as RL runs do.
 #[test]
 fn a_resumed_sft_run_logs_the_same_metrics_as_an_uninterrupted_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let sets = ["training.steps=6", "training.checkpoint_every=3"];
-    let full = run("experiments/tiny-sft.toml", dir.path(), &sets, &[]);
-    let mut sets_b = sets.to_vec();
-    sets_b.push("run.name=\"tiny-sft-resume\"");
-    let part = run("experiments/tiny-sft.toml", dir.path(), &sets_b, &["--max-steps", "3"]);
-    assert_eq!(metrics(&part).len(), 3);
-    let resumed = run(
-        "experiments/tiny-sft.toml",
-        dir.path(),
-        &sets_b,
-        &["--resume", part.to_str().unwrap()],
-    );
-    assert_eq!(resumed, part);
-    let (a, b) = (metrics(&full), metrics(&resumed));
-    assert_eq!(a.len(), 6);
-    assert_same_trajectory(&a, &b);
+    let a = check_resume("experiments/tiny-sft.toml", "tiny-sft-resume");
     assert!(series(&a, "loss").windows(2).any(|w| w[0] != w[1]));
 }
 
