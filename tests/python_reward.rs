@@ -32,9 +32,10 @@ fn answer(code: &str) -> String {
 }
 
 /// The paper's format + ES* written in Python (examples/rewards/recode_rewards.py, TRL style, from
-/// the paper's description) gives the built-ins' scores on every row of the ReCode training set
-/// with a new_code, as the completion with its own new_code and with a perturbed one (its old_code
-/// with a comment, a blank line and a string holding `#` added), each scored against new_code.
+/// the paper's description) gives the built-ins' scores on all 1,781 rows of the ReCode training
+/// set, as the completion with its own new_code and with a perturbed one (its old_code, or its
+/// new_code where the row has none, with a comment, a blank line and a string holding `#` added),
+/// each scored against new_code.
 #[test]
 fn a_python_recode_reward_equals_the_built_ins_on_every_training_row() {
     let Some(python) = recode_test_support::python("the Python reward parity check") else {
@@ -46,9 +47,9 @@ fn a_python_recode_reward_equals_the_built_ins_on_every_training_row() {
     let mut targets = vec![];
     for line in text.lines() {
         let row: Value = serde_json::from_str(line).unwrap();
-        let (Some(new), Some(old)) = (row["new_code"].as_str(), row["old_code"].as_str()) else {
-            continue;
-        };
+        let new = row["new_code"].as_str().unwrap();
+        // 21 rows have no old_code: their perturbed answer starts from the new code.
+        let old = row["old_code"].as_str().unwrap_or(new);
         completions.push(answer(new));
         targets.push(new.to_string());
         completions.push(answer(&format!(
@@ -56,7 +57,7 @@ fn a_python_recode_reward_equals_the_built_ins_on_every_training_row() {
         )));
         targets.push(new.to_string());
     }
-    assert!(completions.len() > 3400, "{} completions", completions.len());
+    assert_eq!(completions.len(), 2 * 1781, "every row of the training set, twice");
     let columns: Vec<serde_json::Map<String, Value>> = targets
         .iter()
         .map(|t| json!({ "new_code": t }).as_object().unwrap().clone())
@@ -319,6 +320,14 @@ fn python_rewards_train_through_run_and_sweep_and_validate_checks_them() {
         let last: Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
         let label = if name == "py-trl" { "scaled" } else { "compute_score" };
         assert!(last[format!("reward/{label}/mean")].is_number(), "{name}: {last}");
+        if name == "py-trl" {
+            // The worker's stderr is in the run's log.
+            let log = std::fs::read_to_string(run_dir.join("log.txt")).unwrap();
+            assert!(
+                log.contains("[python reward") && log.contains("trl_column.py imported"),
+                "{log}"
+            );
+        }
         if name == "py-verl" {
             assert!(last["reward/compute_score/es_star"].is_number(), "{last}");
         }
@@ -344,7 +353,7 @@ fn python_rewards_train_through_run_and_sweep_and_validate_checks_them() {
         )
     };
     let text = format!(
-        "base = {:?}\nset = {{ \"training.steps\" = 2 }}\n{}{}",
+        "base = {:?}\nset = {{ \"training.steps\" = 2 }}\n{}{}[[variant]]\nname = \"verl\"\nset = {{ reward = [{{ python = \"examples/rewards/verl_recode.py\", style = \"verl\", python_exe = {exe} }}] }}\n",
         root().join("experiments/tiny-grpo.toml").display().to_string(),
         variant("scale-a", 0.1),
         variant("scale-b", -0.1)
@@ -354,9 +363,12 @@ fn python_rewards_train_through_run_and_sweep_and_validate_checks_them() {
     let (ok, log) = recode(&["sweep", sweep.to_str().unwrap(), "--out", sweep_dir.to_str().unwrap()]);
     assert!(ok, "{log}");
     let summary = std::fs::read_to_string(sweep_dir.join("summary.csv")).unwrap();
-    assert!(summary.contains("scale-a") && summary.contains("scale-b"), "{summary}");
+    assert!(
+        summary.contains("scale-a") && summary.contains("scale-b") && summary.contains("verl"),
+        "{summary}"
+    );
     let record = std::fs::read_to_string(sweep_dir.join("sweep.json")).unwrap();
-    assert_eq!(record.matches("\"finished\"").count(), 2, "{record}");
+    assert_eq!(record.matches("\"finished\"").count(), 3, "{record}");
 }
 
 #[test]

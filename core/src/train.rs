@@ -54,6 +54,7 @@ pub fn run(
         run.write_file("spec.toml", annotated.as_bytes())?;
     }
     report(&format!("run directory: {}", run.root.display()));
+    crate::reward_py::log_to(&run.root.join("log.txt"));
     if let Some(file) = resume.run_dir_file {
         crate::rundir::write_atomic(file, run.root.display().to_string().as_bytes())?;
     }

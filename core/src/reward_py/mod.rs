@@ -23,6 +23,42 @@ use std::time::Duration;
 
 const WORKER: &str = include_str!("worker.py");
 
+/// Where the workers' stderr lines also go: the run's `log.txt` once the run directory exists;
+/// until then (the workers start when the spec is checked, before the run folder) they are kept.
+static LOG: Mutex<(Option<std::path::PathBuf>, Vec<String>)> = Mutex::new((None, Vec::new()));
+
+/// Also append every Python reward worker's stderr line to `path` (the run's log), the lines
+/// written before this call first.
+pub fn log_to(path: &std::path::Path) {
+    let mut log = LOG.lock().unwrap();
+    log.0 = Some(path.to_path_buf());
+    let pending = std::mem::take(&mut log.1);
+    append(path, &pending);
+}
+
+fn append(path: &std::path::Path, lines: &[String]) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        for l in lines {
+            let _ = writeln!(f, "{l}");
+        }
+    }
+}
+
+fn forward_stderr_line(tag: &str, line: &str) {
+    eprintln!("[python reward {tag}] {line}");
+    let stamped = format!(
+        "[{}] [python reward {tag}] {line}",
+        chrono::Utc::now().format("%H:%M:%S")
+    );
+    let mut log = LOG.lock().unwrap();
+    match &log.0 {
+        Some(path) => append(path, &[stamped]),
+        // Kept for the run's log; a few hundred lines at most (a process that never starts a run).
+        None if log.1.len() < 500 => log.1.push(stamped),
+        None => {}
+    }
+}
+
 /// How a Python reward is called.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PythonRewardConfig {
@@ -137,14 +173,14 @@ impl PythonReward {
                 }
             }
         });
-        // The worker's stderr (its prints and warnings) goes to ours, which is the run's log
-        // when the run's output is redirected, each line marked with the reward.
+        // The worker's stderr (its prints and warnings) goes to ours and to the run's log.txt
+        // (`log_to`), each line marked with the reward.
         let stderr_tail = Arc::new(Mutex::new(Vec::new()));
         let (tail, tag) = (stderr_tail.clone(), cfg.describe());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                eprintln!("[python reward {tag}] {line}");
+                forward_stderr_line(&tag, &line);
                 let mut t = tail.lock().unwrap();
                 t.push(line);
                 if t.len() > 20 {
