@@ -166,38 +166,34 @@ pub fn policy_with_adapter(
     let weights = adapter_weights_dir(adapter)?;
     let mut spec = model_spec(model, known_ids, None)?;
     spec.options = options.clone();
+    // The run the adapter came from: a spec.toml beside the weights or up to three folders above
+    // (`<run>/checkpoints/<step>/policy`, `<run>/adapter`).
+    let run = match weights.ancestors().take(4).find(|d| d.join("spec.toml").is_file()) {
+        Some(dir) => Some(crate::config::load(&dir.join("spec.toml"), &Default::default())?.spec),
+        None => None,
+    };
     if options.is_empty() {
-        if let Some(dir) = weights.ancestors().take(4).find(|d| d.join("spec.toml").is_file()) {
-            let run = crate::config::load(&dir.join("spec.toml"), &Default::default())?;
-            spec.options = run.spec.model.options;
+        if let Some(run) = &run {
+            spec.options = run.model.options.clone();
         }
     }
     spec.adapter = if weights.join("adapter_config.json").is_file() {
         peft_adapter_spec(&weights)?
     } else {
-        run_adapter_spec(&weights)?
+        let run = run.ok_or_else(|| {
+            anyhow!(
+                "{}: no adapter_config.json and no run spec beside or above it",
+                weights.display()
+            )
+        })?;
+        AdapterSpec {
+            init: String::new(),
+            ..run.model.adapter
+        }
     };
     let mut policy = policy_for_spec(reg, spec, backend)?;
     policy
         .load_adapter(&weights)
         .with_context(|| format!("loading the adapter {}", adapter.display()))?;
     Ok(policy)
-}
-
-/// The adapter settings of the run a checkpoint's `policy` folder belongs to
-/// (`<run>/checkpoints/<step>/policy`).
-fn run_adapter_spec(policy_dir: &Path) -> Result<AdapterSpec> {
-    let run = policy_dir
-        .ancestors()
-        .find(|d| d.join("spec.toml").is_file())
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: no adapter_config.json and no run spec above it",
-                policy_dir.display()
-            )
-        })?;
-    let loaded = crate::config::load(&run.join("spec.toml"), &Default::default())?;
-    let mut a = loaded.spec.model.adapter;
-    a.init = String::new();
-    Ok(a)
 }
