@@ -730,6 +730,14 @@ fn rl_warm_started_from_an_sft_adapter_scores_what_the_sft_run_ended_with() {
         a.iter().map(|g| &g.tokens).collect::<Vec<_>>(),
         b.iter().map(|g| &g.tokens).collect::<Vec<_>>()
     );
+    // `--adapter` given the run directory (its newest checkpoint, adapter settings from its spec).
+    let mut from_ckpt =
+        recode_core::load::policy_with_adapter(&reg, &[], fixture.to_str().unwrap(), "cpu", &sft, &opts).unwrap();
+    let c = from_ckpt.generate(&prompts, &params).unwrap();
+    assert_eq!(
+        a.iter().map(|g| &g.tokens).collect::<Vec<_>>(),
+        c.iter().map(|g| &g.tokens).collect::<Vec<_>>()
+    );
     assert!(
         a.iter().any(|g| g.text == "hello"),
         "{:?}",
