@@ -575,18 +575,7 @@ fn sft_loss_is_the_token_mean_nll_of_a_numpy_forward() {
     let (req, out) = (dir.path().join("req.json"), dir.path().join("out.json"));
     std::fs::write(&req, serde_json::json!({ "seqs": seqs }).to_string()).unwrap();
     let script = root().join("plugins/model/tests/reference/qwen2_ref.py");
-    let o = Command::new(python)
-        .arg(script)
-        .arg(&fixture)
-        .arg(&req)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "reference failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    recode_test_support::run_reference(&python, &script, &[&fixture, &req, &out]);
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let lps: Vec<f64> = v["logprobs"]
         .as_array()

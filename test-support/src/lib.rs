@@ -58,6 +58,22 @@ pub fn python(what: &str) -> Option<PathBuf> {
     }
 }
 
+/// Runs `python script args...` and panics with the script's stderr when it fails: how tests call
+/// their independent Python references (numpy forwards of the models).
+pub fn run_reference(python: &Path, script: &Path, args: &[&Path]) {
+    let o = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", python.display()));
+    assert!(
+        o.status.success(),
+        "reference {} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// `RECODE_TEST_VENV` if set, else `py-venv` in the target folder of the running test binary.
 pub fn venv_dir() -> PathBuf {
     match std::env::var_os("RECODE_TEST_VENV") {

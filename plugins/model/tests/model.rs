@@ -18,7 +18,6 @@ use std::path::Path;
 
 mod common;
 use common::{adapter, config, seqs, write_tiny};
-use std::process::Command;
 
 type B = NdArray<f32>;
 
@@ -65,18 +64,7 @@ fn reference(dir: &Path, seqs: &[Sequence], adapter_dir: Option<&Path>) -> Optio
     let (rq, out) = (dir.join(format!("req{tag}.json")), dir.join(format!("out{tag}.json")));
     std::fs::write(&rq, req.to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/qwen2_ref.py");
-    let o = Command::new(python)
-        .arg(script)
-        .arg(dir)
-        .arg(&rq)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "reference failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    recode_test_support::run_reference(&python, &script, &[dir, &rq, &out]);
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let f = |x: &serde_json::Value| x.as_f64().unwrap();
     Some(Reference {

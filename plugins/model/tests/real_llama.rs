@@ -11,7 +11,6 @@ use recode_core::spec::{AdapterKind, AdapterSpec, BackendSpec, ModelSpec, Traini
 use recode_model::model::{Fwd, Step, Transformer};
 use recode_model::TransformerPolicy;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 type B = NdArray<f32>;
 
@@ -78,18 +77,7 @@ fn reference(model: &Path, seqs: &[Vec<u32>], keep: &[usize], vocab: usize) -> O
     let (req, out) = (dir.path().join("req.json"), dir.path().join("logits.bin"));
     std::fs::write(&req, serde_json::json!({ "seqs": seqs, "keep_last": keep }).to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/gguf_llama_ref.py");
-    let o = Command::new(python)
-        .arg(script)
-        .arg(model)
-        .arg(&req)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "reference failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    recode_test_support::run_reference(&python, &script, &[model, &req, &out]);
     let bytes = std::fs::read(&out).unwrap();
     let all: Vec<f64> = bytes
         .chunks_exact(8)
