@@ -210,12 +210,24 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             let prompt = recode_model::bench::synthetic_prompt(policy.as_ref(), prompt_tokens)?;
             let completion = recode_model::bench::synthetic_prompt(policy.as_ref(), completion_tokens)?;
             let n = if args.backend == "cpu" { 512 } else { 4096 };
-            let flops = recode_model::bench::matmul_flops(&args.backend, n, 3)?;
+            let mut flops = recode_model::bench::matmul_flops(&args.backend, n, 3)?;
             println!(
-                "plain matmul ({} backend, {n}x{n} f32): {:.1} GFLOP/s",
+                "plain matmul ({} backend, {n}x{n} f32, burn): {:.1} GFLOP/s",
                 args.backend,
                 flops / 1e9
             );
+            let peak = recode_model::bench::cpu_peak_flops().filter(|_| args.backend == "cpu");
+            if args.backend == "cpu" {
+                // The model's 2-D products run on the gemm crate's kernels (gemm_cpu.rs).
+                flops = recode_model::bench::gemm_flops(n, 3);
+                println!(
+                    "plain matmul (cpu, {n}x{n} f32, gemm kernels): {:.1} GFLOP/s",
+                    flops / 1e9
+                );
+            }
+            if let Some((p, how)) = &peak {
+                println!("f32 peak of this CPU: {:.0} GFLOP/s ({how})", p / 1e9);
+            }
             let r = recode_model::bench::bench_train(policy.as_mut(), &prompt, &completion, micro_batch, steps)?;
             let params = recode_model_formats::model_config(&model)?.matmul_parameters();
             // Forward + backward of a dense decoder is about 6 FLOPs per parameter per token
@@ -230,6 +242,9 @@ pub fn bench(c: BenchCommand) -> Result<()> {
                 achieved / 1e9,
                 100.0 * achieved / flops
             );
+            if let Some((p, _)) = peak {
+                println!("= {:.0}% of the CPU's f32 peak", 100.0 * achieved / p);
+            }
         }
     }
     Ok(())

@@ -135,18 +135,66 @@ pub fn matmul_flops(backend: &str, n: usize, reps: usize) -> Result<f64> {
 }
 
 fn matmul<B: burn::tensor::backend::Backend>(dev: &B::Device, n: usize, reps: usize) -> f64 {
+    rate::<B>(dev, n, reps, |a, b| a.matmul(b))
+}
+
+/// FLOP/s of an n x n f32 product through `gemm_cpu::matmul` on the CPU (the kernels the model's
+/// 2-D products use), best of `reps`.
+pub fn gemm_flops(n: usize, reps: usize) -> f64 {
+    rate::<burn::backend::NdArray<f32>>(&Default::default(), n, reps, crate::gemm_cpu::matmul)
+}
+
+fn rate<B: burn::tensor::backend::Backend>(
+    dev: &B::Device,
+    n: usize,
+    reps: usize,
+    mm: impl Fn(burn::tensor::Tensor<B, 2>, burn::tensor::Tensor<B, 2>) -> burn::tensor::Tensor<B, 2>,
+) -> f64 {
     use burn::tensor::{Distribution, Tensor};
     let a = Tensor::<B, 2>::random([n, n], Distribution::Default, dev);
     let b = Tensor::<B, 2>::random([n, n], Distribution::Default, dev);
     // Reading one value back waits for the device to finish.
-    let _ = a.clone().matmul(b.clone()).sum().into_data();
+    let _ = mm(a.clone(), b.clone()).sum().into_data();
     let mut best = f64::MAX;
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        let _ = a.clone().matmul(b.clone()).sum().into_data();
+        let _ = mm(a.clone(), b.clone()).sum().into_data();
         best = best.min(t.elapsed().as_secs_f64());
     }
     2.0 * (n * n * n) as f64 / best
+}
+
+/// The CPU's f32 peak in FLOP/s, from /proc/cpuinfo's clock and the widest FMA this build can
+/// use (AVX-512: 16 lanes, AVX2: 8), assuming two FMA units per core (server Xeons and EPYCs;
+/// some parts have one): cores x 2 units x lanes x 2 FLOPs x clock. `None` off Linux x86-64.
+pub fn cpu_peak_flops() -> Option<(f64, String)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+        let mhz: f64 = info
+            .lines()
+            .find(|l| l.starts_with("cpu MHz"))?
+            .split(':')
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (lanes, isa) = if std::arch::is_x86_feature_detected!("avx512f") {
+            (16.0, "AVX-512")
+        } else if std::arch::is_x86_feature_detected!("fma") {
+            (8.0, "AVX2+FMA")
+        } else {
+            return None;
+        };
+        let peak = cores as f64 * 2.0 * lanes * 2.0 * mhz * 1e6;
+        Some((
+            peak,
+            format!("{cores} cores x 2 FMA units x {lanes} lanes ({isa}) x 2 x {mhz:.0} MHz"),
+        ))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 /// Effective weight-read rate (bytes/s) of the CPU decode matmul (`cpu::small_matmul`) on a

@@ -8,6 +8,7 @@ pub mod config;
 pub mod cpu;
 pub mod flash;
 pub mod fused;
+pub mod gemm_cpu;
 pub mod generate;
 pub mod host;
 pub mod load;

@@ -15,7 +15,7 @@ impl<B: Backend> Linear<B> {
         let (a, b) = (self.lora_a.as_ref()?, self.lora_b.as_ref()?);
         // Merged in the masters' dtype (f32), stored in the frozen weight's (compute) dtype.
         let (compute, master) = (self.weight.val().dtype(), b.val().dtype());
-        let w = self.weight.val().cast(master) + a.val().matmul(b.val()) * self.scaling;
+        let w = self.weight.val().cast(master) + crate::gemm_cpu::matmul(a.val(), b.val()) * self.scaling;
         let w = match &self.magnitude {
             None => w,
             // The same norm as the unmerged DoRA path: over the input dim, per output feature.

@@ -7,6 +7,7 @@
 use crate::config::ModelConfig;
 use crate::flash::{self, AttentionMode};
 use crate::fused::{self, HostKv, StepHost};
+use crate::gemm_cpu::matmul;
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
@@ -52,7 +53,7 @@ impl<B: Backend> Linear<B> {
         let ws: Vec<Tensor<B, 2>> = lins.iter().map(|l| l.weight.val().cast(dt)).collect();
         let refs: Vec<&Tensor<B, 2>> = ws.iter().collect();
         let bases = crate::cpu::small_matmul_many(&x, &refs)
-            .unwrap_or_else(|| ws.iter().map(|w| x.clone().matmul(w.clone())).collect());
+            .unwrap_or_else(|| ws.iter().map(|w| matmul(x.clone(), w.clone())).collect());
         lins.iter()
             .zip(bases)
             .map(|(l, base)| l.finish(x.clone(), base, fwd))
@@ -72,7 +73,7 @@ impl<B: Backend> Linear<B> {
                     x
                 };
                 let (a, b) = (a.val().cast(dt), b.val().cast(dt));
-                let lora = xd.clone().matmul(a.clone()).matmul(b.clone());
+                let lora = matmul(matmul(xd.clone(), a.clone()), b.clone());
                 match &self.magnitude {
                     None => base + lora * self.scaling,
                     Some(m) => {
@@ -81,10 +82,10 @@ impl<B: Backend> Linear<B> {
                         // The scale is formed in f32 against the f32 master m, and scale-1 is cast
                         // to the compute dtype on its own: a 5e-5 move of m survives f16/bf16.
                         let w = self.weight.val().cast(dt);
-                        let delta = a.matmul(b).detach() * self.scaling;
+                        let delta = matmul(a, b).detach() * self.scaling;
                         let norm = (w.clone().detach() + delta).powi_scalar(2).sum_dim(0).sqrt().detach();
                         let scale = m.val().unsqueeze::<2>() / norm.cast(m.val().dtype()); // [1, out]
-                        let base_d = if dropped { xd.matmul(w) } else { base.clone() };
+                        let base_d = if dropped { matmul(xd, w) } else { base.clone() };
                         base + base_d * (scale.clone() - 1.0).cast(dt) + lora * scale.cast(dt) * self.scaling
                     }
                 }
@@ -460,7 +461,7 @@ impl<B: Backend> Transformer<B> {
             ),
             None => {
                 let e = self.embed_tokens.val().cast(h.dtype());
-                crate::cpu::small_matmul_nt(&h, &e).unwrap_or_else(|| h.matmul(e.transpose()))
+                crate::cpu::small_matmul_nt(&h, &e).unwrap_or_else(|| matmul(h, e.transpose()))
             }
         }
     }
@@ -492,11 +493,11 @@ impl<B: Backend> Transformer<B> {
             Some(l) => {
                 let w = l.weight.val().detach();
                 let p = p.cast(w.dtype());
-                w.matmul(p.transpose()).transpose()
+                matmul(w, p.transpose()).transpose()
             }
             None => {
                 let e = self.embed_tokens.val().detach();
-                p.cast(e.dtype()).matmul(e)
+                matmul(p.cast(e.dtype()), e)
             }
         }
     }

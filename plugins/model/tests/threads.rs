@@ -1,9 +1,10 @@
-//! The large matmuls (prefill, log-probs, the whole training pass) run on every core through
-//! matrixmultiply's threading, which splits the output into blocks and keeps each element's k sum
-//! whole and in order. This test runs the same log-probs, backward pass and AdamW step in child
-//! processes with MATMUL_NUM_THREADS=1 and =2 (the pool size is read once per process) and
-//! requires bit-identical results. Sequences are long enough (4 x 120 tokens) that the tiny
-//! model's MLP, output head and weight-gradient matmuls cross matrixmultiply's threading threshold.
+//! The large matmuls (prefill, log-probs, the whole training pass) run on every core: the 2-D
+//! products through the gemm crate (src/gemm_cpu.rs), attention's 4-D ones through
+//! matrixmultiply. Both split the output into tiles and keep each element's k sum whole and in
+//! order. This test runs the same log-probs, backward pass and AdamW step in child processes with
+//! MATMUL_NUM_THREADS=1, 2 and 3 (read once per process; 3 splits the tiles unevenly on two
+//! cores) and requires bit-identical results. Sequences are long enough (4 x 120 tokens) that the
+//! tiny model's MLP, output head and weight-gradient products cross the threading thresholds.
 
 use burn::backend::{Autodiff, NdArray};
 use recode_core::api::{Policy, Sequence};
@@ -93,10 +94,13 @@ fn update_is_bit_identical_for_any_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), "qwen2", false, 17);
     let one = run_child(dir.path(), "1");
-    let two = run_child(dir.path(), "2");
     assert!(one.lines().count() > 10, "child wrote too little:\n{one}");
-    for (a, b) in one.lines().zip(two.lines()) {
-        let tag = a.split(' ').next().unwrap();
-        assert_eq!(a, b, "`{tag}` differs between 1 and 2 matmul threads");
+    for n in ["2", "3"] {
+        let other = run_child(dir.path(), n);
+        assert_eq!(one.lines().count(), other.lines().count());
+        for (a, b) in one.lines().zip(other.lines()) {
+            let tag = a.split(' ').next().unwrap();
+            assert_eq!(a, b, "`{tag}` differs between 1 and {n} matmul threads");
+        }
     }
 }
