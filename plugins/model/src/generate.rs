@@ -594,13 +594,18 @@ pub fn selected_logprobs<B: Backend>(
         let b = (a + step).min(rows);
         // In the masters' dtype (f32) whatever the compute dtype: log-probs feed the ratios
         // exp(lp - lp_old) and the KL, and the loss gradient comes in f32.
-        let lsm = log_softmax(
-            model.logits(detached.clone().slice([a..b, 0..hs])).cast(model.master),
-            1,
-        );
-        values.push(lsm.clone().gather(1, ids(a, b).reshape([b - a, 1])));
-        if tracked {
-            expected.push(model.head_expect(lsm.exp()));
+        let logits = model.logits(detached.clone().slice([a..b, 0..hs])).cast(model.master);
+        let (value, probs) = match crate::logsoftmax_cpu::selected(&logits, &targets[a..b], tracked) {
+            Some(host) => host,
+            None => {
+                let lsm = log_softmax(logits, 1);
+                let value = lsm.clone().gather(1, ids(a, b).reshape([b - a, 1]));
+                (value, tracked.then(|| lsm.exp()))
+            }
+        };
+        values.push(value);
+        if let Some(p) = probs {
+            expected.push(model.head_expect(p));
         }
     }
     let value = Tensor::cat(values, 0);

@@ -12,6 +12,7 @@ pub mod gemm_cpu;
 pub mod generate;
 pub mod host;
 pub mod load;
+pub mod logsoftmax_cpu;
 pub mod loss_scale;
 pub mod merge;
 pub mod model;
