@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Paired comparison of two CodeUpdateArena evaluations on the same examples (greedy pass@1).
+"""Paired comparison of two CodeUpdateArena (or HumanEval) evaluations on the same problems (greedy pass@1).
 
     python3 docs/results/paired_cua.py BEFORE AFTER [--csv OUT.csv]
 
@@ -24,7 +24,7 @@ def load(path):
     out = {}
     for p in report["problems"]:
         skipped = p["environment"] is not None
-        out[p["id"]] = (int(skipped), int(not skipped and p["c"] > 0), int(not skipped and p.get("c_without_update", 0) > 0))
+        out[p["id"]] = (int(skipped), int(not skipped and p["c"] > 0), int(not skipped and (p.get("c_without_update") or 0) > 0))
     return out
 
 
