@@ -10,6 +10,7 @@
 //! giving NaN). GQA keeps the plain path's layout: the g query heads of one kv head are stacked
 //! along the row axis, so K and V are never copied. Design notes: docs/design/blockwise-attention.md.
 
+use crate::gemm_cpu::matmul;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::{CheckpointStrategy, NoCheckpointing};
 use burn::backend::autodiff::grads::Gradients;
@@ -113,7 +114,7 @@ pub fn bias<B: Backend>(key_ok: &Tensor<B, 2>, past: usize, i: Range<usize>, j: 
 /// Scores of a stacked, pre-scaled query block [b, kvh, g*nq, hd] against keys [b, kvh, nk, hd].
 fn scores<B: Backend>(qb: &Tensor<B, 4>, kb: Tensor<B, 4>, bias: Tensor<B, 5>, g: usize) -> Tensor<B, 4> {
     let ([b, kvh, r, _], nk) = (qb.dims(), kb.dims()[2]);
-    let s = qb.clone().matmul(kb.swap_dims(2, 3)).reshape([b, kvh, g, r / g, nk]);
+    let s = matmul(qb.clone(), kb.swap_dims(2, 3)).reshape([b, kvh, g, r / g, nk]);
     let bias = bias.cast(s.dtype());
     (s + bias.expand([b, kvh, g, r / g, nk])).reshape([b, kvh, r, nk])
 }
@@ -155,7 +156,7 @@ pub fn forward<B: Backend>(
             let p = (sc - m2.clone()).exp();
             let alpha = (m - m2.clone()).exp();
             l = l * alpha.clone() + p.clone().sum_dim(3);
-            acc = acc * alpha + p.matmul(v.clone().slice([0..b, 0..kvh, j0..j1, 0..hd]));
+            acc = acc * alpha + matmul(p, v.clone().slice([0..b, 0..kvh, j0..j1, 0..hd]));
             m = m2;
         }
         outs.push((acc / l.clone()).reshape([b, kvh, g, nq, hd]));
@@ -224,16 +225,16 @@ impl<B: Backend> Backward<B, 3> for BlockwiseBackward {
                 let vb = v.clone().slice([0..b, 0..kvh, j0..j1, 0..hd]);
                 let p = (scores(&qb, kb.clone(), bias(&key_ok, sp.past, i0..i1, j0..j1), g) - lb.clone()).exp();
                 // dS = P * (dO V^T - D), the gradient of the scaled scores.
-                let ds = p.clone() * (dob.clone().matmul(vb.swap_dims(2, 3)) - db.clone());
-                dqb = dqb + ds.clone().matmul(kb);
+                let ds = p.clone() * (matmul(dob.clone(), vb.swap_dims(2, 3)) - db.clone());
+                dqb = dqb + matmul(ds.clone(), kb);
                 let rows = [0..b, 0..kvh, j0..j1, 0..hd];
                 if node_v.is_some() {
                     let cur = dv.clone().slice(rows.clone());
-                    dv = dv.slice_assign(rows.clone(), cur + p.swap_dims(2, 3).matmul(dob.clone()));
+                    dv = dv.slice_assign(rows.clone(), cur + matmul(p.swap_dims(2, 3), dob.clone()));
                 }
                 if node_k.is_some() {
                     let cur = dk.clone().slice(rows.clone());
-                    dk = dk.slice_assign(rows, cur + ds.swap_dims(2, 3).matmul(qb.clone()));
+                    dk = dk.slice_assign(rows, cur + matmul(ds.swap_dims(2, 3), qb.clone()));
                 }
             }
             dqs.push((dqb * sp.scale).reshape([b, kvh, g, nq, hd]));

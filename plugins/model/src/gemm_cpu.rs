@@ -38,48 +38,58 @@ pub fn threads() -> usize {
     })
 }
 
-/// `x w` for 2-D tensors on any backend (see the module comment for which path runs).
-pub fn matmul<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+/// `x w` on any backend (see the module comment for which path runs). Tensors of more than two
+/// dimensions are batches of matrices with the same leading dimensions (no broadcasting on the
+/// gemm path: burn's matmul takes those).
+pub fn matmul<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, D>) -> Tensor<B, D> {
     matmul_threads(x, w, threads())
 }
 
 /// [`matmul`] with an explicit thread count (tests: the result must not depend on it).
-pub fn matmul_threads<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, threads: usize) -> Tensor<B, 2> {
+pub fn matmul_threads<B: Backend, const D: usize>(x: Tensor<B, D>, w: Tensor<B, D>, threads: usize) -> Tensor<B, D> {
     macro_rules! inner {
-        ($($e:ty),*) => { $( if let Some(out) = on_inner::<B, NdArray<$e>>(&x, &w, threads) { return out; } )* };
+        ($($e:ty),*) => { $( if let Some(out) = on_inner::<B, NdArray<$e>, D>(&x, &w, threads) { return out; } )* };
     }
     macro_rules! tracked {
-        ($($e:ty),*) => { $( if let Some(out) = on_autodiff::<B, NdArray<$e>>(&x, &w, threads) { return out; } )* };
+        ($($e:ty),*) => { $( if let Some(out) = on_autodiff::<B, NdArray<$e>, D>(&x, &w, threads) { return out; } )* };
     }
     inner!(f32, f64);
     tracked!(f32, f64);
     x.matmul(w)
 }
 
-fn on_inner<B: Backend, X: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>, threads: usize) -> Option<Tensor<B, 2>> {
-    let cast = |t: &Tensor<B, 2>| (t as &dyn Any).downcast_ref::<Tensor<X, 2>>().cloned();
+fn on_inner<B: Backend, X: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    w: &Tensor<B, D>,
+    threads: usize,
+) -> Option<Tensor<B, D>> {
+    let cast = |t: &Tensor<B, D>| (t as &dyn Any).downcast_ref::<Tensor<X, D>>().cloned();
     let (x, w) = (cast(x)?, cast(w)?);
     let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
     let out: FloatTensor<X> = host_mm::<X>(&x, false, &w, false, threads)?;
-    let out: Box<dyn Any> = Box::new(Tensor::<X, 2>::from_primitive(TensorPrimitive::Float(out)));
-    out.downcast::<Tensor<B, 2>>().ok().map(|b| *b)
+    let out: Box<dyn Any> = Box::new(Tensor::<X, D>::from_primitive(TensorPrimitive::Float(out)));
+    out.downcast::<Tensor<B, D>>().ok().map(|b| *b)
 }
 
-fn on_autodiff<B: Backend, X: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>, threads: usize) -> Option<Tensor<B, 2>> {
+fn on_autodiff<B: Backend, X: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    w: &Tensor<B, D>,
+    threads: usize,
+) -> Option<Tensor<B, D>> {
     type Ad<X> = Autodiff<X, NoCheckpointing>;
-    let cast = |t: &Tensor<B, 2>| (t as &dyn Any).downcast_ref::<Tensor<Ad<X>, 2>>().cloned();
+    let cast = |t: &Tensor<B, D>| (t as &dyn Any).downcast_ref::<Tensor<Ad<X>, D>>().cloned();
     let (x, w) = (cast(x)?, cast(w)?);
-    let out: Box<dyn Any> = Box::new(tracked_matmul::<X, NoCheckpointing>(x, w, threads)?);
-    out.downcast::<Tensor<B, 2>>().ok().map(|b| *b)
+    let out: Box<dyn Any> = Box::new(tracked_matmul::<X, NoCheckpointing, D>(x, w, threads)?);
+    out.downcast::<Tensor<B, D>>().ok().map(|b| *b)
 }
 
 /// The product as an autodiff op: keeps `x` only when `w` needs a gradient and `w` only when `x`
 /// does (as burn's matmul does). `None` when gemm cannot take the operands.
-fn tracked_matmul<X: Backend, C: CheckpointStrategy>(
-    x: Tensor<Autodiff<X, C>, 2>,
-    w: Tensor<Autodiff<X, C>, 2>,
+fn tracked_matmul<X: Backend, C: CheckpointStrategy, const D: usize>(
+    x: Tensor<Autodiff<X, C>, D>,
+    w: Tensor<Autodiff<X, C>, D>,
     threads: usize,
-) -> Option<Tensor<Autodiff<X, C>, 2>> {
+) -> Option<Tensor<Autodiff<X, C>, D>> {
     let (x, w) = (x.into_primitive().tensor(), w.into_primitive().tensor());
     let out = host_mm::<X>(&x.primitive, false, &w.primitive, false, threads)?;
     let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
@@ -115,6 +125,7 @@ impl<B: Backend> Backward<B, 2> for MatmulBackward {
         let dy = grads.consume::<B>(&ops.node);
         let mm = |a: &FloatTensor<B>, ta: bool, b: &FloatTensor<B>, tb: bool| {
             host_mm::<B>(a, ta, b, tb, self.threads).unwrap_or_else(|| {
+                // float_transpose swaps the last two dimensions, as `ta`/`tb` mean.
                 let t = |p: &FloatTensor<B>, yes: bool| if yes { B::float_transpose(p.clone()) } else { p.clone() };
                 B::float_matmul(t(a, ta), t(b, tb))
             })
@@ -128,8 +139,9 @@ impl<B: Backend> Backward<B, 2> for MatmulBackward {
     }
 }
 
-/// `op(a) op(b)` with gemm, where `op` transposes when asked; `None` unless both are NdArray
-/// primitives of the same float dtype (f32 or f64), 2-D, non-empty, with non-negative strides.
+/// `op(a) op(b)` with gemm, where `op` transposes the last two dimensions when asked; `None`
+/// unless both are NdArray primitives of the same float dtype (f32 or f64), of the same rank >= 2
+/// with the same leading (batch) dimensions, non-empty, with non-negative strides.
 fn host_mm<X: Backend>(
     a: &FloatTensor<X>,
     ta: bool,
@@ -162,19 +174,18 @@ fn host_mm<X: Backend>(
     out.downcast::<FloatTensor<X>>().ok().map(|b| *b)
 }
 
-/// A 2-D strided view as (rows, cols, row stride, col stride), transposed on request.
-type Layout = (usize, usize, isize, isize);
-
-fn layout(shape: &[usize], strides: &[isize], transpose: bool) -> Option<Layout> {
-    if shape.len() != 2 || strides.iter().any(|&s| s < 0) || shape.contains(&0) {
-        return None;
-    }
-    let l = (shape[0], shape[1], strides[0], strides[1]);
-    Some(if transpose { (l.1, l.0, l.3, l.2) } else { l })
-}
-
 /// A view's data pointer, shape and strides (in elements).
 type View<'a, E> = (*const E, &'a [usize], &'a [isize]);
+
+/// The matrices of a strided view: (rows, cols, row stride, col stride), transposed on request.
+fn matrix(shape: &[usize], strides: &[isize], transpose: bool) -> Option<(usize, usize, isize, isize)> {
+    let d = shape.len();
+    if d < 2 || strides.iter().any(|&s| s < 0) || shape.contains(&0) {
+        return None;
+    }
+    let l = (shape[d - 2], shape[d - 1], strides[d - 2], strides[d - 1]);
+    Some(if transpose { (l.1, l.0, l.3, l.2) } else { l })
+}
 
 fn product<E: burn::tensor::Element>(
     a: View<'_, E>,
@@ -185,36 +196,52 @@ fn product<E: burn::tensor::Element>(
     one: E,
     threads: usize,
 ) -> Option<NdArrayTensor> {
-    let (m, k, a_rs, a_cs) = layout(a.1, a.2, ta)?;
-    let (k2, n, b_rs, b_cs) = layout(b.1, b.2, tb)?;
-    if k != k2 {
-        return None; // burn's matmul names the shapes
+    let (m, k, a_rs, a_cs) = matrix(a.1, a.2, ta)?;
+    let (k2, n, b_rs, b_cs) = matrix(b.1, b.2, tb)?;
+    let d = a.1.len();
+    let batch = &a.1[..d - 2];
+    if k != k2 || b.1.len() != d || &b.1[..d - 2] != batch {
+        return None; // burn's matmul broadcasts, or names the shapes
     }
-    let mut dst = vec![zero; m * n];
-    // SAFETY: the views outlive the call; their shapes and strides describe valid memory; dst is
-    // a fresh row-major m x n buffer. alpha 0 with read_dst false: dst := lhs·rhs.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.0,
-            a_cs,
-            a_rs,
-            b.0,
-            b_cs,
-            b_rs,
-            zero,
-            one,
-            false,
-            false,
-            false,
-            Parallelism::Rayon(threads),
-        );
+    let count: usize = batch.iter().product();
+    let mut dst = vec![zero; count * m * n];
+    for i in 0..count {
+        // The i-th matrix's offset in each operand: its batch index (row-major) times the strides.
+        let (mut rest, mut off_a, mut off_b) = (i, 0isize, 0isize);
+        for j in (0..d - 2).rev() {
+            let idx = (rest % batch[j]) as isize;
+            rest /= batch[j];
+            off_a += idx * a.2[j];
+            off_b += idx * b.2[j];
+        }
+        // SAFETY: the views outlive the call; their shapes and strides describe valid memory, so
+        // the offsets stay inside them; dst is a fresh row-major buffer of `count` m x n
+        // matrices. alpha 0 with read_dst false: dst := lhs·rhs.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr().add(i * m * n),
+                1,
+                n as isize,
+                false,
+                a.0.offset(off_a),
+                a_cs,
+                a_rs,
+                b.0.offset(off_b),
+                b_cs,
+                b_rs,
+                zero,
+                one,
+                false,
+                false,
+                false,
+                Parallelism::Rayon(threads),
+            );
+        }
     }
-    Some(NdArrayTensor::from_data(TensorData::new(dst, [m, n])))
+    let mut shape = batch.to_vec();
+    shape.extend([m, n]);
+    Some(NdArrayTensor::from_data(TensorData::new(dst, shape)))
 }

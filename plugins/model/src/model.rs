@@ -400,11 +400,10 @@ impl<B: Backend> Attention<B> {
         }
         // GQA without copying K/V: query heads of one kv group are stacked along the row axis.
         let q = q.reshape([b, kvh, g * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
+        let scores = matmul(q, k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt());
         let scores = scores.reshape([b, kvh, g, t, s]) + st.mask(dt);
         let probs = softmax(scores, 4).reshape([b, kvh, g * t, s]);
-        let out = probs
-            .matmul(v)
+        let out = matmul(probs, v)
             .reshape([b, nh, t, hd])
             .swap_dims(1, 2)
             .reshape([b * t, nh * hd]);

@@ -137,3 +137,56 @@ fn gradients_match_burns_matmul() {
         }
     }
 }
+
+/// Batches of matrices (attention's [batch, heads, rows, cols] products): strided batch
+/// dimensions (after a swap of dims 1 and 2) and transposed matrices, against burn's matmul; the
+/// gradients of both operands too; a broadcast batch falls back to burn.
+#[test]
+fn batched_products_and_their_gradients_match_burns() {
+    let (b, h, t, d, s) = (2, 3, 17, 8, 11);
+    let (q, k, up) = (
+        random(b * t, h * d, 21),
+        random(b * h, s * d, 22),
+        random(b * h, t * s, 23),
+    );
+    // q as the model makes it: [b, t, h, d] swapped to [b, h, t, d] (a strided view).
+    let qt = || tensor::<Ad>(&q, [b * t, h * d]).reshape([b, t, h, d]).swap_dims(1, 2);
+    let kt = || tensor::<Ad>(&k, [b * h, s * d]).reshape([b, h, s, d]);
+    let run = |ours: bool| {
+        let (qv, kv) = (qt().require_grad(), kt().require_grad());
+        let scores = if ours {
+            matmul_threads(qv.clone(), kv.clone().swap_dims(2, 3), 2)
+        } else {
+            qv.clone().matmul(kv.clone().swap_dims(2, 3))
+        };
+        let up = tensor::<Ad>(&up, [b * h, t * s]).reshape([b, h, t, s]);
+        let g = (scores.clone() * up).sum().backward();
+        let flat = |x: Tensor<B, 4>| x.into_data().convert::<f32>().into_vec::<f32>().unwrap();
+        (
+            flat(scores.inner()),
+            flat(qv.grad(&g).unwrap()),
+            flat(kv.grad(&g).unwrap()),
+        )
+    };
+    let (ours, burn) = (run(true), run(false));
+    for (what, a, c) in [
+        ("scores", &ours.0, &burn.0),
+        ("dq", &ours.1, &burn.1),
+        ("dk", &ours.2, &burn.2),
+    ] {
+        assert_eq!(a.len(), c.len(), "{what}");
+        for (p, r) in a.iter().zip(c.iter()) {
+            assert!(
+                (p - r).abs() <= 1e-4 * (1.0 + r.abs()),
+                "{what}: {p} against burn's {r}"
+            );
+        }
+    }
+    let one = tensor::<B>(&k[..s * d], [s, d]).reshape([1, 1, s, d]);
+    let many = tensor::<B>(&q[..2 * 3 * 4 * s], [6, 4 * s]).reshape([2, 3, 4, s]);
+    let broadcast = matmul_threads(many.clone(), one.clone(), 2);
+    assert_eq!(broadcast.dims(), [2, 3, 4, d]);
+    let want = many.matmul(one);
+    let (got, want) = (values(broadcast.reshape([24, d])), values(want.reshape([24, d])));
+    assert_eq!(got, want, "a broadcast batch goes to burn's matmul");
+}
