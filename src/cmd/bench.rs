@@ -210,21 +210,24 @@ pub fn bench(c: BenchCommand) -> Result<()> {
             let prompt = recode_model::bench::synthetic_prompt(policy.as_ref(), prompt_tokens)?;
             let completion = recode_model::bench::synthetic_prompt(policy.as_ref(), completion_tokens)?;
             let n = if args.backend == "cpu" { 512 } else { 4096 };
-            let mut flops = recode_model::bench::matmul_flops(&args.backend, n, 3)?;
+            let burn_flops = recode_model::bench::matmul_flops(&args.backend, n, 3)?;
             println!(
                 "plain matmul ({} backend, {n}x{n} f32, burn): {:.1} GFLOP/s",
                 args.backend,
-                flops / 1e9
+                burn_flops / 1e9
             );
-            let peak = recode_model::bench::cpu_peak_flops().filter(|_| args.backend == "cpu");
-            if args.backend == "cpu" {
-                // The model's 2-D products run on the gemm crate's kernels (gemm_cpu.rs).
-                flops = recode_model::bench::gemm_flops(n, 3);
+            // On the CPU the model's products run on the gemm crate's kernels (gemm_cpu.rs): that
+            // rate, and the CPU's peak, are the references.
+            let (flops, peak) = if args.backend == "cpu" {
+                let gemm = recode_model::bench::gemm_flops(n, 3);
                 println!(
                     "plain matmul (cpu, {n}x{n} f32, gemm kernels): {:.1} GFLOP/s",
-                    flops / 1e9
+                    gemm / 1e9
                 );
-            }
+                (gemm, recode_model::bench::cpu_peak_flops())
+            } else {
+                (burn_flops, None)
+            };
             if let Some((p, how)) = &peak {
                 println!("f32 peak of this CPU: {:.0} GFLOP/s ({how})", p / 1e9);
             }

@@ -151,23 +151,22 @@ fn host_mm<X: Backend>(
 ) -> Option<FloatTensor<X>> {
     let a = (a as &dyn Any).downcast_ref::<NdArrayTensor>()?;
     let b = (b as &dyn Any).downcast_ref::<NdArrayTensor>()?;
+    // The storage type is private to burn-ndarray, so each dtype's arm takes its views here.
+    macro_rules! on_views {
+        ($a:expr, $b:expr) => {{
+            let (a, b) = ($a.view(), $b.view());
+            product(
+                (a.as_ptr(), a.shape(), a.strides()),
+                ta,
+                (b.as_ptr(), b.shape(), b.strides()),
+                tb,
+                threads,
+            )?
+        }};
+    }
     let out = match (a, b) {
-        (NdArrayTensor::F32(a), NdArrayTensor::F32(b)) => {
-            let (a, b) = (a.view(), b.view());
-            let (a, b) = (
-                (a.as_ptr(), a.shape(), a.strides()),
-                (b.as_ptr(), b.shape(), b.strides()),
-            );
-            product(a, ta, b, tb, 0f32, 1f32, threads)?
-        }
-        (NdArrayTensor::F64(a), NdArrayTensor::F64(b)) => {
-            let (a, b) = (a.view(), b.view());
-            let (a, b) = (
-                (a.as_ptr(), a.shape(), a.strides()),
-                (b.as_ptr(), b.shape(), b.strides()),
-            );
-            product(a, ta, b, tb, 0f64, 1f64, threads)?
-        }
+        (NdArrayTensor::F32(a), NdArrayTensor::F32(b)) => on_views!(a, b),
+        (NdArrayTensor::F64(a), NdArrayTensor::F64(b)) => on_views!(a, b),
         _ => return None,
     };
     let out: Box<dyn Any> = Box::new(out);
@@ -192,10 +191,9 @@ fn product<E: burn::tensor::Element>(
     ta: bool,
     b: View<'_, E>,
     tb: bool,
-    zero: E,
-    one: E,
     threads: usize,
 ) -> Option<NdArrayTensor> {
+    let (zero, one) = (E::from_elem(0.0), E::from_elem(1.0));
     let (m, k, a_rs, a_cs) = matrix(a.1, a.2, ta)?;
     let (k2, n, b_rs, b_cs) = matrix(b.1, b.2, tb)?;
     let d = a.1.len();

@@ -82,11 +82,10 @@ fn cpu_tensor<B: Backend>(t: &Tensor<B, 2>) -> Option<Tensor<Cpu, 2>> {
 
 /// Row-major values as a tensor of `B` (the plain or autodiff CPU backend, untracked).
 fn wrap<B: Backend>(v: Vec<f32>, shape: [usize; 2]) -> Option<Tensor<B, 2>> {
+    if host::is_cpu::<B>() {
+        return host::from_host(v, shape);
+    }
     let t = Tensor::<Cpu, 2>::from_data(TensorData::new(v, shape), &Default::default());
-    let boxed: Box<dyn Any> = if crate::host::is_cpu::<B>() {
-        Box::new(t)
-    } else {
-        Box::new(Tensor::<Autodiff<Cpu>, 2>::from_inner(t))
-    };
+    let boxed: Box<dyn Any> = Box::new(Tensor::<Autodiff<Cpu>, 2>::from_inner(t));
     boxed.downcast::<Tensor<B, 2>>().ok().map(|b| *b)
 }
