@@ -18,6 +18,7 @@ pub mod merge;
 pub mod model;
 pub mod policy;
 pub mod random;
+pub mod tail_cpu;
 pub mod weights;
 
 use anyhow::{bail, Context, Result};

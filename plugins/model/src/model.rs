@@ -8,6 +8,7 @@ use crate::config::ModelConfig;
 use crate::flash::{self, AttentionMode};
 use crate::fused::{self, HostKv, StepHost};
 use crate::gemm_cpu::matmul;
+use crate::tail_cpu;
 use burn::module::{Module, Param, ParamId};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
@@ -83,8 +84,14 @@ impl<B: Backend> Linear<B> {
                         // to the compute dtype on its own: a 5e-5 move of m survives f16/bf16.
                         let w = self.weight.val().cast(dt);
                         let delta = matmul(a, b).detach() * self.scaling;
-                        let norm = (w.clone().detach() + delta).powi_scalar(2).sum_dim(0).sqrt().detach();
+                        let norm = tail_cpu::dora_norm(&w, &delta)
+                            .unwrap_or_else(|| (w.clone().detach() + delta).powi_scalar(2).sum_dim(0).sqrt().detach());
                         let scale = m.val().unsqueeze::<2>() / norm.cast(m.val().dtype()); // [1, out]
+                        if !dropped {
+                            if let Some(out) = tail_cpu::dora_combine(&base, &lora, &scale, self.scaling) {
+                                return self.add_bias(out);
+                            }
+                        }
                         let base_d = if dropped { matmul(xd, w) } else { base.clone() };
                         base + base_d * (scale.clone() - 1.0).cast(dt) + lora * scale.cast(dt) * self.scaling
                     }
@@ -92,8 +99,15 @@ impl<B: Backend> Linear<B> {
             }
             _ => base,
         };
+        self.add_bias(out)
+    }
+
+    fn add_bias(&self, out: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.bias {
-            Some(b) => out + b.val().cast(dt).unsqueeze::<2>(),
+            Some(b) => {
+                let dt = out.dtype();
+                out + b.val().cast(dt).unsqueeze::<2>()
+            }
             None => out,
         }
     }
@@ -346,7 +360,8 @@ pub(crate) fn widened(dt: DType) -> DType {
 }
 
 fn rms_norm<B: Backend>(x: Tensor<B, 2>, w: &Param<Tensor<B, 1>>, eps: f64) -> Tensor<B, 2> {
-    if let Some(y) = fused::rms_norm(&x, &w.val(), eps) {
+    let fast = fused::rms_norm(&x, &w.val(), eps).or_else(|| tail_cpu::rms_norm(&x, &w.val(), eps));
+    if let Some(y) = fast {
         return y;
     }
     // Normalised in f32 (as HF's Qwen2RMSNorm): x² overflows f16 for |x| > 256.
@@ -377,10 +392,14 @@ impl<B: Backend> Attention<B> {
             let out = fused::attention(&q, &k, &v, cfg, &st.host(), cache).expect("CPU tensors");
             return self.o_proj.forward(out, fwd);
         }
-        let q = q.reshape([b, t, nh, hd]).swap_dims(1, 2);
-        let k = k.reshape([b, t, kvh, hd]).swap_dims(1, 2);
-        let v = v.reshape([b, t, kvh, hd]).swap_dims(1, 2);
-        let (q, k) = (st.rope(q), st.rope(k));
+        // Training on the CPU rotates the projections' rows in one pass each (tail_cpu.rs).
+        let rows = |x: &Tensor<B, 2>| tail_cpu::rope(x, &st.cos_h, &st.sin_h, hd);
+        let heads = |x: Tensor<B, 2>, n: usize| x.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let (q, k) = match (rows(&q), rows(&k)) {
+            (Some(q), Some(k)) => (heads(q, nh), heads(k, kvh)),
+            _ => (st.rope(heads(q, nh)), st.rope(heads(k, kvh))),
+        };
+        let v = heads(v, kvh);
         let (k, v) = match cache {
             Some(c) => c.append(k, v, st.past),
             None => (k, v),
@@ -416,7 +435,9 @@ impl<B: Backend> Mlp<B> {
         let [gate, up]: [Tensor<B, 2>; 2] = Linear::forward_many(&[&self.gate_proj, &self.up_proj], x, fwd)
             .try_into()
             .expect("gate, up");
-        let h = fused::swiglu(&gate, &up).unwrap_or_else(|| silu(gate) * up);
+        let h = fused::swiglu(&gate, &up)
+            .or_else(|| tail_cpu::swiglu(&gate, &up))
+            .unwrap_or_else(|| silu(gate) * up);
         self.down_proj.forward(h, fwd)
     }
 }
