@@ -45,16 +45,8 @@ pub fn swiglu<B: Backend>(gate: &Tensor<B, 2>, up: &Tensor<B, 2>) -> Option<Tens
             *o = a / (1.0 + (-a).exp()) * b;
         }
     });
-    let y = tensor(y, dims.to_vec());
-    let out = match SwigluBackward
-        .prepare::<NoCheckpointing>([g.node.clone(), u.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((g.primitive.clone(), u.primitive.clone(), cols), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    back(Tensor::<Ad, 2>::from_primitive(TensorPrimitive::Float(out)))
+    let state = || (g.primitive.clone(), u.primitive.clone(), cols);
+    record(SwigluBackward, [&g, &u], state, tensor(y, dims.to_vec()))
 }
 
 #[derive(Debug)]
@@ -117,16 +109,8 @@ pub fn rms_norm<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 1>, eps: f64) -> Opt
                 *o = a * *inv * g;
             }
         });
-    let y = tensor(y, dims.to_vec());
-    let out = match RmsNormBackward
-        .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive.clone(), w.primitive.clone(), inv), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    back(Tensor::<Ad, 2>::from_primitive(TensorPrimitive::Float(out)))
+    let state = || (x.primitive.clone(), w.primitive.clone(), inv);
+    record(RmsNormBackward, [&x, &w], state, tensor(y, dims.to_vec()))
 }
 
 #[derive(Debug)]
@@ -200,16 +184,8 @@ pub fn rope<B: Backend>(x: &Tensor<B, 2>, cos: &[f32], sin: &[f32], head_dim: us
     let x = x.into_primitive().tensor();
     let xs = values(&x.primitive)?;
     let y = rotate(xs, cos, sin, width, half, 1.0);
-    let y = tensor(y, vec![rows, width]);
-    let out = match RopeBackward
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((cos.to_vec(), sin.to_vec(), width, half), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    back(Tensor::<Ad, 2>::from_primitive(TensorPrimitive::Float(out)))
+    let state = || (cos.to_vec(), sin.to_vec(), width, half);
+    record(RopeBackward, [&x], state, tensor(y, vec![rows, width]))
 }
 
 /// `[x1 c - x2 s', x2 c + x1 s']` per head with `s' = sign * s` (sign -1: the inverse rotation).
@@ -284,16 +260,8 @@ pub fn dora_combine<B: Backend>(
             out[j] = (b[j] + b[j] * (ss[j] - 1.0)) + l[j] * ss[j] * s;
         }
     });
-    let y = tensor(y, dims.to_vec());
-    let out = match DoraBackward
-        .prepare::<NoCheckpointing>([base.node.clone(), lora.node.clone(), scale.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((base.primitive.clone(), lora.primitive.clone(), ss.to_vec(), s), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    back(Tensor::<Ad, 2>::from_primitive(TensorPrimitive::Float(out)))
+    let state = || (base.primitive.clone(), lora.primitive.clone(), ss.to_vec(), s);
+    record(DoraBackward, [&base, &lora, &scale], state, tensor(y, dims.to_vec()))
 }
 
 #[derive(Debug)]
@@ -381,6 +349,25 @@ pub fn dora_norm<B: Backend>(w: &Tensor<B, 2>, delta: &Tensor<B, 2>) -> Option<T
     });
     let t = Tensor::<Cpu, 2>::from_primitive(TensorPrimitive::Float(tensor(norm, vec![1, n])));
     back(Tensor::<Ad, 2>::from_inner(t))
+}
+
+/// The op's output `y` as a node of the graph with `parents`; `state` (what its backward keeps) is
+/// made only when a parent is tracked.
+fn record<B: Backend, O: Backward<Cpu, N>, const N: usize>(
+    op: O,
+    parents: [&FloatTensor<Ad>; N],
+    state: impl FnOnce() -> O::State,
+    y: FloatTensor<Cpu>,
+) -> Option<Tensor<B, 2>> {
+    let out = match op
+        .prepare::<NoCheckpointing>(parents.map(|p| p.node.clone()))
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state(), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    back(Tensor::<Ad, 2>::from_primitive(TensorPrimitive::Float(out)))
 }
 
 /// `t` as a tensor of the CPU training backend, when it is one.
