@@ -22,11 +22,27 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 use std::any::Any;
 use std::borrow::Cow;
+use std::ops::Range;
 
 type Ad = Autodiff<Cpu, NoCheckpointing>;
 
-/// Rows per partial sum of RMSNorm's weight gradient: fixed, so the sum's order is too.
+/// Rows per partial sum of a gradient summed over rows ([`block_sums`]): fixed, so the sum's
+/// order is too.
 const BLOCK_ROWS: usize = 64;
+
+/// `n` column sums over `rows` rows: `block` sums one fixed block of rows (one thread each), and
+/// the blocks' sums are added in block order, so the bits do not depend on the thread count.
+fn block_sums(rows: usize, n: usize, block: impl Fn(Range<usize>) -> Vec<f32> + Sync) -> Vec<f32> {
+    let partial: Vec<Vec<f32>> = (0..rows.div_ceil(BLOCK_ROWS))
+        .into_par_iter()
+        .map(|b| block(b * BLOCK_ROWS..((b + 1) * BLOCK_ROWS).min(rows)))
+        .collect();
+    let mut sum = vec![0f32; n];
+    for p in &partial {
+        sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    sum
+}
 
 /// `silu(gate) * up` on the training backend; `None` elsewhere.
 pub fn swiglu<B: Backend>(gate: &Tensor<B, 2>, up: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
@@ -141,25 +157,17 @@ impl Backward<Cpu, 2> for RmsNormBackward {
             grads.register::<Cpu>(node.id, tensor(dx, shape));
         }
         if let Some(node) = node_w {
-            // dw = sum over rows of dy x r: partial sums of fixed blocks, added in block order.
-            let rows = inv.len();
-            let partial: Vec<Vec<f32>> = (0..rows.div_ceil(BLOCK_ROWS))
-                .into_par_iter()
-                .map(|b| {
-                    let mut acc = vec![0f32; n];
-                    for r in b * BLOCK_ROWS..((b + 1) * BLOCK_ROWS).min(rows) {
-                        let (row, d) = (&xs[r * n..(r + 1) * n], &dys[r * n..(r + 1) * n]);
-                        for i in 0..n {
-                            acc[i] += d[i] * row[i] * inv[r];
-                        }
+            // dw = sum over rows of dy x r.
+            let dw = block_sums(inv.len(), n, |block| {
+                let mut acc = vec![0f32; n];
+                for r in block {
+                    let (row, d) = (&xs[r * n..(r + 1) * n], &dys[r * n..(r + 1) * n]);
+                    for i in 0..n {
+                        acc[i] += d[i] * row[i] * inv[r];
                     }
-                    acc
-                })
-                .collect();
-            let mut dw = vec![0f32; n];
-            for p in &partial {
-                dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-            }
+                }
+                acc
+            });
             grads.register::<Cpu>(node.id, tensor(dw, vec![n]));
         }
     }
@@ -295,26 +303,18 @@ impl Backward<Cpu, 3> for DoraBackward {
             grads.register::<Cpu>(node.id, g);
         }
         if let Some(node) = node_scale {
-            // d scale = sum over rows of dy base + dy s lora: fixed blocks of rows, added in order.
-            let rows = bs.len() / n;
-            let partial: Vec<Vec<f32>> = (0..rows.div_ceil(BLOCK_ROWS))
-                .into_par_iter()
-                .map(|blk| {
-                    let (mut from_base, mut from_lora) = (vec![0f32; n], vec![0f32; n]);
-                    for r in blk * BLOCK_ROWS..((blk + 1) * BLOCK_ROWS).min(rows) {
-                        let at = r * n;
-                        for j in 0..n {
-                            from_base[j] += dys[at + j] * bs[at + j];
-                            from_lora[j] += dys[at + j] * s * ls[at + j];
-                        }
+            // d scale = sum over rows of dy base + dy s lora.
+            let g = block_sums(bs.len() / n, n, |block| {
+                let (mut from_base, mut from_lora) = (vec![0f32; n], vec![0f32; n]);
+                for r in block {
+                    let at = r * n;
+                    for j in 0..n {
+                        from_base[j] += dys[at + j] * bs[at + j];
+                        from_lora[j] += dys[at + j] * s * ls[at + j];
                     }
-                    from_base.iter().zip(&from_lora).map(|(a, b)| a + b).collect()
-                })
-                .collect();
-            let mut g = vec![0f32; n];
-            for p in &partial {
-                g.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-            }
+                }
+                from_base.iter().zip(&from_lora).map(|(a, b)| a + b).collect()
+            });
             grads.register::<Cpu>(node.id, tensor(g, vec![1, n]));
         }
     }

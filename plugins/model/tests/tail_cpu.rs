@@ -49,6 +49,20 @@ fn close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     }
 }
 
+/// Whether two runs gave the same bits.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// A gradient summed over `rows` rows against its f64 value: the f32 sum's error grows with
+/// sqrt(rows).
+fn close_sums(name: &str, got: &[f32], want: &[f64], rows: usize) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-4 * (1.0 + w.abs()) * (rows as f64).sqrt();
+        assert!((*g as f64 - w).abs() < tol, "{name}[{i}] = {g}, want {w}");
+    }
+}
+
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -113,15 +127,7 @@ fn rms_norm_matches_burn_and_an_f64_computation() {
                 want_dw[i] += row(&dy, i) * row(&x, i) * inv;
             }
         }
-        for i in 0..n {
-            let tol = 1e-4 * (1.0 + want_dw[i].abs()) * (rows as f64).sqrt();
-            assert!(
-                (fused[2][i] as f64 - want_dw[i]).abs() < tol,
-                "dw[{i}] = {}, want {}",
-                fused[2][i],
-                want_dw[i]
-            );
-        }
+        close_sums("dw", &fused[2], &want_dw, rows);
     }
 }
 
@@ -162,20 +168,16 @@ fn the_bits_do_not_depend_on_the_thread_count() {
         .iter()
         .map(|&th| in_pool(th, || swiglu_run(&x, &dy, &x, [rows, n], true)))
         .collect();
-    let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
     for th in 1..3 {
         for k in 0..3 {
-            assert_eq!(
-                bits(&rms[th][k]),
-                bits(&rms[0][k]),
-                "rms_norm output {k}: {} threads differ from 1",
-                th + 1
+            let n = th + 1;
+            assert!(
+                same_bits(&rms[th][k], &rms[0][k]),
+                "rms_norm output {k}: {n} threads differ from 1"
             );
-            assert_eq!(
-                bits(&swi[th][k]),
-                bits(&swi[0][k]),
-                "swiglu output {k}: {} threads differ from 1",
-                th + 1
+            assert!(
+                same_bits(&swi[th][k], &swi[0][k]),
+                "swiglu output {k}: {n} threads differ from 1"
             );
         }
     }
@@ -309,10 +311,7 @@ fn rope_bits_do_not_depend_on_the_thread_count() {
         .collect();
     for th in 1..3 {
         for k in 0..2 {
-            let same = runs[th][k]
-                .iter()
-                .zip(&runs[0][k])
-                .all(|(a, b)| a.to_bits() == b.to_bits());
+            let same = same_bits(&runs[th][k], &runs[0][k]);
             assert!(same, "rope output {k}: {} threads differ from 1", th + 1);
         }
     }
@@ -369,15 +368,7 @@ fn dora_output_matches_burn_and_an_f64_computation() {
                 want_ds[j] += d * (b + 0.75 * l);
             }
         }
-        for j in 0..n {
-            let tol = 1e-4 * (1.0 + want_ds[j].abs()) * (rows as f64).sqrt();
-            assert!(
-                (fused[3][j] as f64 - want_ds[j]).abs() < tol,
-                "dscale[{j}] = {}, want {}",
-                fused[3][j],
-                want_ds[j]
-            );
-        }
+        close_sums("dscale", &fused[3], &want_ds, rows);
     }
 }
 
@@ -400,10 +391,7 @@ fn dora_norm_matches_burn_and_the_bits_do_not_depend_on_the_thread_count() {
         assert!((runs[0][j] as f64 - f64_norm).abs() < 1e-5 * f64_norm, "norm[{j}]");
     }
     for (th, run) in [2, 3].iter().zip(&runs[1..]) {
-        assert!(
-            run.iter().zip(&runs[0]).all(|(a, b)| a.to_bits() == b.to_bits()),
-            "dora norm: {th} threads differ from 1"
-        );
+        assert!(same_bits(run, &runs[0]), "dora norm: {th} threads differ from 1");
     }
     let (base, lora, dy) = (
         random(rows * n, 26, 1.0),
@@ -417,10 +405,7 @@ fn dora_norm_matches_burn_and_the_bits_do_not_depend_on_the_thread_count() {
         .collect();
     for th in 1..3 {
         for k in 0..4 {
-            let same = dora[th][k]
-                .iter()
-                .zip(&dora[0][k])
-                .all(|(a, b)| a.to_bits() == b.to_bits());
+            let same = same_bits(&dora[th][k], &dora[0][k]);
             assert!(same, "dora output {k}: {} threads differ from 1", th + 1);
         }
     }
